@@ -1,0 +1,120 @@
+// Engine benchmark: samples/s, GFLOP/s and peak RSS for the three reference workloads.
+//
+//     swift run -c release --scratch-path .build-engine crylab-engine-bench <workload> [--batch 32] [--steps 5] [--threads 2]
+//
+// workloads:
+//   unet-train        story U-Net 128x128x1 (32-64-128-256 / 512), MSE + Adam training step
+//   small-unet-train  U-Net 64x64x1, widths 8-16-32-64-128, MSE + Adam training step
+//   classifier-infer  story encoder + story head (Flatten, Dense 1024, BN, Dropout, 512, 128, 4), inference
+//
+// Run one workload per process: peak RSS (VmHWM) is per process. Scripts/keras/bench_side_by_side.py
+// runs these and Scripts/keras/bench_keras.py one after the other and prints the ratios.
+import CryLabNN
+import Foundation
+
+func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+    }
+    return 0
+}
+
+/// Multiply-add FLOPs (x2) of one forward pass, from the layer shapes.
+func forwardFlops(_ model: Model, batch: Int) throws -> Double {
+    var shapes: [[Int]] = [[batch] + model.inputShape]
+    var total = 0.0
+    for node in model.nodes {
+        let inputs = node.inputs.map { shapes[$0] }
+        let output = try node.layer.outputShape(inputShapes: inputs)
+        switch node.layer {
+        case let conv as Conv2D:
+            total += 2 * Double(output.reduce(1, *)) * Double(conv.kernelSize * conv.kernelSize * conv.inputChannels)
+        case let up as Conv2DTranspose:
+            total += 2 * Double(output.reduce(1, *)) * Double(up.inputChannels)
+        case let dense as Dense:
+            total += 2 * Double(output.reduce(1, *)) * Double(dense.inputFeatures)
+        default:
+            break
+        }
+        shapes.append(output)
+    }
+    return total
+}
+
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+let arguments = CommandLine.arguments
+func option(_ name: String, _ fallback: Int) -> Int {
+    guard let i = arguments.firstIndex(of: name), i + 1 < arguments.count, let v = Int(arguments[i + 1]) else { return fallback }
+    return v
+}
+guard arguments.count >= 2 else {
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer [--batch 32] [--steps 5] [--threads 2]")
+    exit(2)
+}
+let workload = arguments[1]
+let batch = option("--batch", 32)
+let steps = option("--steps", 5)
+ComputeThreads.set(option("--threads", 2))
+
+let model: Model
+let training: Bool
+switch workload {
+case "unet-train":
+    model = try Model.uNet(.story)
+    training = true
+case "small-unet-train":
+    model = try Model.uNet(UNetConfiguration(inputShape: [64, 64, 1], widths: [8, 16, 32, 64, 128]))
+    training = true
+case "classifier-infer":
+    model = try Model.classifier(.story)
+    training = false
+default:
+    print("unknown workload \(workload)")
+    exit(2)
+}
+
+var generator = SeededGenerator(seed: 1)
+let input = Tensor(shape: [batch] + model.inputShape, values: (0..<(batch * model.inputShape.reduce(1, *))).map { _ in generator.nextUnitFloat() })
+let optimizer = Adam()
+let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
+
+@MainActor func step() {
+    if training {
+        model.trainingStep(input: input, optimizer: optimizer) { meanSquaredError(prediction: $0, target: input) }
+    } else {
+        _ = model.predict(input)
+    }
+}
+
+step()  // warm-up: primitive creation, first allocations
+var times: [Double] = []
+for _ in 0..<steps {
+    let start = now()
+    step()
+    times.append(now() - start)
+}
+let median = times.sorted()[times.count / 2]
+if arguments.contains("--breakdown") {
+    // One more step with per-layer timers (the timers themselves cost next to nothing).
+    model.timings = [:]
+    let start = now()
+    step()
+    let total = now() - start
+    let layerTotal = model.timings!.values.reduce(0, +)
+    for (key, seconds) in model.timings!.sorted(by: { $0.value > $1.value }) {
+        print(String(format: "%-32@ %8.1f ms", key as NSString, seconds * 1000))
+    }
+    print(String(format: "%-32@ %8.1f ms", "loss + optimiser + rest" as NSString, (total - layerTotal) * 1000))
+}
+let result: [String: Any] = [
+    "framework": "crylab", "workload": workload, "batch": batch, "threads": ComputeThreads.count,
+    "steps": steps, "seconds_per_step_median": median,
+    "samples_per_second": Double(batch) / median,
+    "gflops_per_second": flopsPerStep / median / 1e9,
+    "gflop_per_step": flopsPerStep / 1e9,
+    "peak_rss_gib": Double(peakResidentBytes()) / 1_073_741_824,
+]
+let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+print(String(decoding: json, as: UTF8.self))

@@ -1,0 +1,2 @@
+// oneDNN C API (Debian: libdnnl-dev), used for convolutions.
+#include <dnnl.h>

@@ -1,0 +1,2 @@
+// libsndfile (Debian: libsndfile1-dev): WAV, FLAC, OGG, AIFF decoding.
+#include <sndfile.h>

@@ -1,0 +1,255 @@
+/// 2-D convolution, Keras's `Conv2D`: odd square kernels, stride 1 or 2, same/valid padding,
+/// optional bias, an activation (ReLU fused into oneDNN's kernel).
+///
+///     x: [batch, height, width, inputChannels] -> y: [batch, outHeight, outWidth, filters]
+///     kernel: [kernelSize, kernelSize, inputChannels, filters], bias: [filters]
+public final class Conv2D: ActivatedLayer {
+    public let name: String
+    public let kerasClass = "Conv2D"
+    public let inputChannels: Int
+    public let filters: Int
+    public let kernelSize: Int
+    public let stride: Int
+    public let padding: Padding
+    public let activation: Activation
+    public let kernel: Parameter
+    public let bias: Parameter?
+    public var trainable = true
+    /// oneDNN by default; tests switch single layers to the reference kernels.
+    public var backend: ConvolutionBackend = .oneDNN
+
+    private var cachedInput: Tensor?
+    private var cachedOutput: Tensor?
+
+    public init(name: String = "conv2d", inputChannels: Int, filters: Int, kernelSize: Int,
+                stride: Int = 1, padding: Padding = .same, activation: Activation = .linear,
+                useBias: Bool = true, generator: inout SeededGenerator) {
+        precondition(kernelSize >= 1 && (kernelSize % 2 == 1 || padding == .valid),
+                     "\(name): kernel size must be odd for 'same' padding, got \(kernelSize)")
+        precondition(stride == 1 || stride == 2, "\(name): stride must be 1 or 2, got \(stride)")
+        self.name = name
+        self.inputChannels = inputChannels
+        self.filters = filters
+        self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
+        self.activation = activation
+        kernel = Parameter(name: "kernel", value: Initializer.glorotUniform(
+            shape: [kernelSize, kernelSize, inputChannels, filters], generator: &generator))
+        bias = useBias ? Parameter(name: "bias", value: Tensor(zeros: [filters])) : nil
+    }
+
+    public var weights: [Parameter] { [kernel] + (bias.map { [$0] } ?? []) }
+
+    private func geometry(_ shape: [Int]) -> ConvolutionGeometry {
+        ConvolutionGeometry(batch: shape[0], inputHeight: shape[1], inputWidth: shape[2], inputChannels: inputChannels,
+                            outputChannels: filters, kernelHeight: kernelSize, kernelWidth: kernelSize,
+                            stride: stride, padding: padding)
+    }
+
+    public func outputShape(inputShapes: [[Int]]) throws -> [Int] {
+        guard inputShapes.count == 1, inputShapes[0].count == 4, inputShapes[0][3] == inputChannels else {
+            throw ShapeError(layer: name, message: "expected one input [batch, height, width, \(inputChannels)], got \(inputShapes)")
+        }
+        return geometry(inputShapes[0]).outputShape
+    }
+
+    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+        let x = inputs[0]
+        precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
+                     "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
+        let g = geometry(x.shape)
+        let fuse = activation == .relu
+        var y = Tensor(shape: g.outputShape) { out in
+            x.values.withUnsafeBufferPointer { input in
+                kernel.value.values.withUnsafeBufferPointer { k in
+                    if let bias {
+                        bias.value.values.withUnsafeBufferPointer { b in
+                            backend.kernels(for: g).forward(g, input: input.baseAddress!, kernel: k.baseAddress!,
+                                                    bias: b.baseAddress!, fuseReLU: fuse, output: out.baseAddress!)
+                        }
+                    } else {
+                        backend.kernels(for: g).forward(g, input: input.baseAddress!, kernel: k.baseAddress!,
+                                                bias: nil, fuseReLU: fuse, output: out.baseAddress!)
+                    }
+                }
+            }
+        }
+        if !fuse { activation.apply(&y) }
+        if training {
+            cachedInput = x
+            cachedOutput = y
+        }
+        return y
+    }
+
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+        guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
+                        needsInputGradients: needsInputGradients)
+    }
+
+    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
+        guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        let g = geometry(x.shape)
+        let kernels = backend.kernels(for: g)
+        defer { releaseCache() }
+        dz.values.withUnsafeBufferPointer { dzp in
+            if trainable {
+                x.values.withUnsafeBufferPointer { input in
+                    kernel.accumulateGradient { dk in
+                        if let bias {
+                            bias.accumulateGradient { db in
+                                kernels.backwardWeights(g, input: input.baseAddress!, outputGradient: dzp.baseAddress!,
+                                                        kernelGradient: dk, biasGradient: db)
+                            }
+                        } else {
+                            kernels.backwardWeights(g, input: input.baseAddress!, outputGradient: dzp.baseAddress!,
+                                                    kernelGradient: dk, biasGradient: nil)
+                        }
+                    }
+                }
+            }
+        }
+        guard needsInputGradients else { return [] }
+        let dx = Tensor(shape: x.shape) { dxp in
+            dz.values.withUnsafeBufferPointer { dzp in
+                kernel.value.values.withUnsafeBufferPointer { k in
+                    kernels.backwardData(g, outputGradient: dzp.baseAddress!, kernel: k.baseAddress!, inputGradient: dxp.baseAddress!)
+                }
+            }
+        }
+        return [dx]
+    }
+
+    public func releaseCache() {
+        cachedInput = nil
+        cachedOutput = nil
+    }
+}
+
+/// Keras's `Conv2DTranspose` for kernels equal to their stride (the U-Net's 2x2 stride-2 upsampling).
+///
+///     x: [batch, height, width, inputChannels] -> y: [batch, height*k, width*k, filters]
+///     kernel: [k, k, filters, inputChannels]  (Keras stores transposed kernels output-first), bias: [filters]
+public final class Conv2DTranspose: ActivatedLayer {
+    public let name: String
+    public let kerasClass = "Conv2DTranspose"
+    public let inputChannels: Int
+    public let filters: Int
+    public let kernelSize: Int
+    public let activation: Activation
+    public let kernel: Parameter
+    public let bias: Parameter?
+    public var trainable = true
+
+    private var cachedInput: Tensor?
+    private var cachedOutput: Tensor?
+
+    public init(name: String = "conv2d_transpose", inputChannels: Int, filters: Int, kernelSize: Int = 2,
+                stride: Int = 2, activation: Activation = .linear, useBias: Bool = true,
+                generator: inout SeededGenerator) {
+        precondition(kernelSize == stride,
+                     "\(name): only kernel size == stride is implemented (got kernel \(kernelSize), stride \(stride)); use e.g. kernel 2, stride 2")
+        self.name = name
+        self.inputChannels = inputChannels
+        self.filters = filters
+        self.kernelSize = kernelSize
+        self.activation = activation
+        kernel = Parameter(name: "kernel", value: Initializer.glorotUniform(
+            shape: [kernelSize, kernelSize, filters, inputChannels], generator: &generator))
+        bias = useBias ? Parameter(name: "bias", value: Tensor(zeros: [filters])) : nil
+    }
+
+    public var stride: Int { kernelSize }
+    public var weights: [Parameter] { [kernel] + (bias.map { [$0] } ?? []) }
+
+    private func geometry(_ shape: [Int]) -> TransposedConvolutionGeometry {
+        TransposedConvolutionGeometry(batch: shape[0], height: shape[1], width: shape[2], inputChannels: inputChannels,
+                                      outputChannels: filters, kernelSize: kernelSize)
+    }
+
+    public func outputShape(inputShapes: [[Int]]) throws -> [Int] {
+        guard inputShapes.count == 1, inputShapes[0].count == 4, inputShapes[0][3] == inputChannels else {
+            throw ShapeError(layer: name, message: "expected one input [batch, height, width, \(inputChannels)], got \(inputShapes)")
+        }
+        return geometry(inputShapes[0]).outputShape
+    }
+
+    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+        let x = inputs[0]
+        precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
+                     "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
+        let g = geometry(x.shape)
+        var y = Tensor(shape: g.outputShape) { out in
+            x.values.withUnsafeBufferPointer { input in
+                kernel.value.values.withUnsafeBufferPointer { k in
+                    if let bias {
+                        bias.value.values.withUnsafeBufferPointer { b in
+                            transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
+                                                         bias: b.baseAddress!, output: out.baseAddress!)
+                        }
+                    } else {
+                        transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
+                                                     bias: nil, output: out.baseAddress!)
+                    }
+                }
+            }
+        }
+        activation.apply(&y)
+        if training {
+            cachedInput = x
+            cachedOutput = y
+        }
+        return y
+    }
+
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+        guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
+                        needsInputGradients: needsInputGradients)
+    }
+
+    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
+        guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        defer { releaseCache() }
+        let g = geometry(x.shape)
+        var dx = needsInputGradients ? Tensor(zeros: x.shape) : nil
+        let weightGradients = trainable
+        x.values.withUnsafeBufferPointer { input in
+            kernel.value.values.withUnsafeBufferPointer { k in
+                dz.values.withUnsafeBufferPointer { dzp in
+                    withOptionalPointer(&dx) { dxp in
+                        withOptionalGradient(weightGradients ? kernel : nil) { dk in
+                            withOptionalGradient(weightGradients ? bias : nil) { db in
+                                transposedConvolutionBackward(g, input: input.baseAddress!, kernel: k.baseAddress!,
+                                                              outputGradient: dzp.baseAddress!, inputGradient: dxp,
+                                                              kernelGradient: dk, biasGradient: db)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return dx.map { [$0] } ?? []
+    }
+
+    public func releaseCache() {
+        cachedInput = nil
+        cachedOutput = nil
+    }
+}
+
+/// Calls body with a pointer to the tensor's values, or nil when there is no tensor.
+func withOptionalPointer<R>(_ tensor: inout Tensor?, _ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
+    if tensor == nil { return body(nil) }
+    return tensor!.values.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+}
+
+/// Calls body with the parameter's gradient buffer (allocated if needed), or nil.
+func withOptionalGradient<R>(_ parameter: Parameter?, _ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
+    guard let parameter else { return body(nil) }
+    var result: R?
+    parameter.accumulateGradient { result = body($0) }
+    return result!
+}

@@ -1,0 +1,101 @@
+/// Fully connected layer, Keras's `Dense`, applied to the last axis.
+///
+///     x: [batch, inputFeatures] -> y: [batch, units]
+///     kernel: [inputFeatures, units], bias: [units]
+public final class Dense: ActivatedLayer {
+    public let name: String
+    public let kerasClass = "Dense"
+    public let inputFeatures: Int
+    public let units: Int
+    public let activation: Activation
+    public let kernel: Parameter
+    public let bias: Parameter?
+    public var trainable = true
+
+    private var cachedInput: Tensor?
+    private var cachedOutput: Tensor?
+
+    public init(name: String = "dense", inputFeatures: Int, units: Int, activation: Activation = .linear,
+                useBias: Bool = true, generator: inout SeededGenerator) {
+        self.name = name
+        self.inputFeatures = inputFeatures
+        self.units = units
+        self.activation = activation
+        kernel = Parameter(name: "kernel", value: Initializer.glorotUniform(shape: [inputFeatures, units], generator: &generator))
+        bias = useBias ? Parameter(name: "bias", value: Tensor(zeros: [units])) : nil
+    }
+
+    public var weights: [Parameter] { [kernel] + (bias.map { [$0] } ?? []) }
+
+    public func outputShape(inputShapes: [[Int]]) throws -> [Int] {
+        guard inputShapes.count == 1, inputShapes[0].last == inputFeatures else {
+            throw ShapeError(layer: name, message: "expected one input [..., \(inputFeatures)], got \(inputShapes)")
+        }
+        return Array(inputShapes[0].dropLast()) + [units]
+    }
+
+    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+        let x = inputs[0]
+        precondition(x.shape.last == inputFeatures, "\(name): expected input [..., \(inputFeatures)], got \(x.shape)")
+        let rows = x.count / inputFeatures
+        var y = Tensor(shape: Array(x.shape.dropLast()) + [units]) { out in
+            x.values.withUnsafeBufferPointer { input in
+                kernel.value.values.withUnsafeBufferPointer { k in
+                    // y [rows, units] = x [rows, in] * kernel [in, units]
+                    matrixMultiply(m: rows, n: units, k: inputFeatures, a: input.baseAddress!, b: k.baseAddress!, c: out.baseAddress!)
+                }
+                if let bias {
+                    bias.value.values.withUnsafeBufferPointer { b in
+                        for r in 0..<rows { for u in 0..<units { out[r * units + u] += b[u] } }
+                    }
+                }
+            }
+        }
+        activation.apply(&y)
+        if training {
+            cachedInput = x
+            cachedOutput = y
+        }
+        return y
+    }
+
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+        guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
+                        needsInputGradients: needsInputGradients)
+    }
+
+    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
+        guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        defer { releaseCache() }
+        let rows = x.count / inputFeatures
+        dz.values.withUnsafeBufferPointer { d in
+            if trainable {
+                x.values.withUnsafeBufferPointer { input in
+                    // dKernel [in, units] += x^T [in, rows] * dz [rows, units]
+                    kernel.accumulateGradient { dk in
+                        matrixMultiply(m: inputFeatures, n: units, k: rows, a: input.baseAddress!, transposeA: true,
+                                       b: d.baseAddress!, c: dk, beta: 1)
+                    }
+                }
+                bias?.accumulateGradient { db in addColumnSums(d.baseAddress!, rows: rows, columns: units, into: db) }
+            }
+        }
+        guard needsInputGradients else { return [] }
+        let dx = Tensor(shape: x.shape) { out in
+            dz.values.withUnsafeBufferPointer { d in
+                kernel.value.values.withUnsafeBufferPointer { k in
+                    // dx [rows, in] = dz [rows, units] * kernel^T [units, in]
+                    matrixMultiply(m: rows, n: inputFeatures, k: units, a: d.baseAddress!, b: k.baseAddress!,
+                                   transposeB: true, c: out.baseAddress!)
+                }
+            }
+        }
+        return [dx]
+    }
+
+    public func releaseCache() {
+        cachedInput = nil
+        cachedOutput = nil
+    }
+}

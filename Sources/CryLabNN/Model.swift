@@ -1,0 +1,248 @@
+import Dispatch
+
+/// A directed acyclic graph of layers with one input and one output (Keras's functional model).
+///
+/// Values are numbered: 0 is the model input, `i + 1` is the output of node `i`. Nodes are stored in
+/// creation order, which is also Keras's `model.layers` order (the order checkpoint writers iterate).
+/// Backward walks the nodes in reverse and *sums* gradients arriving at a value from several
+/// consumers, which is what a U-Net skip connection (a tensor used twice) needs.
+public final class Model {
+    public struct Node {
+        public let layer: any Layer
+        public let inputs: [Int]
+    }
+
+    public let inputShape: [Int]              // without batch, e.g. [128, 128, 1]
+    public private(set) var nodes: [Node]
+    /// Encoder blocks (levels) by index; each lists its layers, for "freeze the first three blocks".
+    public let encoderBlocks: [[any Layer]]
+    /// The recipe this model was built from (JSON-encodable), if it came from a builder.
+    public let configuration: ModelConfiguration?
+
+    public init(inputShape: [Int], nodes: [Node], encoderBlocks: [[any Layer]] = [],
+                configuration: ModelConfiguration? = nil) {
+        self.inputShape = inputShape
+        self.nodes = nodes
+        self.encoderBlocks = encoderBlocks
+        self.configuration = configuration
+    }
+
+    public var layers: [any Layer] { nodes.map(\.layer) }
+
+    /// When non-nil, forward and backward add each layer's wall time here, keyed by
+    /// "<KerasClass> forward" / "<KerasClass> backward" (benchmarks use it for a breakdown).
+    public var timings: [String: Double]?
+
+    private func timed<R>(_ layer: any Layer, _ pass: String, _ body: () -> R) -> R {
+        guard timings != nil else { return body() }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let result = body()
+        timings!["\(layer.kerasClass) \(pass)", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return result
+    }
+
+    public var parameterCount: Int { layers.reduce(0) { $0 + $1.parameterCount } }
+
+    /// Weights the optimiser may change: trainable weights of unfrozen layers.
+    public var trainableParameters: [Parameter] {
+        layers.filter(\.trainable).flatMap { $0.weights.filter(\.isTrainable) }
+    }
+
+    public var trainableParameterCount: Int { trainableParameters.reduce(0) { $0 + $1.value.count } }
+
+    public func layer(named name: String) -> (any Layer)? { layers.first { $0.name == name } }
+
+    // MARK: Running
+
+    /// Runs the graph. In training mode every layer keeps what `backward` needs.
+    public func forward(_ input: Tensor, training: Bool = false) -> Tensor {
+        precondition(Array(input.shape.dropFirst()) == inputShape,
+                     "model expects input [batch] + \(inputShape), got \(input.shape)")
+        var values = [Tensor?](repeating: nil, count: nodes.count + 1)
+        var remainingUses = [Int](repeating: 0, count: nodes.count + 1)
+        for node in nodes { for i in node.inputs { remainingUses[i] += 1 } }
+        values[0] = input
+        for (index, node) in nodes.enumerated() {
+            let inputs = node.inputs.map { values[$0]! }
+            values[index + 1] = timed(node.layer, "forward") { node.layer.forward(inputs, training: training) }
+            for i in node.inputs {
+                remainingUses[i] -= 1
+                if remainingUses[i] == 0 { values[i] = nil }  // free activations nobody else reads
+            }
+        }
+        return values[nodes.count]!
+    }
+
+    public func predict(_ input: Tensor) -> Tensor { forward(input, training: false) }
+
+    /// Which values need a gradient: those downstream of any layer that computes weight gradients.
+    private func valuesNeedingGradients() -> [Bool] {
+        var needs = [Bool](repeating: false, count: nodes.count + 1)
+        for (index, node) in nodes.enumerated() {
+            needs[index + 1] = node.layer.computesWeightGradients || node.inputs.contains { needs[$0] }
+        }
+        return needs
+    }
+
+    /// Back-propagates from the output and accumulates weight gradients. Requires a training-mode forward.
+    public func backward(_ lossGradient: LossGradient) {
+        let needs = valuesNeedingGradients()
+        var gradients = [Tensor?](repeating: nil, count: nodes.count + 1)
+        for (index, node) in nodes.enumerated().reversed() {
+            guard let dy = gradients[index + 1] ?? (index == nodes.count - 1 ? lossGradient.tensor : nil),
+                  needs[index + 1] else {
+                node.layer.releaseCache()
+                continue
+            }
+            gradients[index + 1] = nil
+            let needInputs = node.inputs.contains { needs[$0] }
+            let dx: [Tensor]
+            if index == nodes.count - 1, case .logits = lossGradient {
+                guard let activated = node.layer as? any ActivatedLayer, activated.activation == .softmax else {
+                    preconditionFailure("a logits gradient needs a final layer with softmax activation; \(node.layer.name) has none")
+                }
+                dx = activated.backward(preActivationGradient: dy, needsInputGradients: needInputs)
+            } else {
+                if timings == nil {
+                    dx = node.layer.backward(consume dy, needsInputGradients: needInputs)  // hands over the buffer
+                } else {
+                    dx = timed(node.layer, "backward") { node.layer.backward(dy, needsInputGradients: needInputs) }
+                }
+            }
+            guard needInputs else { continue }
+            for (input, gradient) in zip(node.inputs, dx) where needs[input] {
+                if gradients[input] == nil { gradients[input] = gradient } else { gradients[input]!.add(gradient) }
+            }
+        }
+    }
+
+    public func zeroGradients() {
+        for layer in layers { for weight in layer.weights { weight.zeroGradient() } }
+    }
+
+    // MARK: Freezing (separate from the training-mode flag passed to forward)
+
+    public func freeze(layersNamed names: [String]) throws(WeightError) {
+        for name in names {
+            guard let layer = layer(named: name) else { throw .unknownLayer(name: name, available: layers.map(\.name)) }
+            layer.trainable = false
+            for weight in layer.weights { weight.releaseGradient() }
+        }
+    }
+
+    public func unfreeze(layersNamed names: [String]) throws(WeightError) {
+        for name in names {
+            guard let layer = layer(named: name) else { throw .unknownLayer(name: name, available: layers.map(\.name)) }
+            layer.trainable = true
+        }
+    }
+
+    /// Freezes encoder blocks by index, e.g. `freeze(encoderBlocks: 0..<3)` for the first three.
+    public func freeze(encoderBlocks range: Range<Int>) {
+        for block in range {
+            precondition(encoderBlocks.indices.contains(block),
+                         "encoder block \(block) does not exist; this model has \(encoderBlocks.count)")
+            for layer in encoderBlocks[block] {
+                layer.trainable = false
+                for weight in layer.weights { weight.releaseGradient() }
+            }
+        }
+    }
+
+    public func unfreezeAll() {
+        for layer in layers { layer.trainable = true }
+    }
+
+    // MARK: Named weights (Keras order and names)
+
+    /// Every weight, in Keras order, as "layer/weight" paths.
+    public var namedWeights: [(path: String, parameter: Parameter)] {
+        layers.flatMap { layer in layer.weights.map { ("\(layer.name)/\($0.name)", $0) } }
+    }
+
+    /// Sets one weight by layer and weight name; errors name the path and both shapes.
+    public func setWeight(layer layerName: String, weight weightName: String, to value: Tensor) throws(WeightError) {
+        guard let layer = layer(named: layerName) else {
+            throw .unknownLayer(name: layerName, available: layers.map(\.name))
+        }
+        guard let parameter = layer.weight(named: weightName) else {
+            throw .unknownWeight(path: "\(layerName)/\(weightName)", available: layer.weights.map(\.name))
+        }
+        try parameter.assign(value, layerName: layerName)
+    }
+
+    /// Sets weights from "layer/weight" paths. With `requireAll`, every model weight must be present.
+    public func setWeights(_ values: [String: Tensor], requireAll: Bool = true) throws(WeightError) {
+        for (path, value) in values {
+            let parts = path.split(separator: "/", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw .unknownWeight(path: path, available: namedWeights.map(\.path)) }
+            try setWeight(layer: parts[0], weight: parts[1], to: value)
+        }
+        if requireAll {
+            for (path, _) in namedWeights where values[path] == nil { throw .missingWeight(path: path) }
+        }
+    }
+
+    /// Copies the weights of every layer of `other` whose name also exists here (e.g. a pretrained encoder).
+    @discardableResult
+    public func copyWeights(from other: Model, layerNames: [String]? = nil) throws(WeightError) -> [String] {
+        var copied: [String] = []
+        for source in other.layers where layerNames?.contains(source.name) ?? true {
+            guard let target = layer(named: source.name), !source.weights.isEmpty else { continue }
+            for weight in source.weights {
+                guard let destination = target.weight(named: weight.name) else {
+                    throw .unknownWeight(path: "\(target.name)/\(weight.name)", available: target.weights.map(\.name))
+                }
+                try destination.assign(weight.value, layerName: target.name)
+            }
+            copied.append(source.name)
+        }
+        return copied
+    }
+
+    /// Output shape for a given batch size, checking every layer's input shapes.
+    public func outputShape(batch: Int) throws -> [Int] {
+        var shapes: [[Int]] = [[batch] + inputShape]
+        for node in nodes { shapes.append(try node.layer.outputShape(inputShapes: node.inputs.map { shapes[$0] })) }
+        return shapes.last!
+    }
+}
+
+/// Builds a graph while tracking shapes and Keras names.
+public struct GraphBuilder {
+    public private(set) var nodes: [Model.Node] = []
+    public private(set) var shapes: [[Int]]
+    public var namer: KerasNamer
+    public var generator: SeededGenerator
+
+    public init(inputShape: [Int], seed: UInt64, namer: KerasNamer = KerasNamer()) {
+        shapes = [[1] + inputShape]
+        self.namer = namer
+        generator = SeededGenerator(seed: seed)
+    }
+
+    /// Adds a layer reading the given values; returns the index of its output value.
+    @discardableResult
+    public mutating func add(_ layer: any Layer, inputs: [Int]) throws -> Int {
+        let shape = try layer.outputShape(inputShapes: inputs.map { shapes[$0] })
+        nodes.append(Model.Node(layer: layer, inputs: inputs))
+        shapes.append(shape)
+        return shapes.count - 1
+    }
+
+    public func channels(of value: Int) -> Int { shapes[value].last! }
+    public var last: Int { shapes.count - 1 }
+}
+
+/// What a loss hands to `Model.backward`: d(loss)/d(output), or, for a softmax output fused with
+/// cross-entropy, d(loss)/d(logits) (the final layer then skips its softmax derivative).
+public enum LossGradient {
+    case output(Tensor)
+    case logits(Tensor)
+
+    public var tensor: Tensor {
+        switch self {
+        case let .output(t), let .logits(t): t
+        }
+    }
+}

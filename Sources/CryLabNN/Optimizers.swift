@@ -1,0 +1,164 @@
+import Foundation
+
+/// Learning-rate schedules, as a function of the 0-based step about to be taken.
+public enum LearningRateSchedule: Codable, Sendable, Equatable {
+    case constant(Float)
+    /// initial * factor^(floor(step / every)).
+    case step(initial: Float, factor: Float, every: Int)
+    /// Linear warm-up from 0 to `peak` over `warmupSteps`, then half-cosine from `peak` down to
+    /// `minimum` at `totalSteps` (and `minimum` after).
+    case cosine(peak: Float, warmupSteps: Int, totalSteps: Int, minimum: Float)
+
+    public func rate(atStep step: Int) -> Float {
+        switch self {
+        case let .constant(rate):
+            return rate
+        case let .step(initial, factor, every):
+            return initial * pow(factor, Float(step / max(every, 1)))
+        case let .cosine(peak, warmup, total, minimum):
+            if step < warmup { return peak * Float(step + 1) / Float(warmup) }
+            let progress = min(Float(step - warmup) / Float(max(total - warmup, 1)), 1)
+            return minimum + (peak - minimum) * 0.5 * (1 + cos(Float.pi * progress))
+        }
+    }
+}
+
+/// Scales all gradients so their global L2 norm is at most `maxNorm` (Keras's `global_clipnorm`).
+/// Returns the norm before clipping.
+@discardableResult
+public func clipGradientsByGlobalNorm(_ parameters: [Parameter], maxNorm: Float) -> Float {
+    var squares = 0.0
+    for p in parameters {
+        guard let g = p.gradient else { continue }
+        for v in g.values { squares += Double(v) * Double(v) }
+    }
+    let norm = Float(squares.squareRoot())
+    if norm > maxNorm {
+        let scale = maxNorm / norm
+        for p in parameters where p.gradient != nil {
+            p.accumulateGradient { g in for i in 0..<p.value.count { g[i] *= scale } }
+        }
+    }
+    return norm
+}
+
+/// An optimiser updates a model's trainable weights of unfrozen layers from their gradients.
+public protocol Optimizer: AnyObject {
+    /// Number of steps taken.
+    var iterations: Int { get }
+    func step(_ parameters: [Parameter])
+}
+
+extension Optimizer {
+    public func step(_ model: Model) { step(model.trainableParameters) }
+}
+
+/// Adam with bias correction, exactly as Keras 3 computes it:
+///     m ← m + (g - m)(1 - β1);  v ← v + (g² - v)(1 - β2)
+///     θ ← θ - lr·sqrt(1 - β2^t)/(1 - β1^t) · m / (sqrt(v) + ε)
+/// With `weightDecay > 0` it is AdamW: θ ← θ - θ·weightDecay·lr first (decoupled decay).
+public final class Adam: Optimizer {
+    public var schedule: LearningRateSchedule
+    public let beta1: Float, beta2: Float, epsilon: Float
+    public let weightDecay: Float
+    public internal(set) var iterations = 0
+    var moments: [ObjectIdentifier: (m: [Float], v: [Float])] = [:]
+
+    public init(schedule: LearningRateSchedule = .constant(1e-3), beta1: Float = 0.9, beta2: Float = 0.999,
+                epsilon: Float = 1e-7, weightDecay: Float = 0) {
+        self.schedule = schedule
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+    }
+
+    public convenience init(learningRate: Float) { self.init(schedule: .constant(learningRate)) }
+
+    /// Keras's AdamW defaults: weight decay 0.004.
+    public static func adamW(schedule: LearningRateSchedule = .constant(1e-3), weightDecay: Float = 0.004) -> Adam {
+        Adam(schedule: schedule, weightDecay: weightDecay)
+    }
+
+    public func step(_ parameters: [Parameter]) {
+        let lr = schedule.rate(atStep: iterations)
+        iterations += 1
+        let t = Float(iterations)
+        let alpha = lr * (1 - pow(beta2, t)).squareRoot() / (1 - pow(beta1, t))
+        for p in parameters {
+            guard let gradient = p.gradient else { continue }
+            let key = ObjectIdentifier(p)
+            var state = moments.removeValue(forKey: key)
+                ?? ([Float](repeating: 0, count: p.value.count), [Float](repeating: 0, count: p.value.count))
+            let (b1, b2, eps, decay) = (beta1, beta2, epsilon, weightDecay * lr)
+            gradient.values.withUnsafeBufferPointer { g in
+                state.m.withUnsafeMutableBufferPointer { m in
+                    state.v.withUnsafeMutableBufferPointer { v in
+                        p.updateValues { theta in
+                            for i in 0..<theta.count {
+                                if decay != 0 { theta[i] -= theta[i] * decay }
+                                m[i] += (g[i] - m[i]) * (1 - b1)
+                                v[i] += (g[i] * g[i] - v[i]) * (1 - b2)
+                                theta[i] -= alpha * m[i] / (v[i].squareRoot() + eps)
+                            }
+                        }
+                    }
+                }
+            }
+            moments[key] = state
+        }
+    }
+}
+
+/// SGD with momentum, as Keras: velocity ← momentum·velocity - lr·g; θ ← θ + velocity
+/// (plain SGD when momentum is 0).
+public final class SGD: Optimizer {
+    public var schedule: LearningRateSchedule
+    public let momentum: Float
+    public internal(set) var iterations = 0
+    var velocities: [ObjectIdentifier: [Float]] = [:]
+
+    public init(schedule: LearningRateSchedule = .constant(0.01), momentum: Float = 0) {
+        self.schedule = schedule
+        self.momentum = momentum
+    }
+
+    public func step(_ parameters: [Parameter]) {
+        let lr = schedule.rate(atStep: iterations)
+        iterations += 1
+        for p in parameters {
+            guard let gradient = p.gradient else { continue }
+            let key = ObjectIdentifier(p)
+            var velocity = velocities.removeValue(forKey: key) ?? [Float](repeating: 0, count: p.value.count)
+            let mu = momentum
+            gradient.values.withUnsafeBufferPointer { g in
+                velocity.withUnsafeMutableBufferPointer { vel in
+                    p.updateValues { theta in
+                        for i in 0..<theta.count {
+                            vel[i] = mu * vel[i] - lr * g[i]
+                            theta[i] += vel[i]
+                        }
+                    }
+                }
+            }
+            velocities[key] = velocity
+        }
+    }
+}
+
+extension Model {
+    /// One optimisation step: zero gradients, training-mode forward, loss, backward, optional
+    /// clipping, optimiser update. Returns the loss value.
+    @discardableResult
+    public func trainingStep(input: Tensor, optimizer: any Optimizer, clipNorm: Float? = nil,
+                             loss: (Tensor) -> LossResult) -> Double {
+        zeroGradients()
+        let output = forward(input, training: true)
+        let result = loss(output)
+        backward(result.gradient)
+        let parameters = trainableParameters
+        if let clipNorm { clipGradientsByGlobalNorm(parameters, maxNorm: clipNorm) }
+        optimizer.step(parameters)
+        return result.value
+    }
+}

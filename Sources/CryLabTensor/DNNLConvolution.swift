@@ -1,0 +1,350 @@
+import CDNNL
+import Foundation
+
+/// Convolutions through oneDNN's direct fp32 kernels (AVX-512 / AVX2 JIT, picked by oneDNN).
+///
+/// Activations stay in Keras's NHWC in memory and are handed to oneDNN as they are; only the
+/// weights may be reordered into the blocked format the chosen kernel wants, and only when that
+/// format differs from Keras's [kernelHeight, kernelWidth, inputChannels, outputChannels].
+/// Primitives are created once per (geometry, pass, thread count) and cached. All primitives share
+/// one scratchpad owned here, so memory does not grow with the number of layers.
+/// Calls are serialised by a lock: oneDNN already uses every thread inside each call.
+public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
+    public static let shared = DNNLConvolution()
+
+    private enum Pass: Hashable {
+        case forward(bias: Bool, relu: Bool)
+        case backwardData
+        case backwardWeights(bias: Bool)
+    }
+
+    private struct Key: Hashable {
+        let geometry: ConvolutionGeometry
+        let pass: Pass
+        let threads: Int
+    }
+
+    /// One ready-to-run pass: the primitive, and how its weights differ from Keras's layout.
+    private final class Prepared {
+        let primitiveDescriptor: dnnl_primitive_desc_t
+        let primitive: dnnl_primitive_t
+        let weightsDescriptor: dnnl_memory_desc_t
+        let kerasWeightsDescriptor: dnnl_memory_desc_t
+        /// Keras layout -> kernel layout (forward, backward-data) or back (backward-weights); nil if equal.
+        let weightsReorder: dnnl_primitive_t?
+        let weightsBytes: Int
+        let scratchpadBytes: Int
+        let implementation: String
+
+        init(primitiveDescriptor: dnnl_primitive_desc_t, primitive: dnnl_primitive_t,
+             weightsDescriptor: dnnl_memory_desc_t, kerasWeightsDescriptor: dnnl_memory_desc_t,
+             weightsReorder: dnnl_primitive_t?, weightsBytes: Int, scratchpadBytes: Int, implementation: String) {
+            self.primitiveDescriptor = primitiveDescriptor
+            self.primitive = primitive
+            self.weightsDescriptor = weightsDescriptor
+            self.kerasWeightsDescriptor = kerasWeightsDescriptor
+            self.weightsReorder = weightsReorder
+            self.weightsBytes = weightsBytes
+            self.scratchpadBytes = scratchpadBytes
+            self.implementation = implementation
+        }
+    }
+
+    private let lock = NSLock()
+    private let engine: dnnl_engine_t
+    private let stream: dnnl_stream_t
+    private var cache: [Key: Prepared] = [:]
+    private var scratchpad = GrowingBuffer()
+    private var weightsBuffer = GrowingBuffer()
+    private var weightsGradientBuffer = GrowingBuffer()
+
+    private init() {
+        _ = MemoryPolicy.applied
+        var engine: dnnl_engine_t?
+        Self.check(dnnl_engine_create(&engine, dnnl_cpu, 0), "creating the CPU engine")
+        var stream: dnnl_stream_t?
+        Self.check(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue), "creating a stream")
+        self.engine = engine!
+        self.stream = stream!
+    }
+
+    // MARK: Passes
+
+    public func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, kernel: UnsafePointer<Float>,
+                        bias: UnsafePointer<Float>?, fuseReLU: Bool, output: UnsafeMutablePointer<Float>) {
+        lock.withLock {
+            let p = prepared(g, .forward(bias: bias != nil, relu: fuseReLU))
+            let weights = kernelInKernelLayout(p, kernel: kernel)
+            var arguments = [
+                argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: input)),
+                argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
+                argument(Int32(DNNL_ARG_DST_0), descriptor: destinationDescriptor(g), pointer: UnsafeMutableRawPointer(output)),
+            ]
+            if let bias {
+                arguments.append(argument(41, descriptor: biasDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: bias)))
+            }
+            execute(p, arguments)
+        }
+    }
+
+    public func backwardData(_ g: ConvolutionGeometry, outputGradient: UnsafePointer<Float>,
+                             kernel: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>) {
+        lock.withLock {
+            let p = prepared(g, .backwardData)
+            let weights = kernelInKernelLayout(p, kernel: kernel)
+            execute(p, [
+                argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: outputGradient)),
+                argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
+                argument(Int32(DNNL_ARG_DIFF_SRC_0), descriptor: sourceDescriptor(g), pointer: UnsafeMutableRawPointer(inputGradient)),
+            ])
+        }
+    }
+
+    public func backwardWeights(_ g: ConvolutionGeometry, input: UnsafePointer<Float>,
+                                outputGradient: UnsafePointer<Float>,
+                                kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?) {
+        lock.withLock {
+            let p = prepared(g, .backwardWeights(bias: biasGradient != nil))
+            // oneDNN overwrites its outputs; ours accumulate, so compute into scratch and add.
+            let kernelCount = g.kernelHeight * g.kernelWidth * g.inputChannels * g.outputChannels
+            let fresh = weightsGradientBuffer.reserve(bytes: (p.weightsBytes + 63) / 64 * 64 + (g.outputChannels + kernelCount) * 4)
+            let freshKernel = fresh
+            let freshBias = fresh + (p.weightsBytes + 63) / 64 * 64
+            var arguments = [
+                argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: input)),
+                argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: outputGradient)),
+                argument(Int32(DNNL_ARG_DIFF_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: freshKernel),
+            ]
+            if biasGradient != nil {
+                arguments.append(argument(169, descriptor: biasDescriptor(g), pointer: freshBias))
+            }
+            execute(p, arguments)
+            var kerasKernel = freshKernel.assumingMemoryBound(to: Float.self)
+            if let reorder = p.weightsReorder {
+                // Blocked gradient -> Keras layout, into the space after the bias.
+                let target = freshBias + g.outputChannels * 4
+                runReorder(reorder, from: (p.weightsDescriptor, freshKernel), to: (p.kerasWeightsDescriptor, target))
+                kerasKernel = target.assumingMemoryBound(to: Float.self)
+            }
+            for i in 0..<kernelCount { kernelGradient[i] += kerasKernel[i] }
+            if let biasGradient {
+                let b = freshBias.assumingMemoryBound(to: Float.self)
+                for i in 0..<g.outputChannels { biasGradient[i] += b[i] }
+            }
+        }
+    }
+
+    /// The name of the oneDNN implementation chosen for a pass, e.g. "jit:avx512_core".
+    public func implementationNames(_ g: ConvolutionGeometry) -> [String] {
+        lock.withLock {
+            [prepared(g, .forward(bias: true, relu: true)).implementation,
+             prepared(g, .backwardData).implementation,
+             prepared(g, .backwardWeights(bias: true)).implementation]
+        }
+    }
+
+    /// Number of cached primitives (tests check that repeated shapes reuse them).
+    public var cachedPrimitiveCount: Int { lock.withLock { cache.count } }
+
+    // MARK: Execution helpers
+
+    private func kernelInKernelLayout(_ p: Prepared, kernel: UnsafePointer<Float>) -> UnsafeMutableRawPointer {
+        guard let reorder = p.weightsReorder else { return UnsafeMutableRawPointer(mutating: kernel) }
+        let target = weightsBuffer.reserve(bytes: p.weightsBytes)
+        runReorder(reorder, from: (p.kerasWeightsDescriptor, UnsafeMutableRawPointer(mutating: kernel)),
+                   to: (p.weightsDescriptor, target))
+        return target
+    }
+
+    private func runReorder(_ reorder: dnnl_primitive_t,
+                            from: (dnnl_memory_desc_t, UnsafeMutableRawPointer),
+                            to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
+        // Weight reorders are small (at most a few MB): one thread avoids an OpenMP barrier, which
+        // costs a scheduler time slice (~8 ms measured) whenever another process holds a core.
+        OpenMP.setThreads(1)
+        defer { OpenMP.setThreads(ComputeThreads.count) }
+        let arguments = [argument(Int32(DNNL_ARG_SRC_0), descriptor: from.0, pointer: from.1),
+                         argument(Int32(DNNL_ARG_DST_0), descriptor: to.0, pointer: to.1)]
+        defer { for a in arguments { dnnl_memory_destroy(a.memory) } }
+        Self.check(dnnl_primitive_execute(reorder, stream, Int32(arguments.count), arguments), "reordering weights")
+        Self.check(dnnl_stream_wait(stream), "waiting for a reorder")
+    }
+
+    private func execute(_ p: Prepared, _ arguments: [dnnl_exec_arg_t]) {
+        OpenMP.applyToCurrentThread()
+        var all = arguments
+        if p.scratchpadBytes > 0 {
+            var descriptor = dnnl_primitive_desc_query_md(p.primitiveDescriptor, dnnl_query_scratchpad_md, 0)!.pointee
+            var memory: dnnl_memory_t?
+            Self.check(dnnl_memory_create(&memory, &descriptor, engine, scratchpad.reserve(bytes: p.scratchpadBytes)), "creating scratchpad memory")
+            all.append(dnnl_exec_arg_t(arg: 80, memory: memory))
+        }
+        defer { for a in all { dnnl_memory_destroy(a.memory) } }
+        Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(all.count), all), "executing a convolution")
+        Self.check(dnnl_stream_wait(stream), "waiting for a convolution")
+    }
+
+    private func argument(_ index: Int32, descriptor: dnnl_memory_desc_t, pointer: UnsafeMutableRawPointer) -> dnnl_exec_arg_t {
+        var descriptor = descriptor
+        var memory: dnnl_memory_t?
+        Self.check(dnnl_memory_create(&memory, &descriptor, engine, pointer), "wrapping a buffer as oneDNN memory")
+        return dnnl_exec_arg_t(arg: index, memory: memory)
+    }
+
+    // MARK: Descriptors (oneDNN's logical dimension order is always N, C, H, W / O, I, H, W)
+
+    private func descriptor(_ dims: [Int], _ tag: dnnl_format_tag_t) -> dnnl_memory_desc_t {
+        var d = dnnl_memory_desc_t()
+        let dims64 = dims.map { Int64($0) }
+        Self.check(dnnl_memory_desc_init_by_tag(&d, Int32(dims.count), dims64, dnnl_f32, tag), "describing \(dims)")
+        return d
+    }
+
+    // x: [batch, height, width, channels]
+    private func sourceDescriptor(_ g: ConvolutionGeometry) -> dnnl_memory_desc_t {
+        descriptor([g.batch, g.inputChannels, g.inputHeight, g.inputWidth], dnnl_nhwc)
+    }
+
+    // y: [batch, outputHeight, outputWidth, outputChannels]
+    private func destinationDescriptor(_ g: ConvolutionGeometry) -> dnnl_memory_desc_t {
+        descriptor([g.batch, g.outputChannels, g.outputHeight, g.outputWidth], dnnl_nhwc)
+    }
+
+    private func weightsDescriptor(_ g: ConvolutionGeometry, _ tag: dnnl_format_tag_t) -> dnnl_memory_desc_t {
+        descriptor([g.outputChannels, g.inputChannels, g.kernelHeight, g.kernelWidth], tag)
+    }
+
+    private func biasDescriptor(_ g: ConvolutionGeometry) -> dnnl_memory_desc_t {
+        descriptor([g.outputChannels], dnnl_x)
+    }
+
+    // MARK: Primitive creation (once per key)
+
+    private func prepared(_ g: ConvolutionGeometry, _ pass: Pass) -> Prepared {
+        let key = Key(geometry: g, pass: pass, threads: ComputeThreads.count)
+        if let hit = cache[key] { return hit }
+        OpenMP.applyToCurrentThread()
+        let made = make(g, pass)
+        cache[key] = made
+        return made
+    }
+
+    private func forwardDescriptor(_ g: ConvolutionGeometry, bias: Bool) -> dnnl_convolution_desc_t {
+        var source = sourceDescriptor(g)
+        var destination = destinationDescriptor(g)
+        var weights = weightsDescriptor(g, dnnl_format_tag_any)
+        var biasMD = biasDescriptor(g)
+        var d = dnnl_convolution_desc_t()
+        let status = withUnsafePointer(to: &biasMD) { biasPointer in
+            dnnl_convolution_forward_desc_init(
+                &d, dnnl_forward_training, dnnl_convolution_direct, &source, &weights, bias ? biasPointer : nil,
+                &destination, strides(g), [Int64(g.padTop), Int64(g.padLeft)], [Int64(g.padBottom), Int64(g.padRight)])
+        }
+        Self.check(status, "describing \(g)")
+        return d
+    }
+
+    private func strides(_ g: ConvolutionGeometry) -> [Int64] { [Int64(g.stride), Int64(g.stride)] }
+
+    private func make(_ g: ConvolutionGeometry, _ pass: Pass) -> Prepared {
+        var attributes: dnnl_primitive_attr_t?
+        Self.check(dnnl_primitive_attr_create(&attributes), "creating attributes")
+        defer { dnnl_primitive_attr_destroy(attributes) }
+        Self.check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "scratchpad mode")
+
+        var descriptor: dnnl_primitive_desc_t?
+        let weightsQuery: dnnl_query_t
+        switch pass {
+        case let .forward(bias, relu):
+            if relu {
+                var postOps: dnnl_post_ops_t?
+                Self.check(dnnl_post_ops_create(&postOps), "creating post-ops")
+                Self.check(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_relu, 0, 0), "appending ReLU")
+                Self.check(dnnl_primitive_attr_set_post_ops(attributes, postOps), "setting post-ops")
+                dnnl_post_ops_destroy(postOps)
+            }
+            var d = forwardDescriptor(g, bias: bias)
+            Self.check(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil), "choosing a forward kernel for \(g)")
+            weightsQuery = dnnl_query_weights_md
+        case .backwardData:
+            let hint = forwardHint(g)
+            defer { dnnl_primitive_desc_destroy(hint) }
+            var diffSource = sourceDescriptor(g)
+            var diffDestination = destinationDescriptor(g)
+            var weights = weightsDescriptor(g, dnnl_format_tag_any)
+            var d = dnnl_convolution_desc_t()
+            Self.check(dnnl_convolution_backward_data_desc_init(
+                &d, dnnl_convolution_direct, &diffSource, &weights, &diffDestination, strides(g),
+                [Int64(g.padTop), Int64(g.padLeft)], [Int64(g.padBottom), Int64(g.padRight)]), "describing backward-data \(g)")
+            Self.check(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, hint), "choosing a backward-data kernel for \(g)")
+            weightsQuery = dnnl_query_weights_md
+        case let .backwardWeights(bias):
+            let hint = forwardHint(g)
+            defer { dnnl_primitive_desc_destroy(hint) }
+            var source = sourceDescriptor(g)
+            var diffDestination = destinationDescriptor(g)
+            var diffWeights = weightsDescriptor(g, dnnl_format_tag_any)
+            var diffBias = biasDescriptor(g)
+            var d = dnnl_convolution_desc_t()
+            let status = withUnsafePointer(to: &diffBias) { biasPointer in
+                dnnl_convolution_backward_weights_desc_init(
+                    &d, dnnl_convolution_direct, &source, &diffWeights, bias ? biasPointer : nil, &diffDestination,
+                    strides(g), [Int64(g.padTop), Int64(g.padLeft)], [Int64(g.padBottom), Int64(g.padRight)])
+            }
+            Self.check(status, "describing backward-weights \(g)")
+            Self.check(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, hint), "choosing a backward-weights kernel for \(g)")
+            weightsQuery = dnnl_query_diff_weights_md
+        }
+        var primitive: dnnl_primitive_t?
+        Self.check(dnnl_primitive_create(&primitive, descriptor), "creating a primitive for \(g)")
+
+        var chosen = dnnl_primitive_desc_query_md(descriptor, weightsQuery, 0)!.pointee
+        var keras = weightsDescriptor(g, dnnl_hwio)
+        var reorder: dnnl_primitive_t?
+        if dnnl_memory_desc_equal(&chosen, &keras) == 0 {
+            var reorderDescriptor: dnnl_primitive_desc_t?
+            if case .backwardWeights = pass {
+                Self.check(dnnl_reorder_primitive_desc_create(&reorderDescriptor, &chosen, engine, &keras, engine, nil), "weights reorder")
+            } else {
+                Self.check(dnnl_reorder_primitive_desc_create(&reorderDescriptor, &keras, engine, &chosen, engine, nil), "weights reorder")
+            }
+            Self.check(dnnl_primitive_create(&reorder, reorderDescriptor), "creating a weights reorder")
+            dnnl_primitive_desc_destroy(reorderDescriptor)
+        }
+        let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
+        var name: UnsafePointer<CChar>?
+        dnnl_primitive_desc_query(descriptor, dnnl_query_impl_info_str, 0, &name)
+        return Prepared(primitiveDescriptor: descriptor!, primitive: primitive!,
+                        weightsDescriptor: chosen, kerasWeightsDescriptor: keras, weightsReorder: reorder,
+                        weightsBytes: dnnl_memory_desc_get_size(&chosen), scratchpadBytes: scratchpadBytes,
+                        implementation: name.map { String(cString: $0) } ?? "?")
+    }
+
+    private func forwardHint(_ g: ConvolutionGeometry) -> dnnl_primitive_desc_t {
+        var d = forwardDescriptor(g, bias: true)
+        var hint: dnnl_primitive_desc_t?
+        Self.check(dnnl_primitive_desc_create(&hint, &d, nil, engine, nil), "forward hint for \(g)")
+        return hint!
+    }
+
+    private static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
+        if status != dnnl_success {
+            fatalError("oneDNN failed while \(what()): status \(status.rawValue)")
+        }
+    }
+}
+
+/// A 64-byte-aligned buffer that only ever grows; reused across calls.
+struct GrowingBuffer {
+    private var pointer: UnsafeMutableRawPointer?
+    private var capacity = 0
+
+    mutating func reserve(bytes: Int) -> UnsafeMutableRawPointer {
+        if bytes > capacity || pointer == nil {
+            pointer?.deallocate()
+            capacity = max(bytes, 64)
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+        }
+        return pointer!
+    }
+}

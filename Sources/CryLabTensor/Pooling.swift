@@ -1,0 +1,222 @@
+/// Max pooling over windows of `pool` x `pool` pixels, moving `stride` pixels.
+///
+///     x: [batch, height, width, channels] -> y: [batch, outputHeight, outputWidth, channels]
+///
+/// Also returns, for every output value, the flat index into `x` of the maximum it copied; the
+/// backward pass routes each gradient there. Padding pixels never win (they count as -infinity).
+public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Padding) -> (output: Tensor, argmax: [Int32]) {
+    precondition(x.shape.count == 4, "max pooling expects [batch, height, width, channels], got \(x.shape)")
+    let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let g = ConvolutionGeometry(batch: n, inputHeight: h, inputWidth: w, inputChannels: c, outputChannels: c,
+                                kernelHeight: pool, kernelWidth: pool, stride: stride, padding: padding)
+    if pool == 2 && stride == 2 && g.padTop == 0 && g.padLeft == 0 {
+        return maxPool2x2Forward(x, g)
+    }
+    var argmax = [Int32](repeating: 0, count: n * g.outputHeight * g.outputWidth * c)
+    let output = Tensor(shape: g.outputShape) { y in
+        x.values.withUnsafeBufferPointer { input in
+            argmax.withUnsafeMutableBufferPointer { best in
+                var o = 0
+                for b in 0..<n {
+                    for oy in 0..<g.outputHeight {
+                        for ox in 0..<g.outputWidth {
+                            // Visit the window pixel by pixel; channels are contiguous, so the inner
+                            // loop runs over all channels at once. The first pixel seen wins ties.
+                            var first = true
+                            for ky in 0..<pool {
+                                let iy = oy * stride + ky - g.padTop
+                                guard iy >= 0 && iy < h else { continue }
+                                for kx in 0..<pool {
+                                    let ix = ox * stride + kx - g.padLeft
+                                    guard ix >= 0 && ix < w else { continue }
+                                    let pixel = ((b * h + iy) * w + ix) * c
+                                    if first {
+                                        for channel in 0..<c {
+                                            y[o + channel] = input[pixel + channel]
+                                            best[o + channel] = Int32(pixel + channel)
+                                        }
+                                        first = false
+                                    } else {
+                                        for channel in 0..<c where input[pixel + channel] > y[o + channel] {
+                                            y[o + channel] = input[pixel + channel]
+                                            best[o + channel] = Int32(pixel + channel)
+                                        }
+                                    }
+                                }
+                            }
+                            o += c
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return (output, argmax)
+}
+
+/// The U-Net's 2x2 stride-2 pooling, written so the channel loop vectorises (selects, no branches).
+private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry) -> (output: Tensor, argmax: [Int32]) {
+    let (h, w, c) = (g.inputHeight, g.inputWidth, g.inputChannels)
+    var argmax = [Int32](repeating: 0, count: g.batch * g.outputHeight * g.outputWidth * c)
+    let output = Tensor(shape: g.outputShape) { y in
+        x.values.withUnsafeBufferPointer { inputBuffer in
+            argmax.withUnsafeMutableBufferPointer { bestBuffer in
+                let input = inputBuffer.baseAddress!, out = y.baseAddress!, best = bestBuffer.baseAddress!
+                var o = 0
+                for b in 0..<g.batch {
+                    for oy in 0..<g.outputHeight {
+                        for ox in 0..<g.outputWidth {
+                            let i0 = ((b * h + 2 * oy) * w + 2 * ox) * c
+                            let i1 = i0 + c, i2 = i0 + w * c, i3 = i2 + c
+                            for channel in 0..<c {
+                                var m = input[i0 + channel], at = Int32(i0 + channel)
+                                let v1 = input[i1 + channel], v2 = input[i2 + channel], v3 = input[i3 + channel]
+                                at = v1 > m ? Int32(i1 + channel) : at; m = max(m, v1)
+                                at = v2 > m ? Int32(i2 + channel) : at; m = max(m, v2)
+                                at = v3 > m ? Int32(i3 + channel) : at; m = max(m, v3)
+                                out[o + channel] = m
+                                best[o + channel] = at
+                            }
+                            o += c
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return (output, argmax)
+}
+
+/// dx[argmax[i]] += dy[i];  dy: [batch, outputHeight, outputWidth, channels] -> dx: inputShape.
+public func maxPool2DBackward(_ dy: Tensor, argmax: [Int32], inputShape: [Int]) -> Tensor {
+    var dx = Tensor(zeros: inputShape)
+    dx.values.withUnsafeMutableBufferPointer { d in
+        dy.values.withUnsafeBufferPointer { g in
+            argmax.withUnsafeBufferPointer { a in
+                for i in 0..<g.count { d[Int(a[i])] += g[i] }
+            }
+        }
+    }
+    return dx
+}
+
+/// Nearest-neighbour upsampling: every pixel repeated `factor` x `factor` times.
+///     x: [batch, height, width, channels] -> y: [batch, height*factor, width*factor, channels]
+public func upsampleNearestForward(_ x: Tensor, factor: Int) -> Tensor {
+    let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    return Tensor(shape: [n, h * factor, w * factor, c]) { y in
+        x.values.withUnsafeBufferPointer { input in
+            var o = 0
+            for b in 0..<n {
+                for oy in 0..<(h * factor) {
+                    for ox in 0..<(w * factor) {
+                        let source = ((b * h + oy / factor) * w + ox / factor) * c
+                        for channel in 0..<c { y[o + channel] = input[source + channel] }
+                        o += c
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint: each input pixel's gradient is the sum over its factor x factor copies.
+public func upsampleNearestBackward(_ dy: Tensor, factor: Int) -> Tensor {
+    let (n, oh, ow, c) = (dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3])
+    let (h, w) = (oh / factor, ow / factor)
+    var dx = Tensor(zeros: [n, h, w, c])
+    dx.values.withUnsafeMutableBufferPointer { d in
+        dy.values.withUnsafeBufferPointer { g in
+            var o = 0
+            for b in 0..<n {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        let target = ((b * h + oy / factor) * w + ox / factor) * c
+                        for channel in 0..<c { d[target + channel] += g[o + channel] }
+                        o += c
+                    }
+                }
+            }
+        }
+    }
+    return dx
+}
+
+/// Mean over all pixels of each channel.  x: [batch, height, width, channels] -> y: [batch, channels]
+public func globalAveragePoolForward(_ x: Tensor) -> Tensor {
+    let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let pixels = h * w
+    var y = Tensor(zeros: [n, c])
+    y.values.withUnsafeMutableBufferPointer { out in
+        x.values.withUnsafeBufferPointer { input in
+            var sums = [Double](repeating: 0, count: c)
+            for b in 0..<n {
+                for i in 0..<c { sums[i] = 0 }
+                for p in 0..<pixels {
+                    let row = (b * pixels + p) * c
+                    for i in 0..<c { sums[i] += Double(input[row + i]) }
+                }
+                for i in 0..<c { out[b * c + i] = Float(sums[i] / Double(pixels)) }
+            }
+        }
+    }
+    return y
+}
+
+/// dy: [batch, channels] -> dx: [batch, height, width, channels], each pixel gets dy / (height*width).
+public func globalAveragePoolBackward(_ dy: Tensor, inputShape: [Int]) -> Tensor {
+    let (n, h, w, c) = (inputShape[0], inputShape[1], inputShape[2], inputShape[3])
+    let scale = 1 / Float(h * w)
+    return Tensor(shape: inputShape) { d in
+        dy.values.withUnsafeBufferPointer { g in
+            for b in 0..<n {
+                for p in 0..<(h * w) {
+                    let row = (b * h * w + p) * c
+                    for i in 0..<c { d[row + i] = g[b * c + i] * scale }
+                }
+            }
+        }
+    }
+}
+
+/// Joins tensors along the last (channel) axis.
+///     parts[i]: [..., channels_i] -> y: [..., Σ channels_i]
+public func concatenateChannels(_ parts: [Tensor]) -> Tensor {
+    let leading = Array(parts[0].shape.dropLast())
+    for part in parts where Array(part.shape.dropLast()) != leading {
+        preconditionFailure("cannot concatenate \(parts.map(\.shape)) along channels: leading dimensions differ")
+    }
+    let widths = parts.map { $0.shape.last! }
+    let total = widths.reduce(0, +)
+    let rows = leading.reduce(1, *)
+    return Tensor(shape: leading + [total]) { y in
+        var offset = 0
+        for (part, width) in zip(parts, widths) {
+            part.values.withUnsafeBufferPointer { source in
+                for r in 0..<rows {
+                    (y.baseAddress! + r * total + offset).update(from: source.baseAddress! + r * width, count: width)
+                }
+            }
+            offset += width
+        }
+    }
+}
+
+/// The inverse of `concatenateChannels`: cuts dy's channels into pieces of the given widths.
+public func splitChannels(_ dy: Tensor, widths: [Int]) -> [Tensor] {
+    let leading = Array(dy.shape.dropLast())
+    let total = dy.shape.last!
+    let rows = leading.reduce(1, *)
+    var offset = 0
+    return widths.map { width in
+        defer { offset += width }
+        let start = offset
+        return Tensor(shape: leading + [width]) { part in
+            dy.values.withUnsafeBufferPointer { source in
+                for r in 0..<rows {
+                    (part.baseAddress! + r * width).update(from: source.baseAddress! + r * total + start, count: width)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import CryLabFeatures
+import CryLabNN
+import Foundation
+
+/// Turns stored spectrograms into model batches: crop to the model's width, normalise, and
+/// (for self-supervised objectives) hide time and frequency bands.
+///
+/// Tensors are channels-last, as everywhere in CryLab: `[batch, mels, frames, 1]`.
+public struct SpectrogramBatcher: Sendable {
+    public let store: FeatureStore
+    /// Model input width in frames (at most the stored width).
+    public let frames: Int
+    /// Normalisation applied to every value: (x - mean) / std.
+    public let mean: Float
+    public let std: Float
+
+    public init(store: FeatureStore, frames: Int, mean: Float, std: Float) {
+        precondition(frames <= store.frames, "model width \(frames) exceeds stored width \(store.frames)")
+        self.store = store
+        self.frames = frames
+        self.mean = mean
+        self.std = std
+    }
+
+    /// Mean and standard deviation over the clips at `indices` (computed in Double).
+    public static func statistics(of store: FeatureStore, indices: [Int]) -> (mean: Float, std: Float) {
+        let size = store.mels * store.frames
+        var sum = 0.0, squares = 0.0
+        store.features.withUnsafeBufferPointer { values in
+            for index in indices {
+                for i in (index * size)..<((index + 1) * size) {
+                    let v = Double(values[i])
+                    sum += v
+                    squares += v * v
+                }
+            }
+        }
+        let count = Double(max(1, indices.count * size))
+        let mean = sum / count
+        return (Float(mean), Float(max(squares / count - mean * mean, 1e-12).squareRoot()))
+    }
+
+    /// One clip's crop start: uniform in training (`generator` given), centred otherwise.
+    func cropStart(using generator: inout SplitMix64?) -> Int {
+        let slack = store.frames - frames
+        guard slack > 0 else { return 0 }
+        if generator != nil { return Int.random(in: 0...slack, using: &generator!) }
+        return slack / 2
+    }
+
+    /// The normalised input of the clips at `indices`: [count, mels, frames, 1].
+    public func inputs(_ indices: [Int], random generator: inout SplitMix64?) -> Tensor {
+        let mels = store.mels, stored = store.frames, width = frames
+        let inverse = 1 / std
+        return Tensor(shape: [indices.count, mels, width, 1]) { out in
+            store.features.withUnsafeBufferPointer { values in
+                for (b, index) in indices.enumerated() {
+                    let start = cropStart(using: &generator)
+                    for m in 0..<mels {
+                        let source = (index * mels + m) * stored + start
+                        let target = (b * mels + m) * width
+                        for t in 0..<width { out[target + t] = (values[source + t] - mean) * inverse }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hides bands of `input` in place (set to 0, the normalised mean) and returns the mask of
+    /// hidden cells (1 hidden, 0 visible), shaped like the input.
+    public static func applyMasks(_ input: inout Tensor, objective: ObjectiveRecipe, using generator: inout SplitMix64) -> Tensor {
+        let (batch, mels, frames) = (input.shape[0], input.shape[1], input.shape[2])
+        var mask = Tensor(zeros: input.shape)
+        for b in 0..<batch {
+            for _ in 0..<objective.timeMasks.count {
+                let width = Int.random(in: 0...min(objective.timeMasks.width, frames), using: &generator)
+                let start = Int.random(in: 0...(frames - width), using: &generator)
+                for m in 0..<mels { for t in start..<(start + width) { mask.values[(b * mels + m) * frames + t] = 1 } }
+            }
+            for _ in 0..<objective.frequencyMasks.count {
+                let width = Int.random(in: 0...min(objective.frequencyMasks.width, mels), using: &generator)
+                let start = Int.random(in: 0...(mels - width), using: &generator)
+                for m in start..<(start + width) { for t in 0..<frames { mask.values[(b * mels + m) * frames + t] = 1 } }
+            }
+        }
+        for i in 0..<input.values.count where mask.values[i] != 0 { input.values[i] = 0 }
+        return mask
+    }
+
+    /// Adds Gaussian noise of standard deviation `std` (Box-Muller) in place.
+    public static func addNoise(_ input: inout Tensor, std: Float, using generator: inout SplitMix64) {
+        guard std > 0 else { return }
+        for i in 0..<input.values.count {
+            let u1 = max(Double.random(in: 0..<1, using: &generator), 1e-12), u2 = Double.random(in: 0..<1, using: &generator)
+            input.values[i] += std * Float((-2 * log(u1)).squareRoot() * cos(2 * .pi * u2))
+        }
+    }
+}

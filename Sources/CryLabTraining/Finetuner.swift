@@ -1,0 +1,307 @@
+import CryLabCheckpoint
+import CryLabDSP
+import CryLabFeatures
+import CryLabNN
+import Foundation
+
+/// How one `crylab finetune` run is carried out.
+public struct FinetuneOptions: Sendable {
+    public var output: URL
+    /// Encoder weights (CryLab or Keras `.h5`); nil trains from random weights.
+    public var encoderPath: String?
+    public var quiet = false
+
+    public init(output: URL) { self.output = output }
+}
+
+/// Everything a fine-tuning run measured.
+public struct FinetuneSummary: Codable, Sendable {
+    public var runFolder: String
+    public var recipe: String
+    public var encoder: String
+    public var classes: [String]
+    public var clips: Int
+    public var groups: Int
+    public var protocolDescription: String
+    public var crossValidation: CrossValidationResult
+    public var baseline: CrossValidationResult
+    /// Best validation epoch of each fold (1-based).
+    public var bestEpochs: [Int]
+    /// Per fold: "train_loss", "val_loss", "val_balanced_accuracy" per epoch.
+    public var histories: [[String: [Double]]]
+    public var samplesPerSecond: Double
+    public var seconds: Double
+    public var classifier: String?
+    public var report: String?
+    public var warnings: [String]
+}
+
+/// Fine-tunes an encoder with a classification head, evaluates it with grouped cross-validation
+/// and (optionally) trains the final classifier on every clip.
+public final class Finetuner {
+    public let recipe: FinetuneRecipe
+    public let recipeText: String
+    public let store: FeatureStore
+    public let options: FinetuneOptions
+    let log: (String) -> Void
+
+    let set: LabeledSet
+    let encoderConfiguration: UNetConfiguration
+    let pretrained: Model?
+    let normalization: (mean: Float, std: Float)?
+    private var trainedSamples = 0
+    private var trainingSeconds = 0.0
+
+    public init(recipe: FinetuneRecipe, recipeText: String, store: FeatureStore, options: FinetuneOptions,
+                log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
+        self.recipe = recipe
+        self.recipeText = recipeText
+        self.store = store
+        self.options = options
+        self.log = log
+        set = try LabeledSet(store: store, classes: recipe.classes, merge: recipe.merge)
+        if let path = options.encoderPath {
+            // A Keras file carries no architecture of ours: it is read as the recipe's encoder.
+            let loaded = try EncoderFile(path: path, kerasArchitecture: try recipe.encoder.configuration(
+                mels: store.mels, frames: recipe.encoder.frames ?? store.frames, seed: recipe.training.seed), kerasLevels: recipe.encoderLevels)
+            if let frontEnd = loaded.frontEnd, frontEnd != store.frontEnd {
+                throw RecipeError(file: path, message: "the encoder was pretrained on another front end (\(describeDifference(frontEnd, store.frontEnd))); make the labeled feature store with the encoder's preset")
+            }
+            guard recipe.encoderLevels <= loaded.levels else {
+                throw RecipeError(file: path, message: "encoderLevels \(recipe.encoderLevels) but the encoder has \(loaded.levels) levels")
+            }
+            encoderConfiguration = loaded.configuration
+            pretrained = loaded.model
+            normalization = loaded.normalization.map { ($0.mean, $0.std) }
+        } else {
+            let frames = recipe.encoder.frames ?? store.frames
+            encoderConfiguration = try recipe.encoder.configuration(mels: store.mels, frames: frames, seed: recipe.training.seed)
+            pretrained = nil
+            normalization = nil
+        }
+        guard encoderConfiguration.inputShape[0] == store.mels, encoderConfiguration.inputShape[1] <= store.frames else {
+            throw RecipeError(file: "recipe", message: "the encoder takes \(encoderConfiguration.inputShape[0]) mels x \(encoderConfiguration.inputShape[1]) frames; the data has \(store.mels) x \(store.frames)")
+        }
+    }
+
+    var inputFrames: Int { encoderConfiguration.inputShape[1] }
+
+    public func run() throws -> FinetuneSummary {
+        let started = Date()
+        try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true)
+        let folds: [Fold]
+        let protocolDescription: String
+        switch recipe.evaluation.split {
+        case .groupedKFold:
+            folds = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: recipe.evaluation.folds, seed: recipe.training.seed)
+            protocolDescription = "\(recipe.evaluation.folds)-fold cross-validation, grouped by recording source and stratified by class; pooled out-of-fold figures"
+        case .random:
+            folds = [randomSplit(count: set.count, testFraction: recipe.evaluation.testFraction, seed: recipe.training.seed)]
+            protocolDescription = "one random \(Int((1 - recipe.evaluation.testFraction) * 100))/\(Int(recipe.evaluation.testFraction * 100)) split of clips (families straddle train and test: optimistic)"
+        }
+        log("fine-tuning on \(set.count) clips of \(set.classNames.joined(separator: ", ")) from \(Set(set.groups).count) sources; \(protocolDescription)")
+        var bestEpochs: [Int] = []
+        var histories: [[String: [Double]]] = []
+        let result = try crossValidate(set, folds: folds, method: recipe.name) { train, foldIndex in
+            log("fold \(foldIndex + 1)/\(folds.count): \(train.count) training clips")
+            let (model, batcher, best, history) = try trainModel(on: train, label: "fold \(foldIndex + 1)/\(folds.count)")
+            bestEpochs.append(best)
+            histories.append(history)
+            return { positions in self.predict(model, positions, batcher: batcher) }
+        }
+        let baseline = logisticRegressionBaseline(store: store, set: set, folds: folds)
+        var summary = FinetuneSummary(
+            runFolder: options.output.path, recipe: recipe.name, encoder: options.encoderPath ?? "random weights",
+            classes: set.classNames, clips: set.count, groups: Set(set.groups).count, protocolDescription: protocolDescription,
+            crossValidation: result, baseline: baseline, bestEpochs: bestEpochs, histories: histories,
+            samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9), seconds: 0, classifier: nil, report: nil,
+            warnings: [])
+        if !result.pooled.neverPredicted.isEmpty {
+            summary.warnings.append("the model never predicted: \(result.pooled.neverPredicted.joined(separator: ", "))")
+        }
+        if result.pooled.balancedAccuracy > 0.9 {
+            summary.warnings.append("balanced accuracy above 0.9 on this kind of data usually means leakage between train and test; check the groups")
+        }
+        if recipe.evaluation.trainFinalModel {
+            log("final model on all \(set.count) clips")
+            let (model, batcher, _, _) = try trainModel(on: Array(0..<set.count), label: "final")
+            let path = options.output.appendingPathComponent("classifier.h5").path
+            var metadata = CheckpointMetadata(frontEnd: store.frontEnd, normalization: NormalizationStats(mean: batcher.mean, std: batcher.std),
+                                              classNames: set.classNames, recipe: recipeText, epoch: recipe.training.epochs,
+                                              history: [:], frozenLayers: model.layers.filter { !$0.trainable }.map(\.name))
+            metadata.bestMetric = result.pooled.balancedAccuracy
+            try Checkpoint.save(model, metadata: metadata, to: path)
+            summary.classifier = path
+        }
+        summary.seconds = Date().timeIntervalSince(started)
+        summary.report = try writeReport(summary)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        var compact = summary
+        compact.crossValidation.probabilities = []
+        compact.baseline.probabilities = []
+        try encoder.encode(compact).write(to: options.output.appendingPathComponent("report.json"), options: .atomic)
+        return summary
+    }
+
+    /// Trains one classifier on the set positions `train` (a grouped share held out for model
+    /// selection); returns it with its batcher and the selected epoch (1-based).
+    func trainModel(on train: [Int], label: String) throws -> (Model, SpectrogramBatcher, Int, [String: [Double]]) {
+        let training = recipe.training
+        let (fit, validation) = training.validationFraction > 0
+            ? groupedHoldout(groups: set.groups, indices: train, fraction: training.validationFraction, seed: training.seed)
+            : (train, [])
+        let stats = normalization ?? SpectrogramBatcher.statistics(of: store, indices: fit.map { set.indices[$0] })
+        let batcher = SpectrogramBatcher(store: store, frames: inputFrames, mean: stats.mean, std: stats.std)
+        let classes = set.classNames.count
+        let configuration = ClassifierConfiguration(encoder: encoderConfiguration, encoderLevels: recipe.encoderLevels,
+                                                    head: recipe.head.configuration, classes: classes, seed: training.seed)
+        let model = try Model.classifier(configuration)
+        if let pretrained {
+            let names = Set(pretrained.layers.map(\.name))
+            try model.copyWeights(from: pretrained, layerNames: model.layers.map(\.name).filter { names.contains($0) })
+        }
+        if recipe.freeze.blocks > 0 { model.freeze(encoderBlocks: 0..<recipe.freeze.blocks) }
+        if !recipe.freeze.layers.isEmpty { try model.freeze(layersNamed: recipe.freeze.layers) }
+
+        var counts = [Double](repeating: 0, count: classes)
+        for position in fit { counts[set.labels[position]] += 1 }
+        let weights: [Float]? = recipe.imbalance.classWeights == .balanced
+            ? counts.map { Float(Double(fit.count) / (Double(classes) * max($0, 1))) } : nil
+        let stepsPerEpoch = (fit.count + training.batchSize - 1) / training.batchSize
+        var optimizer = training.optimizer.makeOptimizer(stepsPerEpoch: stepsPerEpoch, epochs: training.epochs)
+        var generator = SplitMix64(seed: training.seed &+ UInt64(train.count) &* 0x9E37_79B9)
+        var best: (score: Double, loss: Double, epoch: Int, weights: [Tensor])? = nil
+        var sinceBest = 0
+        var history: [String: [Double]] = [:]
+        for epoch in 0..<training.epochs {
+            if let unfreeze = recipe.freeze.unfreezeAtEpoch, epoch + 1 == unfreeze {
+                model.unfreezeAll()
+                optimizer = training.optimizer.makeOptimizer(stepsPerEpoch: stepsPerEpoch, epochs: training.epochs - epoch,
+                                                             multiplier: recipe.freeze.unfreezeLearningRateMultiplier)
+            }
+            let order = epochOrder(fit, using: &generator)
+            var lossSum = 0.0
+            for start in stride(from: 0, to: order.count, by: training.batchSize) {
+                let batch = Array(order[start..<min(start + training.batchSize, order.count)])
+                let (input, labels) = trainingBatch(batch, batcher: batcher, classes: classes, using: &generator)
+                let stepStart = Date()
+                lossSum += model.trainingStep(input: input, optimizer: optimizer, clipNorm: training.optimizer.clipNorm) { output in
+                    softmaxCrossEntropy(probabilities: output, labels: labels, classWeights: weights,
+                                        labelSmoothing: recipe.imbalance.labelSmoothing)
+                } * Double(batch.count)
+                trainingSeconds += Date().timeIntervalSince(stepStart)
+                trainedSamples += batch.count
+            }
+            // Model selection on the held-out sources: balanced accuracy, then loss.
+            var score = -lossSum / Double(max(order.count, 1)), validationLoss = lossSum / Double(max(order.count, 1))
+            if !validation.isEmpty {
+                let probabilities = predict(model, validation, batcher: batcher)
+                let truth = validation.map { set.labels[$0] }
+                score = ClassificationReport(truth: truth, predicted: probabilities.map(argmax), classNames: set.classNames).balancedAccuracy
+                validationLoss = zip(truth, probabilities).reduce(0.0) { $0 - Foundation.log(max($1.1[$1.0], 1e-12)) } / Double(truth.count)
+            }
+            history["train_loss", default: []].append(lossSum / Double(max(order.count, 1)))
+            history["val_loss", default: []].append(validationLoss)
+            history["val_balanced_accuracy", default: []].append(score)
+            // Without held-out sources there is nothing to select on: the last epoch is kept.
+            if validation.isEmpty || best == nil || score > best!.score || (score == best!.score && validationLoss < best!.loss) {
+                best = (score, validationLoss, epoch + 1, model.namedWeights.map { $0.parameter.value })
+                sinceBest = 0
+            } else {
+                sinceBest += 1
+            }
+            if !options.quiet {
+                log(String(format: "  %@ epoch %d/%d: train loss %.4f, validation balanced accuracy %.3f, loss %.4f",
+                           label, epoch + 1, training.epochs, lossSum / Double(max(order.count, 1)), score, validationLoss))
+            }
+            if let patience = training.earlyStoppingPatience, sinceBest >= patience { break }
+        }
+        if let best {
+            for ((_, parameter), value) in zip(model.namedWeights, best.weights) { try parameter.assign(value) }
+        }
+        return (model, batcher, best?.epoch ?? training.epochs, history)
+    }
+
+    /// This epoch's training order: a shuffle, or class-balanced draws with replacement.
+    func epochOrder(_ positions: [Int], using generator: inout SplitMix64) -> [Int] {
+        switch recipe.imbalance.sampling {
+        case .shuffle:
+            return positions.shuffled(using: &generator)
+        case .balanced:
+            var byClass: [Int: [Int]] = [:]
+            for position in positions { byClass[set.labels[position], default: []].append(position) }
+            let classes = byClass.keys.sorted()
+            return (0..<positions.count).map { _ in
+                let members = byClass[classes[Int.random(in: 0..<classes.count, using: &generator)]]!
+                return members[Int.random(in: 0..<members.count, using: &generator)]
+            }
+        }
+    }
+
+    /// Augmented inputs and (soft, with mixup) one-hot labels of a training batch.
+    func trainingBatch(_ batch: [Int], batcher: SpectrogramBatcher, classes: Int, using generator: inout SplitMix64) -> (Tensor, Tensor) {
+        var crop: SplitMix64? = generator
+        var input = batcher.inputs(batch.map { set.indices[$0] }, random: &crop)
+        generator = crop!
+        var labels = Tensor(zeros: [batch.count, classes])
+        for (row, position) in batch.enumerated() { labels.values[row * classes + set.labels[position]] = 1 }
+        let augment = recipe.augment
+        if augment.timeMasks.count > 0 || augment.frequencyMasks.count > 0 {
+            var objective = ObjectiveRecipe()
+            objective.timeMasks = augment.timeMasks
+            objective.frequencyMasks = augment.frequencyMasks
+            _ = SpectrogramBatcher.applyMasks(&input, objective: objective, using: &generator)
+        }
+        SpectrogramBatcher.addNoise(&input, std: augment.noise, using: &generator)
+        if augment.mixup > 0 && batch.count > 1 {
+            let size = input.count / batch.count
+            let partners = Array(0..<batch.count).shuffled(using: &generator)
+            let (mixedInput, mixedLabels) = (input, labels)
+            for row in 0..<batch.count {
+                let lambda = Float(sampleBeta(Double(augment.mixup), using: &generator))
+                let other = partners[row]
+                for i in 0..<size { input.values[row * size + i] = lambda * mixedInput.values[row * size + i] + (1 - lambda) * mixedInput.values[other * size + i] }
+                for c in 0..<classes { labels.values[row * classes + c] = lambda * mixedLabels.values[row * classes + c] + (1 - lambda) * mixedLabels.values[other * classes + c] }
+            }
+        }
+        return (input, labels)
+    }
+
+    /// Class probabilities for set positions (centre crops), in batches.
+    func predict(_ model: Model, _ positions: [Int], batcher: SpectrogramBatcher) -> [[Double]] {
+        var result: [[Double]] = []
+        let classes = set.classNames.count
+        for start in stride(from: 0, to: positions.count, by: recipe.training.batchSize) {
+            let batch = Array(positions[start..<min(start + recipe.training.batchSize, positions.count)])
+            var noCrop: SplitMix64? = nil
+            let output = model.predict(batcher.inputs(batch.map { set.indices[$0] }, random: &noCrop))
+            for row in 0..<batch.count { result.append((0..<classes).map { Double(output.values[row * classes + $0]) }) }
+        }
+        return result
+    }
+}
+
+/// A draw from Beta(alpha, alpha), from two Gamma draws (Marsaglia and Tsang, boosted below 1).
+func sampleBeta(_ alpha: Double, using generator: inout SplitMix64) -> Double {
+    func gamma(_ shape: Double) -> Double {
+        if shape < 1 {
+            let u = max(Double.random(in: 0..<1, using: &generator), 1e-12)
+            return gamma(shape + 1) * pow(u, 1 / shape)
+        }
+        let d = shape - 1.0 / 3, c = 1 / (9 * d).squareRoot()
+        while true {
+            var x = 0.0, v = 0.0
+            repeat {
+                let u1 = max(Double.random(in: 0..<1, using: &generator), 1e-12), u2 = Double.random(in: 0..<1, using: &generator)
+                x = (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+                v = 1 + c * x
+            } while v <= 0
+            v = v * v * v
+            let u = Double.random(in: 0..<1, using: &generator)
+            if u < 1 - 0.0331 * x * x * x * x || log(max(u, 1e-300)) < 0.5 * x * x + d * (1 - v + log(v)) { return d * v }
+        }
+    }
+    let a = gamma(alpha), b = gamma(alpha)
+    return a / (a + b)
+}

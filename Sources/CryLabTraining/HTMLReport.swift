@@ -1,0 +1,95 @@
+import Foundation
+
+/// Self-contained HTML pages (inline SVG and base64 PNG): run reports that open anywhere.
+public struct HTMLReport {
+    public var title: String
+    private var sections: [String] = []
+
+    public init(title: String) { self.title = title }
+
+    public mutating func heading(_ text: String) { sections.append("<h2>\(escape(text))</h2>") }
+    public mutating func paragraph(_ text: String) { sections.append("<p>\(escape(text))</p>") }
+    public mutating func preformatted(_ text: String) { sections.append("<pre>\(escape(text))</pre>") }
+
+    /// A table with a header row.
+    public mutating func table(header: [String], rows: [[String]]) {
+        var html = "<table><tr>" + header.map { "<th>\(escape($0))</th>" }.joined() + "</tr>"
+        for row in rows { html += "<tr>" + row.map { "<td>\(escape($0))</td>" }.joined() + "</tr>" }
+        sections.append(html + "</table>")
+    }
+
+    /// PNG images side by side, each with a caption.
+    public mutating func images(_ items: [(caption: String, png: Data)]) {
+        let figures = items.map { item in
+            "<figure><img src=\"data:image/png;base64,\(item.png.base64EncodedString())\" width=\"256\"><figcaption>\(escape(item.caption))</figcaption></figure>"
+        }
+        sections.append("<div class=\"row\">" + figures.joined() + "</div>")
+    }
+
+    /// Line chart of named series against epoch (1-based).
+    public mutating func lineChart(title: String, series: [(name: String, values: [Double])]) {
+        let width = 560.0, height = 260.0, margin = 40.0
+        let all = series.flatMap(\.values).filter(\.isFinite)
+        guard let low = all.min(), let high = all.max(), let count = series.map(\.values.count).max(), count > 0 else { return }
+        let span = high > low ? high - low : 1
+        let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+        func x(_ i: Int) -> Double { margin + (width - 2 * margin) * (count > 1 ? Double(i) / Double(count - 1) : 0.5) }
+        func y(_ v: Double) -> Double { height - margin - (height - 2 * margin) * (v - low) / span }
+        var svg = "<svg width=\"\(Int(width))\" height=\"\(Int(height))\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
+        svg += "<text x=\"\(margin)\" y=\"16\">\(escape(title))</text>"
+        svg += "<line x1=\"\(margin)\" y1=\"\(height - margin)\" x2=\"\(width - margin)\" y2=\"\(height - margin)\" stroke=\"#888\"/>"
+        svg += "<line x1=\"\(margin)\" y1=\"\(margin)\" x2=\"\(margin)\" y2=\"\(height - margin)\" stroke=\"#888\"/>"
+        svg += "<text x=\"2\" y=\"\(margin)\">\(String(format: "%.3g", high))</text><text x=\"2\" y=\"\(height - margin)\">\(String(format: "%.3g", low))</text>"
+        svg += "<text x=\"\(width / 2)\" y=\"\(height - 8)\">epoch (1-\(count))</text>"
+        for (index, line) in series.enumerated() {
+            let points = line.values.enumerated().filter { $0.element.isFinite }
+                .map { String(format: "%.1f,%.1f", x($0.offset), y($0.element)) }.joined(separator: " ")
+            let colour = colours[index % colours.count]
+            svg += "<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(points)\"/>"
+            svg += "<text x=\"\(width - margin - 120)\" y=\"\(margin + 14 * Double(index))\" fill=\"\(colour)\">\(escape(line.name))</text>"
+        }
+        sections.append(svg + "</svg>")
+    }
+
+    /// A confusion matrix as a heat map: rows are true classes, columns predictions.
+    public mutating func confusionMatrix(_ matrix: [[Int]], classNames: [String]) {
+        let cell = 56.0, left = 110.0, top = 90.0
+        let size = Double(classNames.count)
+        var svg = "<svg width=\"\(Int(left + cell * size + 10))\" height=\"\(Int(top + cell * size + 10))\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
+        svg += "<text x=\"\(left)\" y=\"14\">predicted →</text><text x=\"4\" y=\"\(top - 6)\">true ↓</text>"
+        for (c, name) in classNames.enumerated() {
+            svg += "<text x=\"\(left + cell * Double(c) + 4)\" y=\"\(top - 6)\" transform=\"rotate(-30 \(left + cell * Double(c) + 4) \(top - 6))\">\(escape(name))</text>"
+            svg += "<text x=\"4\" y=\"\(top + cell * Double(c) + cell / 2)\">\(escape(name))</text>"
+        }
+        for (r, row) in matrix.enumerated() {
+            let total = max(1, row.reduce(0, +))
+            for (c, count) in row.enumerated() {
+                let share = Double(count) / Double(total)
+                let shade = Int(255 - 200 * share)
+                svg += "<rect x=\"\(left + cell * Double(c))\" y=\"\(top + cell * Double(r))\" width=\"\(cell - 2)\" height=\"\(cell - 2)\" fill=\"rgb(\(shade),\(shade),255)\"/>"
+                svg += "<text x=\"\(left + cell * Double(c) + 8)\" y=\"\(top + cell * Double(r) + cell / 2 + 4)\">\(count) (\(Int((share * 100).rounded()))%)</text>"
+            }
+        }
+        sections.append(svg + "</svg><p class=\"note\">Each row is shaded by the share of that true class.</p>")
+    }
+
+    public var html: String {
+        """
+        <!DOCTYPE html><html><head><meta charset="utf-8"><title>\(escape(title))</title>
+        <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}
+        td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}.row{display:flex;gap:12px;flex-wrap:wrap}
+        figure{margin:0}figcaption{font-size:12px;text-align:center}img{image-rendering:pixelated;border:1px solid #ccc}.note{font-size:12px;color:#666}</style>
+        </head><body><h1>\(escape(title))</h1>
+        \(sections.joined(separator: "\n"))
+        </body></html>
+        """
+    }
+
+    public func write(to path: String) throws {
+        try Data(html.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    private func escape(_ text: String) -> String {
+        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+}

@@ -1,0 +1,134 @@
+import CryLabDSP
+import CryLabNN
+import Foundation
+
+/// The U-Net's shape, without its input size (which follows from the front end and `frames`).
+public struct UNetRecipe: Codable, Sendable, Equatable {
+    /// Channels per level; the last is the bottleneck (default the story's 32, 64, 128, 256, 512).
+    public var widths: [Int] = [32, 64, 128, 256, 512]
+    public var kernelSize: Int = 3
+    public var convolutionsPerLevel: Int = 2
+    /// Skip connection per encoder level, top first; default all on (the story's U-Net).
+    public var skipConnections: [Bool]?
+    public var batchNormalization: Bool = false
+    public var dropoutRate: Float = 0
+    /// Width of the model input in frames (a crop of the stored spectrogram); default: all of it.
+    public var frames: Int?
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case widths, kernelSize, convolutionsPerLevel, skipConnections, batchNormalization, dropoutRate, frames
+    }
+
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        widths = try c.decodeIfPresent([Int].self, forKey: .widths) ?? widths
+        kernelSize = try c.decodeIfPresent(Int.self, forKey: .kernelSize) ?? kernelSize
+        convolutionsPerLevel = try c.decodeIfPresent(Int.self, forKey: .convolutionsPerLevel) ?? convolutionsPerLevel
+        skipConnections = try c.decodeIfPresent([Bool].self, forKey: .skipConnections)
+        batchNormalization = try c.decodeIfPresent(Bool.self, forKey: .batchNormalization) ?? batchNormalization
+        dropoutRate = try c.decodeIfPresent(Float.self, forKey: .dropoutRate) ?? dropoutRate
+        frames = try c.decodeIfPresent(Int.self, forKey: .frames)
+        guard widths.count >= 2, widths.allSatisfy({ $0 > 0 }) else {
+            throw DecodingError.dataCorruptedError(forKey: .widths, in: c, debugDescription: "needs at least two positive widths (levels + bottleneck), got \(widths)")
+        }
+        guard kernelSize % 2 == 1 else {
+            throw DecodingError.dataCorruptedError(forKey: .kernelSize, in: c, debugDescription: "must be odd, got \(kernelSize)")
+        }
+        if let skipConnections, skipConnections.count != widths.count - 1 {
+            throw DecodingError.dataCorruptedError(forKey: .skipConnections, in: c,
+                debugDescription: "needs one entry per encoder level (\(widths.count - 1)), got \(skipConnections.count)")
+        }
+    }
+
+    /// The engine's configuration for inputs of `mels` x `frames`.
+    public func configuration(mels: Int, frames: Int, seed: UInt64) throws -> UNetConfiguration {
+        let factor = 1 << (widths.count - 1)
+        guard mels % factor == 0, frames % factor == 0 else {
+            throw RecipeError(file: "recipe", message: "key 'model': an input of \(mels) mels x \(frames) frames cannot be pooled \(widths.count - 1) times; both must be multiples of \(factor) (set model.frames or frontEnd.nMels)")
+        }
+        return UNetConfiguration(inputShape: [mels, frames, 1], widths: widths, kernelSize: kernelSize,
+                                 convolutionsPerLevel: convolutionsPerLevel, skipConnections: skipConnections,
+                                 batchNormalization: batchNormalization, dropoutRate: dropoutRate, seed: seed)
+    }
+}
+
+/// What the autoencoder is asked to do.
+public struct ObjectiveRecipe: Codable, Sendable, Equatable {
+    public enum Loss: String, Codable, Sendable, CaseIterable {
+        /// Mean squared error over the whole spectrogram (the story's objective).
+        case all
+        /// Only over the masked time-frequency cells: the model must infer them from context.
+        case masked
+        public init(from decoder: Decoder) throws { self = try decodeChoice(Loss.self, from: decoder) }
+    }
+    /// Time masks hiding `count` bands of up to `width` frames from the input.
+    public var timeMasks = MaskRecipe()
+    /// Frequency masks hiding `count` bands of up to `width` mel bins from the input.
+    public var frequencyMasks = MaskRecipe()
+    /// Standard deviation of Gaussian noise added to the (normalised) input.
+    public var noise: Float = 0
+    public var loss: Loss = .all
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case timeMasks, frequencyMasks, noise, loss }
+
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        timeMasks = try c.decodeIfPresent(MaskRecipe.self, forKey: .timeMasks) ?? timeMasks
+        frequencyMasks = try c.decodeIfPresent(MaskRecipe.self, forKey: .frequencyMasks) ?? frequencyMasks
+        noise = try c.decodeIfPresent(Float.self, forKey: .noise) ?? noise
+        loss = try c.decodeIfPresent(Loss.self, forKey: .loss) ?? loss
+        if loss == .masked && timeMasks.count == 0 && frequencyMasks.count == 0 {
+            throw DecodingError.dataCorruptedError(forKey: .loss, in: c, debugDescription: "'masked' needs timeMasks or frequencyMasks with a count above 0")
+        }
+    }
+
+    public var masks: Bool { timeMasks.count > 0 || frequencyMasks.count > 0 }
+}
+
+/// `crylab pretrain`'s recipe. Every field has a default; see `Recipes/pretrain.yaml`.
+public struct PretrainRecipe: Codable, Sendable, Equatable {
+    /// Run name: output goes to `Checkpoints/<name>/` unless --output says otherwise.
+    public var name: String = "pretrain"
+    /// The audio front end (a preset plus overrides); must match a feature store given as data.
+    public var frontEnd: FrontEnd = .recommended
+    /// Normalise inputs by the training split's mean and standard deviation (default true).
+    public var normalize: Bool = true
+    public var model = UNetRecipe()
+    public var objective = ObjectiveRecipe()
+    public var training = TrainingRecipe()
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case name, frontEnd, normalize, model, objective, training }
+
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? name
+        frontEnd = try c.decodeIfPresent(FrontEndRecipe.self, forKey: .frontEnd)?.value ?? frontEnd
+        normalize = try c.decodeIfPresent(Bool.self, forKey: .normalize) ?? normalize
+        model = try c.decodeIfPresent(UNetRecipe.self, forKey: .model) ?? model
+        objective = try c.decodeIfPresent(ObjectiveRecipe.self, forKey: .objective) ?? objective
+        training = try c.decodeIfPresent(TrainingRecipe.self, forKey: .training) ?? training
+        do { try frontEnd.validate() } catch {
+            throw DecodingError.dataCorruptedError(forKey: .frontEnd, in: c, debugDescription: "\(error)")
+        }
+        guard frontEnd.frames != nil else {
+            throw DecodingError.dataCorruptedError(forKey: .frontEnd, in: c, debugDescription: "needs 'frames': a fixed number of frames per clip")
+        }
+    }
+
+    public static func load(_ path: String) throws -> (recipe: PretrainRecipe, text: String) {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw RecipeError(file: path, message: "cannot read the recipe: \(error.localizedDescription)")
+        }
+        return (try loadRecipeText(PretrainRecipe.self, text: text, file: path), text)
+    }
+}

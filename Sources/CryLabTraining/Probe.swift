@@ -1,0 +1,100 @@
+import CryLabCheckpoint
+import CryLabFeatures
+import CryLabNN
+import Foundation
+
+extension Pretrainer {
+    /// Pooled encoder features (mean and standard deviation of each channel over time and
+    /// frequency) for every clip of `set`, through `encoder`.
+    static func pooledFeatures(encoder: Model, store: FeatureStore, set: LabeledSet, batcher: SpectrogramBatcher, batchSize: Int) -> [[Double]] {
+        var features: [[Double]] = []
+        for start in stride(from: 0, to: set.count, by: batchSize) {
+            let positions = Array(start..<min(start + batchSize, set.count))
+            var noCrop: SplitMix64? = nil
+            let output = encoder.predict(batcher.inputs(positions.map { set.indices[$0] }, random: &noCrop))
+            // output: [batch, height, width, channels]
+            let (batch, cells, channels) = (output.shape[0], output.shape[1] * output.shape[2], output.shape[3])
+            for b in 0..<batch {
+                var sums = [Double](repeating: 0, count: channels), squares = sums
+                for cell in 0..<cells {
+                    for c in 0..<channels {
+                        let v = Double(output.values[(b * cells + cell) * channels + c])
+                        sums[c] += v
+                        squares[c] += v * v
+                    }
+                }
+                let means = sums.map { $0 / Double(cells) }
+                let stds = (0..<channels).map { max(0, squares[$0] / Double(cells) - means[$0] * means[$0]).squareRoot() }
+                features.append(means + stds)
+            }
+        }
+        return features
+    }
+
+    /// Linear probe: logistic regression on pooled features, grouped cross-validation, for the
+    /// pretrained encoder and for the same architecture with its initial random weights.
+    func linearProbe(encoder: Model, configuration: UNetConfiguration, probeStore: FeatureStore, stats: (mean: Float, std: Float)) throws -> ProbeResult {
+        guard probeStore.mels == store.mels, probeStore.frames >= modelFrames, probeStore.frontEnd == store.frontEnd else {
+            throw RecipeError(file: "probe", message: "the probe's feature store has another front end (\(describeDifference(probeStore.frontEnd, store.frontEnd))); make it with the same preset as the pretraining data")
+        }
+        let set = try LabeledSet(store: probeStore, classes: options.probeClasses)
+        let folds = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: options.probeFolds, seed: recipe.training.seed)
+        let batcher = SpectrogramBatcher(store: probeStore, frames: modelFrames, mean: stats.mean, std: stats.std)
+        let random = try Model.encoder(configuration, levels: configuration.depth)
+        func probe(_ model: Model, name: String) -> ClassificationReport {
+            let features = Self.pooledFeatures(encoder: model, store: probeStore, set: set, batcher: batcher, batchSize: recipe.training.batchSize)
+            return crossValidate(set, folds: folds, method: name) { train, _ in
+                let regression = LogisticRegression(x: train.map { features[$0] }, y: train.map { set.labels[$0] }, classes: set.classNames.count)
+                return { positions in positions.map { regression.probabilities(features[$0]) } }
+            }.pooled
+        }
+        let result = ProbeResult(classes: set.classNames, folds: folds.count,
+                                 pretrained: probe(encoder, name: "pretrained"), randomWeights: probe(random, name: "random weights"))
+        log(String(format: "linear probe (%d-fold, grouped): balanced accuracy %.3f pretrained vs %.3f random weights; macro-F1 %.3f vs %.3f",
+                   folds.count, result.pretrained.balancedAccuracy, result.randomWeights.balancedAccuracy,
+                   result.pretrained.macroF1, result.randomWeights.macroF1))
+        return result
+    }
+
+    /// The HTML report: loss curves, reconstructions of a few validation clips, the skip test and the probe.
+    func writeReport(model: Model, summary: PretrainSummary, history: [String: [Double]], validation: [Int], batcher: SpectrogramBatcher) throws -> String {
+        var report = HTMLReport(title: "CryLab pretraining: \(recipe.name)")
+        report.paragraph("\(summary.epochs) epochs, \(summary.steps) steps, \(summary.trainingClips) training and \(summary.validationClips) validation clips, \(summary.parameters) parameters, \(String(format: "%.1f", summary.samplesPerSecond)) samples/s.")
+        report.lineChart(title: "loss per epoch", series: [("train", history["train_loss"] ?? []), ("validation", history["val_loss"] ?? [])])
+        var rows: [[String]] = []
+        if let v = summary.validationLoss { rows.append(["validation loss", String(format: "%.5f", v)]) }
+        if let v = summary.validationLossWithoutSkips { rows.append(["validation loss, skip connections cut", String(format: "%.5f", v)]) }
+        if !rows.isEmpty {
+            report.heading("What the bottleneck learned")
+            report.paragraph("With every skip connection cut, the decoder sees only the bottleneck. A loss far above the normal one means the network reconstructs through its skips, not through its encoder.")
+            report.table(header: ["measure", "value"], rows: rows)
+        }
+        if let probe = summary.probe {
+            report.heading("Linear probe")
+            report.paragraph("Logistic regression on pooled encoder features, \(probe.folds)-fold cross-validation grouped by recording source, classes \(probe.classes.joined(separator: ", ")).")
+            report.table(header: ["encoder", "balanced accuracy", "macro-F1"], rows: [
+                ["pretrained", String(format: "%.3f", probe.pretrained.balancedAccuracy), String(format: "%.3f", probe.pretrained.macroF1)],
+                ["random weights", String(format: "%.3f", probe.randomWeights.balancedAccuracy), String(format: "%.3f", probe.randomWeights.macroF1)],
+            ])
+        }
+        if !validation.isEmpty {
+            report.heading("Reconstructions of validation clips")
+            var generator = SplitMix64(seed: recipe.training.seed ^ 0x7A11_DA7E)
+            for index in validation.prefix(3) {
+                let (input, target, mask) = makeBatch([index], batcher: batcher, generator: &generator, training: false)
+                let output = model.predict(input)
+                let (mels, frames) = (input.shape[1], input.shape[2])
+                let low = target.values.min() ?? 0, high = target.values.max() ?? 1
+                var images: [(String, Data)] = [("input: \(store.paths[index])", PNG.heatmap(target.values, rows: mels, columns: frames, range: low...high))]
+                if mask != nil || recipe.objective.masks {
+                    images.append(("masked input", PNG.heatmap(input.values, rows: mels, columns: frames, range: low...high)))
+                }
+                images.append(("reconstruction", PNG.heatmap(output.values, rows: mels, columns: frames, range: low...high)))
+                report.images(images)
+            }
+        }
+        let path = options.output.appendingPathComponent("report.html").path
+        try report.write(to: path)
+        return path
+    }
+}

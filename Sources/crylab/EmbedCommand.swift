@@ -1,0 +1,46 @@
+import ArgumentParser
+import CryLabCheckpoint
+import CryLabFeatures
+import CryLabNN
+import CryLabTraining
+import Foundation
+
+struct EmbedCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "embed",
+        abstract: "Encoder outputs for audio or a feature store, for use in other tools.",
+        discussion: """
+        Uses the front end and normalisation stored in the encoder file. The output HDF5 holds \
+        'embedding' (float32: [clips, features] pooled, or [clips, height, width, channels] with \
+        --pool none), 'path', 'group', 'label' and the root attribute 'class_names'.
+        """)
+
+    @Option(help: "Encoder file from `crylab pretrain` or `crylab export-encoder`.")
+    var encoder: String
+
+    @Argument(help: "Audio files or folders, or one feature store (.h5).")
+    var inputs: [String]
+
+    @Option(name: .shortAndLong, help: "Output file (.h5).")
+    var output: String
+
+    @Option(help: "Pooling over time and frequency: none, mean or mean-std.")
+    var pool: EmbeddingPool = .meanStd
+
+    @Option(help: "Threads (default: every core).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    func run() throws {
+        ComputeThreads.set(threads)
+        let file = try EncoderFile(path: encoder, kerasArchitecture: .story, kerasLevels: 4)
+        guard let frontEnd = file.frontEnd else {
+            throw ValidationError("\(encoder) has no front end (a Keras file?); embed needs a CryLab encoder")
+        }
+        let store = try loadData(inputs, frontEnd: frontEnd, unlabeled: false, threads: threads, quiet: false)
+        let embeddings = try Embeddings(encoder: file, store: store, pool: pool)
+        try embeddings.write(to: output)
+        print("wrote \(output): \(store.count) clips x \(embeddings.shape.dropFirst().map(String.init).joined(separator: " x "))")
+    }
+}
+
+extension EmbeddingPool: ExpressibleByArgument {}

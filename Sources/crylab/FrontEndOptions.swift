@@ -1,0 +1,75 @@
+import ArgumentParser
+import CryLabDSP
+
+/// Front-end choices shared by every subcommand that turns audio into spectrograms.
+struct FrontEndOptions: ParsableArguments {
+    @Option(help: "Named front end: seed (the story's: 16 kHz, 5 s, n_fft 2048, hop 512, 128 mels, power, 128 frames), recommended, or librosa (librosa's defaults).")
+    var preset: Preset = .recommended
+
+    @Option(name: .customLong("sample-rate"), help: "Resample every file to this rate, in Hz.")
+    var sampleRate: Int?
+    @Option(help: "Seconds of audio used from the start of each file.")
+    var duration: Double?
+    @Option(name: .customLong("n-fft"), help: "FFT size in samples.")
+    var nFFT: Int?
+    @Option(name: .customLong("hop-length"), help: "Samples between frames.")
+    var hopLength: Int?
+    @Option(name: .customLong("win-length"), help: "Hann window length in samples (at most n-fft).")
+    var winLength: Int?
+    @Option(name: .customLong("n-mels"), help: "Number of mel bands.")
+    var nMels: Int?
+    @Option(help: "Lowest mel filter edge, in Hz.")
+    var fmin: Double?
+    @Option(help: "Highest mel filter edge, in Hz (at most sample-rate / 2).")
+    var fmax: Double?
+    @Option(help: "Exponent on the STFT magnitude: 2 for power, 1 for magnitude.")
+    var power: Float?
+    @Flag(help: "Use the HTK mel scale instead of Slaney's.")
+    var htk = false
+    @Option(name: .customLong("mel-norm"), help: "Mel filter normalisation: slaney (equal area) or none.")
+    var melNorm: MelNorm?
+    @Option(name: .customLong("db"), help: "Convert to decibels: true or false.")
+    var toDB: Bool?
+    @Option(name: .customLong("top-db"), help: "Dynamic range kept below the maximum, in dB.")
+    var topDB: Float?
+    @Option(help: "Fixed width of every spectrogram, in frames.")
+    var frames: Int?
+    @Option(help: "How clips are brought to `frames`: padTruncate, randomCrop or centerCrop.")
+    var fit: FrameFit?
+
+    enum Preset: String, ExpressibleByArgument, CaseIterable {
+        case seed, recommended, librosa
+    }
+
+    /// The preset with every given override applied, validated.
+    func resolved() throws -> FrontEnd {
+        var frontEnd: FrontEnd
+        switch preset {
+        case .seed: frontEnd = .seed
+        case .recommended: frontEnd = .recommended
+        case .librosa: frontEnd = .librosa
+        }
+        if let sampleRate { frontEnd.sampleRate = sampleRate }
+        if let duration { frontEnd.duration = duration }
+        if let nFFT { frontEnd.nFFT = nFFT }
+        if let hopLength { frontEnd.hopLength = hopLength }
+        if let winLength { frontEnd.winLength = winLength }
+        if let nMels { frontEnd.nMels = nMels }
+        if let fmin { frontEnd.fMin = fmin }
+        if let fmax { frontEnd.fMax = fmax }
+        if let power { frontEnd.power = power }
+        if htk { frontEnd.melScale = .htk }
+        if let melNorm { frontEnd.melNorm = melNorm }
+        if let toDB { frontEnd.toDB = toDB }
+        if let topDB { frontEnd.topDB = topDB }
+        if let frames { frontEnd.frames = frames }
+        if let fit { frontEnd.fit = fit }
+        do { try frontEnd.validate() } catch {
+            throw ValidationError("\(error)")
+        }
+        return frontEnd
+    }
+}
+
+extension MelNorm: ExpressibleByArgument {}
+extension FrameFit: ExpressibleByArgument {}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import CryLabFeatures
+import CryLabNN
+import CryLabTraining
+import Foundation
+
+struct PretrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pretrain",
+        abstract: "Pretrain a U-Net autoencoder on unlabeled audio or a feature store.",
+        discussion: """
+        Writes to Checkpoints/<recipe name>/ (or --output): last.h5 and best.h5 after every epoch, \
+        encoder.h5 at the end, history.csv/json and report.html. Ctrl-C saves interrupted.h5 and \
+        exits; --resume continues from last.h5 to the weights an uninterrupted run would reach.
+        """)
+
+    @Option(help: "Recipe file (YAML), e.g. Recipes/pretrain.yaml.")
+    var recipe: String
+
+    @Option(parsing: .upToNextOption, help: "Audio files or folders (labels ignored), or one feature store (.h5).")
+    var data: [String] = []
+
+    @Option(name: .shortAndLong, help: "Run folder (default: Checkpoints/<recipe name>).")
+    var output: String?
+
+    @Option(help: "Override the recipe's number of epochs.")
+    var epochs: Int?
+
+    @Option(name: .customLong("max-steps"), help: "Stop after N optimisation steps and report samples/s (for timing).")
+    var maxSteps: Int?
+
+    @Option(help: "Override the recipe's seed.")
+    var seed: UInt64?
+
+    @Option(help: "Threads for the engine (default: every core).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Flag(help: "Continue the run in the output folder from its last.h5.")
+    var resume = false
+
+    @Option(help: "Labeled audio folder or feature store for a linear probe at the end.")
+    var probe: String?
+
+    @Option(name: .customLong("probe-classes"), help: "Comma-separated classes for the probe (default: all).")
+    var probeClasses: String?
+
+    @Flag(help: "Print a JSON summary on standard output.")
+    var json = false
+
+    @Flag(help: "No progress bars.")
+    var quiet = false
+
+    func validate() throws {
+        if data.isEmpty { throw ValidationError("--data is required: audio folders or a feature store") }
+        if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
+        if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        var (recipe, text) = try PretrainRecipe.load(self.recipe)
+        if let epochs { recipe.training.epochs = epochs }
+        if let seed { recipe.training.seed = seed }
+        ComputeThreads.set(threads)
+        let store = try loadData(data, frontEnd: recipe.frontEnd, unlabeled: true, threads: threads, quiet: quiet)
+        var options = PretrainOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
+        options.maxSteps = maxSteps
+        options.resume = resume
+        options.quiet = quiet
+        if let probe {
+            options.probe = try loadData([probe], frontEnd: recipe.frontEnd, unlabeled: false, threads: threads, quiet: quiet)
+            options.probeClasses = probeClasses?.split(separator: ",").map(String.init)
+        }
+        let summary = try Pretrainer(recipe: recipe, recipeText: text, store: store, options: options).run()
+        if json {
+            try printJSON(summary)
+        } else {
+            var lines = [String(format: "%d epochs, %d steps, %.1f samples/s", summary.epochs, summary.steps, summary.samplesPerSecond)]
+            if let v = summary.validationLoss { lines.append(String(format: "validation loss %.5f (best %.5f)", v, summary.bestValidationLoss ?? v)) }
+            if let v = summary.validationLossWithoutSkips { lines.append(String(format: "validation loss with skip connections cut: %.5f", v)) }
+            if let p = summary.probe {
+                lines.append(String(format: "linear probe balanced accuracy: %.3f pretrained, %.3f random weights", p.pretrained.balancedAccuracy, p.randomWeights.balancedAccuracy))
+            }
+            for (name, path) in [("checkpoint", summary.checkpoint), ("encoder", summary.encoder), ("report", summary.report)] {
+                if let path { lines.append("\(name): \(path)") }
+            }
+            print(lines.joined(separator: "\n"))
+        }
+    }
+}

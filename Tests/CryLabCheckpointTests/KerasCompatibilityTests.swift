@@ -1,0 +1,107 @@
+import CryLabCheckpoint
+import CryLabHDF5
+import CryLabNN
+import Foundation
+import Testing
+
+/// Files Keras 3.15 saved (Scripts/keras/checkpoint_fixtures.py make) of the models below.
+let kerasFixtures = Bundle.module.resourceURL!.appendingPathComponent("Fixtures/keras")
+
+/// CryLab's builders for the architecture the fixture script builds in Keras.
+enum FixtureModels {
+    static let uNet = UNetConfiguration(inputShape: [16, 16, 1], widths: [4, 8, 16])
+    static let classifier = ClassifierConfiguration(
+        encoder: uNet, encoderLevels: 2,
+        head: HeadConfiguration(pooling: .globalAverage, hidden: [.init(units: 8, activation: .relu, batchNormalization: true)]),
+        classes: 3)
+
+    static func build(_ kind: String) throws -> Model {
+        switch kind {
+        case "unet": return try Model.uNet(uNet)
+        case "encoder": return try Model.encoder(uNet, levels: 2)
+        default: return try Model.classifier(classifier)
+        }
+    }
+}
+
+func readFloats(_ url: URL) throws -> [Float] {
+    let data = try Data(contentsOf: url)
+    return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+}
+
+func largestRelativeDifference(_ a: [Float], _ b: [Float]) -> Float {
+    let scale = max(b.map { abs($0) }.max() ?? 0, 1e-12)
+    return zip(a, b).map { abs($0 - $1) }.max()! / scale
+}
+
+@Suite("Keras compatibility")
+struct KerasCompatibilityTests {
+    @Test("a Keras-saved file loads into the matching CryLab model and gives Keras's outputs",
+          arguments: ["unet", "encoder", "classifier"])
+    func kerasToCryLab(kind: String) throws {
+        let model = try FixtureModels.build(kind)
+        let report = try Checkpoint.loadWeights(into: model, from: kerasFixtures.appendingPathComponent("\(kind).h5").path)
+        #expect(report.missingLayers.isEmpty && report.unexpectedLayers.isEmpty)
+        let input = Tensor(shape: [2, 16, 16, 1], values: try readFloats(kerasFixtures.appendingPathComponent("input.f32")))
+        let expected = try readFloats(kerasFixtures.appendingPathComponent("\(kind)-output.f32"))
+        let output = model.predict(input)
+        #expect(output.count == expected.count)
+        let difference = largestRelativeDifference(output.values, expected)
+        print("\(kind): largest relative difference to Keras \(difference)")
+        #expect(difference <= 1e-4)
+    }
+
+    @Test("CryLab writes the layout Keras writes: layer names, weight names and shapes",
+          arguments: ["unet", "encoder", "classifier"])
+    func sameLayout(kind: String) throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("\(kind).h5").path
+        try Checkpoint.save(try FixtureModels.build(kind), metadata: CheckpointMetadata(), to: path)
+        let ours = try Checkpoint.describe(path), theirs = try Checkpoint.describe(kerasFixtures.appendingPathComponent("\(kind).h5").path)
+        #expect(ours.layers.map(\.name) == theirs.layers.map(\.name))
+        for (a, b) in zip(ours.layers, theirs.layers) {
+            #expect(a.weights == b.weights, "\(a.name): \(a.weights) vs Keras \(b.weights)")
+        }
+        #expect(theirs.format == "keras full model")
+    }
+
+    /// The full round trip through the real Keras: set CRYLAB_KERAS_PYTHON to a Python with
+    /// tensorflow-cpu and keras (e.g. `$(Scripts/python-env.sh tensorflow-cpu keras h5py)`).
+    @Test("Keras loads CryLab-written files and reproduces CryLab's outputs (opt-in)",
+          .enabled(if: ProcessInfo.processInfo.environment["CRYLAB_KERAS_PYTHON"] != nil,
+                   "set CRYLAB_KERAS_PYTHON to a Python with keras to run the round trip through Keras"),
+          arguments: ["unet", "encoder", "classifier"])
+    func cryLabToKeras(kind: String) throws {
+        let python = ProcessInfo.processInfo.environment["CRYLAB_KERAS_PYTHON"]!
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var configuration = FixtureModels.uNet
+        configuration.seed = 77
+        let model: Model
+        switch kind {
+        case "unet": model = try Model.uNet(configuration)
+        case "encoder": model = try Model.encoder(configuration, levels: 2)
+        default:
+            var classifier = FixtureModels.classifier
+            classifier.encoder = configuration
+            classifier.seed = 78
+            model = try Model.classifier(classifier)
+        }
+        let input = randomInput(batch: 2, seed: 5)
+        let output = model.predict(input)
+        let checkpoint = folder.appendingPathComponent("crylab.h5").path
+        try Checkpoint.save(model, metadata: CheckpointMetadata(), to: checkpoint)
+        try Data(input.values.withUnsafeBytes { Data($0) }).write(to: folder.appendingPathComponent("input.f32"))
+        try Data(output.values.withUnsafeBytes { Data($0) }).write(to: folder.appendingPathComponent("output.f32"))
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/keras/checkpoint_fixtures.py").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [script, "check", checkpoint, kind, folder.appendingPathComponent("input.f32").path,
+                             folder.appendingPathComponent("output.f32").path]
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "Keras's outputs differ from CryLab's for \(kind)")
+    }
+}

@@ -1,0 +1,60 @@
+import CryLabDSP
+import CryLabTraining
+import Foundation
+import Testing
+
+let recipesFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Recipes")
+
+@Suite("Recipes")
+struct RecipeTests {
+    @Test("the seed pretraining recipe reproduces the story")
+    func seedPretrain() throws {
+        let (recipe, text) = try PretrainRecipe.load(recipesFolder.appendingPathComponent("pretrain-seed.yaml").path)
+        #expect(text.contains("preset: seed"))
+        #expect(recipe.frontEnd == .seed)
+        #expect(recipe.model.widths == [32, 64, 128, 256, 512])
+        #expect(recipe.objective.loss == .all && !recipe.objective.masks)
+        #expect(recipe.training.epochs == 25 && recipe.training.batchSize == 32)
+        #expect(recipe.training.optimizer.kind == .adam && recipe.training.optimizer.learningRate == 0.001)
+        let configuration = try recipe.model.configuration(mels: 128, frames: 128, seed: 0)
+        #expect(configuration.inputShape == [128, 128, 1])
+    }
+
+    @Test("an empty recipe takes every default")
+    func defaults() throws {
+        let recipe = try loadRecipeText(PretrainRecipe.self, text: "", file: "empty.yaml")
+        #expect(recipe == PretrainRecipe())
+    }
+
+    @Test("front-end overrides apply on top of the preset")
+    func overrides() throws {
+        let recipe = try loadRecipeText(PretrainRecipe.self, text: "frontEnd:\n  preset: seed\n  nMels: 64\n  toDB: true\n", file: "x.yaml")
+        var expected = FrontEnd.seed
+        expected.nMels = 64
+        expected.toDB = true
+        #expect(recipe.frontEnd == expected)
+    }
+
+    @Test("errors name the key path and the allowed values", arguments: [
+        ("training:\n  epochz: 3\n", "training.epochz"),
+        ("training:\n  optimizer:\n    kind: adagrad\n", "adam, adamw, sgd"),
+        ("training:\n  batchSize: many\n", "training.batchSize"),
+        ("frontEnd:\n  preset: fancy\n", "frontEnd.preset"),
+        ("frontEnd:\n  nmels: 3\n", "frontEnd.nmels"),
+        ("objective:\n  loss: masked\n", "objective.loss"),
+        ("model:\n  kernelSize: 4\n", "model.kernelSize"),
+        ("- just\n- a list\n", "mapping"),
+    ])
+    func errors(text: String, expected: String) {
+        do {
+            _ = try loadRecipeText(PretrainRecipe.self, text: text, file: "bad.yaml")
+            Issue.record("'\(text)' should be rejected")
+        } catch let error as RecipeError {
+            #expect(error.description.contains(expected), "\(error)")
+            #expect(error.description.hasPrefix("bad.yaml: "))
+        } catch {
+            Issue.record("unexpected error type \(type(of: error)): \(error)")
+        }
+    }
+}

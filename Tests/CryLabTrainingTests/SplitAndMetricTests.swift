@@ -1,0 +1,58 @@
+import CryLabTraining
+import Foundation
+import Testing
+
+@Suite("Splits and metrics")
+struct SplitAndMetricTests {
+    @Test("grouped folds never split a group, cover every clip once, and spread rare classes")
+    func groupedFolds() {
+        var labels: [Int] = [], groups: [String] = []
+        for family in 0..<60 {
+            let label = family < 45 ? 0 : (family < 53 ? 1 : (family < 57 ? 2 : 3))
+            for _ in 0..<(1 + family % 3) { labels.append(label); groups.append("family-\(family)") }
+        }
+        let folds = groupedStratifiedFolds(labels: labels, groups: groups, folds: 5, seed: 1)
+        #expect(folds.count == 5)
+        #expect(folds.flatMap(\.test).sorted() == Array(0..<labels.count))
+        for fold in folds {
+            let trainGroups = Set(fold.train.map { groups[$0] })
+            #expect(fold.test.allSatisfy { !trainGroups.contains(groups[$0]) })
+            #expect(Set(fold.test.map { labels[$0] }).count >= 3, "every fold holds the rare classes where possible")
+        }
+        #expect(folds == groupedStratifiedFolds(labels: labels, groups: groups, folds: 5, seed: 1), "same seed, same folds")
+    }
+
+    @Test("always answering the majority class: high accuracy, balanced accuracy 1/k")
+    func majorityCollapse() {
+        let truth = Array(repeating: 0, count: 85) + Array(repeating: 1, count: 5) + Array(repeating: 2, count: 5) + Array(repeating: 3, count: 5)
+        let report = ClassificationReport(truth: truth, predicted: Array(repeating: 0, count: 100), classNames: ["a", "b", "c", "d"])
+        #expect(report.accuracy == 0.85)
+        #expect(report.majorityBaselineAccuracy == 0.85)
+        #expect(report.balancedAccuracy == 0.25)
+        #expect(abs(report.macroF1 - (2 * 0.85 / 1.85) / 4) < 1e-12)
+        #expect(report.neverPredicted == ["b", "c", "d"])
+        #expect(report.zeroRecall == ["b", "c", "d"])
+        #expect(report.confusion[0][0] == 85 && report.confusion[1][0] == 5)
+    }
+
+    @Test("per-class precision, recall and F1")
+    func perClass() {
+        let report = ClassificationReport(truth: [0, 0, 1, 1], predicted: [0, 1, 1, 1], classNames: ["x", "y"])
+        #expect(report.perClass[0].precision == 1 && report.perClass[0].recall == 0.5)
+        #expect(abs(report.perClass[1].precision - 2.0 / 3) < 1e-12 && report.perClass[1].recall == 1)
+        #expect(report.balancedAccuracy == 0.75)
+    }
+
+    @Test("logistic regression separates separable classes and is balanced by default")
+    func logistic() {
+        var x: [[Double]] = [], y: [Int] = []
+        for i in 0..<90 { x.append([Double(i % 7) * 0.1, 1 + Double(i % 5) * 0.05]); y.append(0) }
+        for i in 0..<10 { x.append([Double(i % 7) * 0.1, -1 - Double(i % 5) * 0.05]); y.append(1) }
+        let model = LogisticRegression(x: x, y: y, classes: 2)
+        let predicted = x.map { model.predict($0) }
+        let report = ClassificationReport(truth: y, predicted: predicted, classNames: ["big", "small"])
+        #expect(report.balancedAccuracy == 1)
+        let p = model.probabilities([0.3, -1.1])
+        #expect(p[1] > 0.9 && abs(p.reduce(0, +) - 1) < 1e-9)
+    }
+}
