@@ -2,9 +2,11 @@
 // CryLab: self-supervised pretraining and fine-tuning on infant-cry audio.
 //
 // Module layering (dependencies point one way):
-//   C shims (CBLAS, CDNNL, CFFTW, CHDF5, CSndFile, CSoxr)
+//   C shims (CBLAS, CDNNL, CFFTW, CHDF5, CSndFile, CSoxr) and CryLabCore (seeded RNG, memory policy)
 //     -> CryLabHDF5, CryLabAudio, CryLabDSP, CryLabTensor   (each the only importer of its C libraries)
-//     -> CryLabFeatures, CryLabNN
+//     -> CryLabFeatures (audio -> feature stores), CryLabNN (layers, models, optimisers)
+//     -> CryLabCheckpoint (Keras-layout HDF5 checkpoints)
+//     -> CryLabTraining (recipes, pretraining, fine-tuning, evaluation, demo)
 //     -> crylab (command line)
 import PackageDescription
 
@@ -30,15 +32,16 @@ let package = Package(
         .systemLibrary(name: "CSoxr", pkgConfig: "soxr", providers: [.apt(["libsoxr-dev"])]),
 
         // Pure Swift above the shims.
+        .target(name: "CryLabCore"),
         .target(name: "CryLabHDF5", dependencies: ["CHDF5"]),
         .target(name: "CryLabAudio", dependencies: ["CSndFile", "CSoxr"]),
-        .target(name: "CryLabDSP", dependencies: ["CFFTW"]),
-        .target(name: "CryLabTensor", dependencies: ["CBLAS", "CDNNL"]),
-        .target(name: "CryLabFeatures", dependencies: ["CryLabAudio", "CryLabDSP", "CryLabHDF5"]),
+        .target(name: "CryLabDSP", dependencies: ["CryLabCore", "CFFTW"]),
+        .target(name: "CryLabTensor", dependencies: ["CryLabCore", "CBLAS", "CDNNL"]),
+        .target(name: "CryLabFeatures", dependencies: ["CryLabCore", "CryLabAudio", "CryLabDSP", "CryLabHDF5"]),
         .target(name: "CryLabNN", dependencies: ["CryLabTensor"]),
         .target(name: "CryLabCheckpoint", dependencies: ["CryLabNN", "CryLabHDF5", "CryLabDSP"]),
         .target(name: "CryLabTraining", dependencies: [
-            "CryLabNN", "CryLabFeatures", "CryLabCheckpoint",
+            "CryLabCore", "CryLabNN", "CryLabFeatures", "CryLabCheckpoint",
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(
@@ -51,7 +54,7 @@ let package = Package(
         .executableTarget(name: "crylab-engine-bench", dependencies: ["CryLabNN"], path: "Benchmarks/engine"),
         .executableTarget(name: "frontend-bench", dependencies: ["CryLabFeatures"], path: "Benchmarks/frontend"),
 
-        .testTarget(name: "CryLabAudioTests", dependencies: ["CryLabAudio", "CryLabHDF5", "CryLabFeatures"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "CryLabAudioTests", dependencies: ["CryLabCore", "CryLabAudio", "CryLabHDF5", "CryLabFeatures"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CryLabDSPTests", dependencies: ["CryLabDSP", "CryLabAudio"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CryLabNNTests", dependencies: ["CryLabNN"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CryLabTrainingTests", dependencies: ["CryLabTraining"]),

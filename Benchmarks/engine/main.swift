@@ -1,12 +1,13 @@
 // Engine benchmark: samples/s, GFLOP/s and peak RSS for the three reference workloads.
 //
-//     swift run -c release --scratch-path .build-engine crylab-engine-bench <workload> [--batch 32] [--steps 5] [--threads 2]
+//     swift run -c release crylab-engine-bench <workload> [--batch 32] [--steps 5] [--threads 2]
 //
 // workloads:
 //   unet-train        story U-Net 128x128x1 (32-64-128-256 / 512), MSE + Adam training step
 //   small-unet-train  U-Net 64x64x1, widths 8-16-32-64-128, MSE + Adam training step
 //   classifier-infer  story encoder + story head (Flatten, Dense 1024, BN, Dropout, 512, 128, 4), inference
 //
+// Runs with OMP_WAIT_POLICY=PASSIVE unless the variable is set (e.g. OMP_WAIT_POLICY=ACTIVE to compare).
 // Run one workload per process: peak RSS (VmHWM) is per process. Scripts/keras/bench_side_by_side.py
 // runs these and Scripts/keras/bench_keras.py one after the other and prints the ratios.
 import CryLabNN
@@ -43,6 +44,9 @@ func forwardFlops(_ model: Model, batch: Int) throws -> Double {
 }
 
 func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+// Passive OpenMP waiting unless the caller chose a policy (see ComputeThreads for why).
+ComputeThreads.relaunchWithPassiveOpenMPWaitIfNeeded()
 
 let arguments = CommandLine.arguments
 func option(_ name: String, _ fallback: Int) -> Int {
@@ -109,7 +113,8 @@ if arguments.contains("--breakdown") {
     print(String(format: "%-32@ %8.1f ms", "loss + optimiser + rest" as NSString, (total - layerTotal) * 1000))
 }
 let result: [String: Any] = [
-    "framework": "crylab", "workload": workload, "batch": batch, "threads": ComputeThreads.count,
+    "framework": "crylab", "workload": workload,
+    "omp_wait_policy": ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "default", "batch": batch, "threads": ComputeThreads.count,
     "steps": steps, "seconds_per_step_median": median,
     "samples_per_second": Double(batch) / median,
     "gflops_per_second": flopsPerStep / median / 1e9,

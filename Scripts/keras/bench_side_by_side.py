@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Runs the CryLab engine benchmark and the Keras reference on the same machine, interleaved
-(CryLab, Keras, CryLab, Keras, ... per workload, each in a fresh process), and prints the ratios.
+"""Runs the CryLab engine benchmark and the Keras reference (and PyTorch, if given a Python that
+has it) on the same machine, interleaved (CryLab, Keras, [PyTorch], CryLab, ... per workload, each
+in a fresh process), and prints the ratios.
 
-    swift build -c release --scratch-path .build-engine --product crylab-engine-bench
-    /work/venv/bin/python Scripts/keras/bench_side_by_side.py [--rounds 2] [--steps 5] [--threads 2]
+    swift build -c release --product crylab-engine-bench
+    /work/venv/bin/python Scripts/keras/bench_side_by_side.py [--rounds 2] [--steps 5] [--threads 2] \
+        [--torch-python /path/to/python-with-torch]
 
-Ratio = CryLab samples/s / Keras samples/s (best round of each); RSS ratio = CryLab / Keras peak.
+Ratio = CryLab samples/s / reference samples/s, from the median round of each (rounds are
+interleaved, so load from other processes hits every framework alike); RSS ratio = CryLab / reference.
+Every child gets OMP_WAIT_POLICY=PASSIVE unless it is already set (TensorFlow does not use OpenMP).
 """
 import argparse
 import json
@@ -19,29 +23,39 @@ parser.add_argument("--rounds", type=int, default=2)
 parser.add_argument("--steps", type=int, default=5)
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--batch", type=int, default=32)
-parser.add_argument("--binary", default=os.path.join(root, ".build-engine", "release", "crylab-engine-bench"))
+parser.add_argument("--binary", default=os.path.join(root, ".build", "release", "crylab-engine-bench"))
 parser.add_argument("--workloads", default="unet-train,small-unet-train,classifier-infer")
+parser.add_argument("--torch-python", default=None)
 args = parser.parse_args()
 
 common = [f"--steps", str(args.steps), "--threads", str(args.threads), "--batch", str(args.batch)]
 
 
 def run(command):
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    # PyTorch uses OpenMP too; give it the passive wait policy CryLab's benchmark sets for itself.
+    env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
 print(f"{'workload':<18} {'framework':<8} {'samples/s':>10} {'GFLOP/s':>8} {'peak GiB':>9}")
+frameworks = [("crylab", [args.binary]),
+              ("keras", [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py")])]
+if args.torch_python:
+    frameworks.append(("torch", [args.torch_python, os.path.join(root, "Scripts/keras/bench_torch.py")]))
+
 for workload in args.workloads.split(","):
-    best = {}
+    runs = {name: [] for name, _ in frameworks}
     for _ in range(args.rounds):
-        for name, command in (("crylab", [args.binary, workload]),
-                              ("keras", [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py"), workload])):
-            r = run(command + common)
+        for name, command in frameworks:
+            r = run(command + [workload] + common)
             print(f"{workload:<18} {name:<8} {r['samples_per_second']:>10.2f} {r['gflops_per_second']:>8.1f} {r['peak_rss_gib']:>9.2f}",
                   flush=True)
-            if name not in best or r["samples_per_second"] > best[name]["samples_per_second"]:
-                best[name] = r
-    c, k = best["crylab"], best["keras"]
-    print(f"{workload:<18} ratio    speed {c['samples_per_second'] / k['samples_per_second']:.2f}x   "
-          f"peak RSS {c['peak_rss_gib'] / k['peak_rss_gib']:.2f}x", flush=True)
+            runs[name].append(r)
+    median = {name: sorted(rs, key=lambda r: r["samples_per_second"])[len(rs) // 2] for name, rs in runs.items()}
+    c = median["crylab"]
+    for name, r in median.items():
+        if name != "crylab":
+            print(f"{workload:<18} crylab/{name:<6} speed {c['samples_per_second'] / r['samples_per_second']:.2f}x   "
+                  f"peak RSS {c['peak_rss_gib'] / r['peak_rss_gib']:.2f}x   (median rounds)", flush=True)

@@ -13,6 +13,9 @@ Scripts/python-env.sh):
         builds the Keras model of KIND (unet, encoder or classifier), loads the CryLab-written
         FILE.h5 with `model.load_weights`, runs INPUT and compares with CryLab's OUTPUT: prints the
         largest difference and exits 1 above 1e-4 (relative to the output's largest magnitude).
+    $PY Scripts/keras/checkpoint_fixtures.py load FILE.h5 INPUT.f32 OUTPUT.f32
+        the same with `keras.models.load_model(FILE.h5)`: the model is rebuilt from the file's
+        model_config alone, with no code.
 
 The fixtures were produced with TensorFlow-CPU 2.21.0 and Keras 3.15.1 (recorded in
 manifest.json).
@@ -106,9 +109,12 @@ def make():
 
 
 def check(path, kind, input_path, output_path):
-    model = build(kind)
-    model.load_weights(path)
-    x = np.fromfile(input_path, dtype="<f4").reshape((-1,) + SHAPE)
+    if kind == "load_model":
+        model = keras.models.load_model(path, compile=False)
+    else:
+        model = build(kind)
+        model.load_weights(path)
+    x = np.fromfile(input_path, dtype="<f4").reshape((-1,) + tuple(model.input_shape[1:]))
     expected = np.fromfile(output_path, dtype="<f4")
     y = model.predict(x, verbose=0).ravel()
     difference = float(np.max(np.abs(y - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
@@ -121,6 +127,8 @@ if __name__ == "__main__":
         make()
     elif len(sys.argv) == 6 and sys.argv[1] == "check":
         check(*sys.argv[2:])
+    elif len(sys.argv) == 5 and sys.argv[1] == "load":
+        check(sys.argv[2], "load_model", sys.argv[3], sys.argv[4])
     else:
         print(__doc__)
         sys.exit(2)

@@ -58,7 +58,9 @@ public enum Checkpoint {
             let root = try file.root
             try root.setAttribute("backend", .string("tensorflow"))
             try root.setAttribute("keras_version", .string(KerasWeights.kerasVersion))
-            if let kerasModelConfig { try root.setAttribute("model_config", .string(kerasModelConfig)) }
+            if let config = try kerasModelConfig ?? KerasModelConfig.json(for: model) {
+                try root.setAttribute("model_config", .string(config))
+            }
             try KerasWeights.write(model, into: try root.createGroup("model_weights"))
 
             let ours = try root.createGroup("crylab")

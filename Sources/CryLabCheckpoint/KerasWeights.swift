@@ -13,7 +13,7 @@ import Foundation
 ///   Dense `[in, out]`; BatchNormalization `gamma`, `beta`, `moving_mean`, `moving_variance`.
 public enum KerasWeights {
     /// The Keras release whose layout is written.
-    public static let kerasVersion = "3.15.0"
+    public static let kerasVersion = "3.15.1"
 
     /// Writes every layer's weights into `group` (the file root for a weights file, or
     /// `model_weights` for a full-model file).

@@ -1,4 +1,5 @@
 import CryLabAudio
+import CryLabCore
 import CryLabDSP
 import Foundation
 
@@ -62,7 +63,7 @@ public func extractFeatures(from sources: [AudioSource], frontEnd: FrontEnd, thr
         throw FeatureError.invalidOption("a feature store needs a fixed number of frames: set `frames` in the front end (--frames N)")
     }
     try frontEnd.validate()
-    _ = KeepFreedMemory.applied
+    _ = MemoryPolicy.applied
     let mels = frontEnd.nMels
     let outcomes = OutcomeSlots(count: sources.count)
     let progress = ProgressReporter(label: "features", total: sources.count, quiet: quiet)
@@ -111,17 +112,4 @@ final class OutcomeSlots: @unchecked Sendable {
         get { lock.withLock { slots[index] } }
         set { lock.withLock { slots[index] = newValue } }
     }
-}
-
-/// Keeps freed memory in the process instead of handing it back to the kernel: per-clip buffers
-/// of a few hundred kB would otherwise be mmap'ed and page-faulted in anew for every file.
-enum KeepFreedMemory {
-    private typealias MallocOption = @convention(c) (Int32, Int32) -> Int32
-    static let applied: Bool = {
-        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "mallopt") else { return false }
-        let mallopt = unsafeBitCast(symbol, to: MallocOption.self)
-        _ = mallopt(-4, 0)              // M_MMAP_MAX: no mmap for large blocks
-        _ = mallopt(-1, Int32.max)      // M_TRIM_THRESHOLD: never trim the heap
-        return true
-    }()
 }

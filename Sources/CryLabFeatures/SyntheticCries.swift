@@ -1,4 +1,5 @@
 import CryLabAudio
+import CryLabCore
 import Foundation
 
 /// Generates cry-like audio so the whole pipeline can run without real recordings.
@@ -71,7 +72,7 @@ public struct SyntheticCries: Sendable {
     /// `clipsPerFamily` clips each. Returns the written files.
     @discardableResult
     public func write(to folder: URL, labeled: Bool, families: Int, clipsPerFamily: Int, seconds: Double = 6) throws -> [URL] {
-        var generator = SplitMix64(seed: seed ^ (labeled ? 0xC1A55 : 0x0F00D))
+        var generator = SeededGenerator(seed: seed ^ (labeled ? 0xC1A55 : 0x0F00D))
         var written: [URL] = []
         for (classIndex, entry) in Self.classes.enumerated() {
             let classFolder = labeled ? folder.appendingPathComponent(entry.name) : folder
@@ -94,18 +95,5 @@ public struct SyntheticCries: Sendable {
             }
         }
         return written
-    }
-}
-
-/// A small, fast, seedable generator (SplitMix64), so generated corpora are identical everywhere.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -62,18 +62,25 @@ private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry) -> (output
         x.values.withUnsafeBufferPointer { inputBuffer in
             argmax.withUnsafeMutableBufferPointer { bestBuffer in
                 let input = inputBuffer.baseAddress!, out = y.baseAddress!, best = bestBuffer.baseAddress!
-                var o = 0
-                for b in 0..<g.batch {
-                    for oy in 0..<g.outputHeight {
+                // Output rows are independent: one chunk of them per thread.
+                parallelChunks(g.batch * g.outputHeight, minimumChunk: 8) { rows in
+                    for row in rows {
+                        let b = row / g.outputHeight, oy = row % g.outputHeight
+                        var o = row * g.outputWidth * c
                         for ox in 0..<g.outputWidth {
                             let i0 = ((b * h + 2 * oy) * w + 2 * ox) * c
                             let i1 = i0 + c, i2 = i0 + w * c, i3 = i2 + c
+                            // Int32 index arithmetic without overflow traps, selects instead of
+                            // branches: lets the compiler vectorise over channels.
+                            let (j0, j1) = (Int32(truncatingIfNeeded: i0), Int32(truncatingIfNeeded: i1))
+                            let (j2, j3) = (Int32(truncatingIfNeeded: i2), Int32(truncatingIfNeeded: i3))
                             for channel in 0..<c {
-                                var m = input[i0 + channel], at = Int32(i0 + channel)
+                                let k = Int32(truncatingIfNeeded: channel)
+                                var m = input[i0 + channel], at = j0 &+ k
                                 let v1 = input[i1 + channel], v2 = input[i2 + channel], v3 = input[i3 + channel]
-                                at = v1 > m ? Int32(i1 + channel) : at; m = max(m, v1)
-                                at = v2 > m ? Int32(i2 + channel) : at; m = max(m, v2)
-                                at = v3 > m ? Int32(i3 + channel) : at; m = max(m, v3)
+                                at = v1 > m ? j1 &+ k : at; m = v1 > m ? v1 : m
+                                at = v2 > m ? j2 &+ k : at; m = v2 > m ? v2 : m
+                                at = v3 > m ? j3 &+ k : at; m = v3 > m ? v3 : m
                                 out[o + channel] = m
                                 best[o + channel] = at
                             }
@@ -193,8 +200,9 @@ public func concatenateChannels(_ parts: [Tensor]) -> Tensor {
         var offset = 0
         for (part, width) in zip(parts, widths) {
             part.values.withUnsafeBufferPointer { source in
-                for r in 0..<rows {
-                    (y.baseAddress! + r * total + offset).update(from: source.baseAddress! + r * width, count: width)
+                let (target, from, start) = (y.baseAddress!, source.baseAddress!, offset)
+                parallelChunks(rows, minimumChunk: 4096) { range in
+                    for r in range { (target + r * total + start).update(from: from + r * width, count: width) }
                 }
             }
             offset += width
@@ -213,8 +221,9 @@ public func splitChannels(_ dy: Tensor, widths: [Int]) -> [Tensor] {
         let start = offset
         return Tensor(shape: leading + [width]) { part in
             dy.values.withUnsafeBufferPointer { source in
-                for r in 0..<rows {
-                    (part.baseAddress! + r * width).update(from: source.baseAddress! + r * total + start, count: width)
+                let (target, from) = (part.baseAddress!, source.baseAddress!)
+                parallelChunks(rows, minimumChunk: 4096) { range in
+                    for r in range { (target + r * width).update(from: from + r * total + start, count: width) }
                 }
             }
         }

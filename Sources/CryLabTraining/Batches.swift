@@ -1,3 +1,4 @@
+import CryLabCore
 import CryLabFeatures
 import CryLabNN
 import Foundation
@@ -41,7 +42,7 @@ public struct SpectrogramBatcher: Sendable {
     }
 
     /// One clip's crop start: uniform in training (`generator` given), centred otherwise.
-    func cropStart(using generator: inout SplitMix64?) -> Int {
+    func cropStart(using generator: inout SeededGenerator?) -> Int {
         let slack = store.frames - frames
         guard slack > 0 else { return 0 }
         if generator != nil { return Int.random(in: 0...slack, using: &generator!) }
@@ -49,7 +50,7 @@ public struct SpectrogramBatcher: Sendable {
     }
 
     /// The normalised input of the clips at `indices`: [count, mels, frames, 1].
-    public func inputs(_ indices: [Int], random generator: inout SplitMix64?) -> Tensor {
+    public func inputs(_ indices: [Int], random generator: inout SeededGenerator?) -> Tensor {
         let mels = store.mels, stored = store.frames, width = frames
         let inverse = 1 / std
         return Tensor(shape: [indices.count, mels, width, 1]) { out in
@@ -68,7 +69,7 @@ public struct SpectrogramBatcher: Sendable {
 
     /// Hides bands of `input` in place (set to 0, the normalised mean) and returns the mask of
     /// hidden cells (1 hidden, 0 visible), shaped like the input.
-    public static func applyMasks(_ input: inout Tensor, objective: ObjectiveRecipe, using generator: inout SplitMix64) -> Tensor {
+    public static func applyMasks(_ input: inout Tensor, objective: ObjectiveRecipe, using generator: inout SeededGenerator) -> Tensor {
         let (batch, mels, frames) = (input.shape[0], input.shape[1], input.shape[2])
         var mask = Tensor(zeros: input.shape)
         for b in 0..<batch {
@@ -88,7 +89,7 @@ public struct SpectrogramBatcher: Sendable {
     }
 
     /// Adds Gaussian noise of standard deviation `std` (Box-Muller) in place.
-    public static func addNoise(_ input: inout Tensor, std: Float, using generator: inout SplitMix64) {
+    public static func addNoise(_ input: inout Tensor, std: Float, using generator: inout SeededGenerator) {
         guard std > 0 else { return }
         for i in 0..<input.values.count {
             let u1 = max(Double.random(in: 0..<1, using: &generator), 1e-12), u2 = Double.random(in: 0..<1, using: &generator)

@@ -1,3 +1,4 @@
+import CryLabCore
 import CryLabCheckpoint
 import CryLabFeatures
 import CryLabNN
@@ -28,7 +29,7 @@ public struct Embeddings {
         var perClip: [Int] = []
         for start in stride(from: 0, to: store.count, by: 32) {
             let batch = Array(start..<min(start + 32, store.count))
-            var noCrop: SplitMix64? = nil
+            var noCrop: SeededGenerator? = nil
             let output = encoder.model.predict(batcher.inputs(batch, random: &noCrop))
             // output: [batch, height, width, channels]
             let (cells, channels) = (output.shape[1] * output.shape[2], output.shape[3])

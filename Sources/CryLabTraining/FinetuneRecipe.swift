@@ -224,10 +224,6 @@ public struct FinetuneRecipe: Codable, Sendable, Equatable {
     }
 
     public static func load(_ path: String) throws -> (recipe: FinetuneRecipe, text: String) {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw RecipeError(file: path, message: "cannot read the recipe: \(error.localizedDescription)")
-        }
-        return (try loadRecipeText(FinetuneRecipe.self, text: text, file: path), text)
+        try loadRecipeFile(FinetuneRecipe.self, path: path)
     }
 }

@@ -1,3 +1,4 @@
+import CryLabCore
 import CryLabCheckpoint
 import CryLabDSP
 import CryLabFeatures
@@ -170,7 +171,7 @@ public final class Finetuner {
             ? counts.map { Float(Double(fit.count) / (Double(classes) * max($0, 1))) } : nil
         let stepsPerEpoch = (fit.count + training.batchSize - 1) / training.batchSize
         var optimizer = training.optimizer.makeOptimizer(stepsPerEpoch: stepsPerEpoch, epochs: training.epochs)
-        var generator = SplitMix64(seed: training.seed &+ UInt64(train.count) &* 0x9E37_79B9)
+        var generator = SeededGenerator(seed: training.seed &+ UInt64(train.count) &* 0x9E37_79B9)
         var best: (score: Double, loss: Double, epoch: Int, weights: [Tensor])? = nil
         var sinceBest = 0
         var history: [String: [Double]] = [:]
@@ -224,7 +225,7 @@ public final class Finetuner {
     }
 
     /// This epoch's training order: a shuffle, or class-balanced draws with replacement.
-    func epochOrder(_ positions: [Int], using generator: inout SplitMix64) -> [Int] {
+    func epochOrder(_ positions: [Int], using generator: inout SeededGenerator) -> [Int] {
         switch recipe.imbalance.sampling {
         case .shuffle:
             return positions.shuffled(using: &generator)
@@ -240,8 +241,8 @@ public final class Finetuner {
     }
 
     /// Augmented inputs and (soft, with mixup) one-hot labels of a training batch.
-    func trainingBatch(_ batch: [Int], batcher: SpectrogramBatcher, classes: Int, using generator: inout SplitMix64) -> (Tensor, Tensor) {
-        var crop: SplitMix64? = generator
+    func trainingBatch(_ batch: [Int], batcher: SpectrogramBatcher, classes: Int, using generator: inout SeededGenerator) -> (Tensor, Tensor) {
+        var crop: SeededGenerator? = generator
         var input = batcher.inputs(batch.map { set.indices[$0] }, random: &crop)
         generator = crop!
         var labels = Tensor(zeros: [batch.count, classes])
@@ -274,7 +275,7 @@ public final class Finetuner {
         let classes = set.classNames.count
         for start in stride(from: 0, to: positions.count, by: recipe.training.batchSize) {
             let batch = Array(positions[start..<min(start + recipe.training.batchSize, positions.count)])
-            var noCrop: SplitMix64? = nil
+            var noCrop: SeededGenerator? = nil
             let output = model.predict(batcher.inputs(batch.map { set.indices[$0] }, random: &noCrop))
             for row in 0..<batch.count { result.append((0..<classes).map { Double(output.values[row * classes + $0]) }) }
         }
@@ -283,7 +284,7 @@ public final class Finetuner {
 }
 
 /// A draw from Beta(alpha, alpha), from two Gamma draws (Marsaglia and Tsang, boosted below 1).
-func sampleBeta(_ alpha: Double, using generator: inout SplitMix64) -> Double {
+func sampleBeta(_ alpha: Double, using generator: inout SeededGenerator) -> Double {
     func gamma(_ shape: Double) -> Double {
         if shape < 1 {
             let u = max(Double.random(in: 0..<1, using: &generator), 1e-12)

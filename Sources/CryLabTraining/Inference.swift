@@ -1,3 +1,4 @@
+import CryLabCore
 import CryLabAudio
 import CryLabCheckpoint
 import CryLabDSP
@@ -54,7 +55,7 @@ public struct LoadedClassifier {
         var result: [[Double]] = []
         for start in stride(from: 0, to: indices.count, by: 32) {
             let batch = Array(indices[start..<min(start + 32, indices.count)])
-            var noCrop: SplitMix64? = nil
+            var noCrop: SeededGenerator? = nil
             let output = model.predict(batcher.inputs(batch, random: &noCrop))
             for row in 0..<batch.count { result.append((0..<classNames.count).map { Double(output.values[row * classNames.count + $0]) }) }
         }

@@ -125,10 +125,6 @@ public struct PretrainRecipe: Codable, Sendable, Equatable {
     }
 
     public static func load(_ path: String) throws -> (recipe: PretrainRecipe, text: String) {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw RecipeError(file: path, message: "cannot read the recipe: \(error.localizedDescription)")
-        }
-        return (try loadRecipeText(PretrainRecipe.self, text: text, file: path), text)
+        try loadRecipeFile(PretrainRecipe.self, path: path)
     }
 }

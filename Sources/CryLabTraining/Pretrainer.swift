@@ -1,3 +1,4 @@
+import CryLabCore
 import CryLabCheckpoint
 import CryLabDSP
 import CryLabFeatures
@@ -126,7 +127,7 @@ public final class Pretrainer {
         var epochsWithoutImprovement = 0
         epochLoop: for epoch in firstEpoch..<training.epochs {
             let started = Date()
-            var generator = SplitMix64(seed: training.seed &+ 0x9E37_79B9 &* UInt64(epoch + 1))
+            var generator = SeededGenerator(seed: training.seed &+ 0x9E37_79B9 &* UInt64(epoch + 1))
             let order = trainIndices.shuffled(using: &generator)
             let progress = ProgressReporter(label: "epoch \(epoch + 1)/\(training.epochs)", total: order.count, quiet: options.quiet)
             var lossSum = 0.0
@@ -207,8 +208,8 @@ public final class Pretrainer {
     }
 
     /// Input, reconstruction target and loss mask of one batch.
-    func makeBatch(_ batch: [Int], batcher: SpectrogramBatcher, generator: inout SplitMix64, training: Bool) -> (Tensor, Tensor, Tensor?) {
-        var crop: SplitMix64? = training ? generator : nil
+    func makeBatch(_ batch: [Int], batcher: SpectrogramBatcher, generator: inout SeededGenerator, training: Bool) -> (Tensor, Tensor, Tensor?) {
+        var crop: SeededGenerator? = training ? generator : nil
         var input = batcher.inputs(batch, random: &crop)
         if training, let advanced = crop { generator = advanced }
         let target = input
@@ -221,7 +222,7 @@ public final class Pretrainer {
     /// Mean validation loss, with the same masks every epoch; nil without validation clips.
     func evaluate(_ model: Model, _ indices: [Int], batcher: SpectrogramBatcher) -> Double? {
         guard !indices.isEmpty else { return nil }
-        var generator = SplitMix64(seed: recipe.training.seed ^ 0x7A11_DA7E)
+        var generator = SeededGenerator(seed: recipe.training.seed ^ 0x7A11_DA7E)
         var total = 0.0
         for start in stride(from: 0, to: indices.count, by: recipe.training.batchSize) {
             let batch = Array(indices[start..<min(start + recipe.training.batchSize, indices.count)])

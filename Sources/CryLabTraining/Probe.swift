@@ -1,3 +1,4 @@
+import CryLabCore
 import CryLabCheckpoint
 import CryLabFeatures
 import CryLabNN
@@ -10,7 +11,7 @@ extension Pretrainer {
         var features: [[Double]] = []
         for start in stride(from: 0, to: set.count, by: batchSize) {
             let positions = Array(start..<min(start + batchSize, set.count))
-            var noCrop: SplitMix64? = nil
+            var noCrop: SeededGenerator? = nil
             let output = encoder.predict(batcher.inputs(positions.map { set.indices[$0] }, random: &noCrop))
             // output: [batch, height, width, channels]
             let (batch, cells, channels) = (output.shape[0], output.shape[1] * output.shape[2], output.shape[3])
@@ -79,7 +80,7 @@ extension Pretrainer {
         }
         if !validation.isEmpty {
             report.heading("Reconstructions of validation clips")
-            var generator = SplitMix64(seed: recipe.training.seed ^ 0x7A11_DA7E)
+            var generator = SeededGenerator(seed: recipe.training.seed ^ 0x7A11_DA7E)
             for index in validation.prefix(3) {
                 let (input, target, mask) = makeBatch([index], batcher: batcher, generator: &generator, training: false)
                 let output = model.predict(input)

@@ -123,6 +123,15 @@ public func loadRecipeText<R: Decodable>(_ type: R.Type, text: String, file: Str
     try decodeRecipe(R.self, yaml: text, file: file)
 }
 
+/// Loads a recipe file; returns the recipe and its text (stored in every checkpoint).
+public func loadRecipeFile<R: Decodable>(_ type: R.Type, path: String) throws -> (recipe: R, text: String) {
+    let text: String
+    do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+        throw RecipeError(file: path, message: "cannot read the recipe (\(error.localizedDescription)); check the path: the shipped recipes are in Recipes/")
+    }
+    return (try loadRecipeText(R.self, text: text, file: path), text)
+}
+
 /// `frontEnd:` in a recipe: a preset (`preset: seed`, default `recommended`) plus overrides of
 /// any of its parameters, by the names `FrontEnd` uses.
 struct FrontEndRecipe: Decodable {

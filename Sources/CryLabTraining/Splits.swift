@@ -1,3 +1,4 @@
+import CryLabCore
 import CryLabFeatures
 import Foundation
 
@@ -20,7 +21,7 @@ public func groupedStratifiedFolds(labels: [Int], groups: [String], folds k: Int
     let classes = (labels.max() ?? 0) + 1
     var members: [String: [Int]] = [:]
     for (index, group) in groups.enumerated() { members[group, default: []].append(index) }
-    var generator = SplitMix64(seed: seed)
+    var generator = SeededGenerator(seed: seed)
     var groupNames = members.keys.sorted()
     groupNames.shuffle(using: &generator)
     let classTotals = (0..<classes).map { c in labels.filter { $0 == c }.count }
@@ -64,7 +65,7 @@ public func groupedStratifiedFolds(labels: [Int], groups: [String], folds k: Int
 /// groups, chosen by `seed`.
 public func groupedHoldout(groups: [String], indices: [Int], fraction: Double, seed: UInt64) -> (train: [Int], holdout: [Int]) {
     var names = Array(Set(indices.map { groups[$0] })).sorted()
-    var generator = SplitMix64(seed: seed)
+    var generator = SeededGenerator(seed: seed)
     names.shuffle(using: &generator)
     let count = max(1, Int((Double(names.count) * fraction).rounded()))
     let held = Set(names.prefix(count))
@@ -75,7 +76,7 @@ public func groupedHoldout(groups: [String], indices: [Int], fraction: Double, s
 /// kept only to reproduce the seed recipe).
 public func randomSplit(count: Int, testFraction: Double, seed: UInt64) -> Fold {
     var indices = Array(0..<count)
-    var generator = SplitMix64(seed: seed)
+    var generator = SeededGenerator(seed: seed)
     indices.shuffle(using: &generator)
     let testCount = Int((Double(count) * testFraction).rounded())
     return Fold(train: Array(indices[testCount...]).sorted(), test: Array(indices[..<testCount]).sorted())

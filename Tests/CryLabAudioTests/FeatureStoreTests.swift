@@ -1,4 +1,5 @@
 import CryLabAudio
+import CryLabCore
 import CryLabDSP
 import CryLabFeatures
 import CryLabHDF5
@@ -140,5 +141,35 @@ struct FeatureStoreTests {
         #expect(store.count + store.skipped.count == sample.count)
         #expect(store.count >= 20)
         #expect(store.features.allSatisfy { $0.isFinite })
+    }
+}
+
+@Suite("Damaged feature stores")
+struct DamagedFeatureStoreTests {
+    @Test("hundreds of truncated and bit-flipped stores give errors, never crashes")
+    func corruptedStores() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let url = folder.file("tone.wav")
+        try AudioWriter.write(sine(frequency: 440, sampleRate: 8000, seconds: 2), channels: 1, sampleRate: 8000, to: url)
+        let store = try extractFeatures(from: try discoverAudio([url, url]), frontEnd: .recommended, threads: 1, quiet: true)
+        let path = folder.file("store.h5").path
+        try store.write(to: path)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        var generator = SeededGenerator(seed: 99)
+        var rejected = 0
+        for index in 0..<300 {
+            var copy = index < 20 ? bytes.prefix(bytes.count * index / 20) : bytes
+            if index >= 20 {
+                for _ in 0..<(1 + index % 16) {
+                    let offset = Int(generator.next() % UInt64(copy.count))
+                    copy[offset] ^= UInt8(truncatingIfNeeded: generator.next() | 1)
+                }
+            }
+            let damaged = folder.file("damaged.h5")
+            try copy.write(to: damaged)
+            do { _ = try FeatureStore.read(from: damaged.path) } catch { rejected += 1 }
+        }
+        #expect(rejected >= 20, "every truncated store is rejected; \(rejected) of 300 rejected in all")
     }
 }

@@ -19,7 +19,7 @@ func temporaryFolder() throws -> URL {
 }
 
 func randomInput(batch: Int, seed: UInt64) -> Tensor {
-    var generator = CryLabTensor.SeededGenerator(seed: seed)
+    var generator = SeededGenerator(seed: seed)
     return Tensor(shape: [batch, 16, 16, 1]) { buffer in
         for i in buffer.indices { buffer[i] = Float.random(in: -1...1, using: &generator) }
     }
@@ -123,7 +123,7 @@ struct CheckpointTests {
         let path = folder.appendingPathComponent("u.h5").path
         try Checkpoint.save(try Model.uNet(smallUNet), metadata: CheckpointMetadata(epoch: 1), to: path)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        var generator = CryLabTensor.SeededGenerator(seed: 42)
+        var generator = SeededGenerator(seed: 42)
         var rejected = 0
         let variants = 300
         for index in 0..<variants {

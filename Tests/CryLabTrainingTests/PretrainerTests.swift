@@ -8,7 +8,7 @@ import Testing
 
 /// A small store of smooth random "spectrograms": 24 clips of 16 mels x 40 frames in 8 groups.
 func syntheticStore(clips: Int = 24, mels: Int = 16, frames: Int = 40, labeled: Bool = false) -> FeatureStore {
-    var generator = SplitMix64(seed: 11)
+    var generator = SeededGenerator(seed: 11)
     var frontEnd = FrontEnd.recommended
     frontEnd.nMels = mels
     frontEnd.frames = frames

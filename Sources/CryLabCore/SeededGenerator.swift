@@ -1,9 +1,9 @@
 import Foundation
 
-/// A small, fast, seeded generator (SplitMix64). Every random number in CryLab's training
-/// engine (initial weights, dropout masks, test data) comes from one of these, so a seed fixes
-/// a run completely.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
+/// A small, fast, seeded generator (SeededGenerator). Every random number in CryLab (initial weights,
+/// dropout masks, crops, masks, shuffles, generated audio) comes from one of these, so a seed
+/// fixes a run completely, on every machine.
+public struct SeededGenerator: RandomNumberGenerator, Sendable, Equatable {
     private var state: UInt64
 
     public init(seed: UInt64) {
@@ -40,4 +40,3 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         SeededGenerator(seed: next())
     }
 }
-

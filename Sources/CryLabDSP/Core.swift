@@ -1,0 +1,2 @@
+// Random crops draw from CryLabCore's seeded generator.
+@_exported import CryLabCore

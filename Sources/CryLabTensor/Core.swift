@@ -1,0 +1,2 @@
+// The seeded generator and memory policy every layer uses live in CryLabCore.
+@_exported import CryLabCore
