@@ -63,6 +63,12 @@ struct FeaturesCommand: ParsableCommand {
             }
             lines.append("classes: " + counts.joined(separator: ", ") + "; \(Set(store.groups).count) recording sources")
         }
+        // Resampling is never silent: say which source rates were converted.
+        let converted = Dictionary(grouping: store.sourceRates.filter { Int($0) != store.frontEnd.sampleRate }, by: { $0 })
+        if !converted.isEmpty {
+            let rates = converted.keys.sorted().map { "\(converted[$0]!.count) at \($0) Hz" }.joined(separator: ", ")
+            lines.append("resampled to \(store.frontEnd.sampleRate) Hz with soxr HQ: \(rates)")
+        }
         if !store.skipped.isEmpty {
             lines.append("skipped \(store.skipped.count):")
             for item in store.skipped.prefix(20) { lines.append("  \(item.path): \(item.reason)") }
