@@ -1,12 +1,14 @@
 // Engine benchmark: samples/s, GFLOP/s and peak RSS for the three reference workloads.
 //
-//     swift run -c release crylab-engine-bench <workload> [--batch 32] [--steps 5] [--threads 2]
+//     swift run -c release crylab-engine-bench <workload> [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16]
 //
 // workloads:
 //   unet-train        story U-Net 128x128x1 (32-64-128-256 / 512), MSE + Adam training step
 //   small-unet-train  U-Net 64x64x1, widths 8-16-32-64-128, MSE + Adam training step
 //   classifier-infer  story encoder + story head (Flatten, Dense 1024, BN, Dropout, 512, 128, 4), inference
 //
+// --precision bf16 runs the oneDNN convolutions in bfloat16 with fp32 accumulation (ConvolutionPrecision);
+// --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up.
 // Runs with OMP_WAIT_POLICY=PASSIVE unless the variable is set (e.g. OMP_WAIT_POLICY=ACTIVE to compare).
 // Run one workload per process: peak RSS (VmHWM) is per process. Scripts/keras/bench_side_by_side.py
 // runs these and Scripts/keras/bench_keras.py one after the other and prints the ratios.
@@ -54,13 +56,20 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 guard arguments.count >= 2 else {
-    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer [--batch 32] [--steps 5] [--threads 2]")
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16]")
     exit(2)
 }
 let workload = arguments[1]
 let batch = option("--batch", 32)
 let steps = option("--steps", 5)
 ComputeThreads.set(option("--threads", 2))
+if let i = arguments.firstIndex(of: "--precision") {
+    guard i + 1 < arguments.count, let precision = ConvolutionPrecision(rawValue: arguments[i + 1]) else {
+        print("--precision expects one of \(ConvolutionPrecision.allCases.map(\.rawValue)), got \(arguments.dropFirst(i + 1).first ?? "nothing")")
+        exit(2)
+    }
+    ConvolutionPrecision.set(precision)
+}
 
 let model: Model
 let training: Bool
@@ -93,6 +102,22 @@ let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
 }
 
 step()  // warm-up: primitive creation, first allocations
+if arguments.contains("--implementations") {
+    var shapes: [[Int]] = [[batch] + model.inputShape]
+    for node in model.nodes {
+        let inputShape = node.inputs.map { shapes[$0] }.first ?? []
+        if let conv = node.layer as? Conv2D {
+            let g = ConvolutionGeometry(batch: batch, inputHeight: inputShape[1], inputWidth: inputShape[2],
+                                        inputChannels: conv.inputChannels, outputChannels: conv.filters,
+                                        kernelHeight: conv.kernelSize, kernelWidth: conv.kernelSize,
+                                        stride: conv.stride, padding: conv.padding)
+            let kernels = ConvolutionBackend.oneDNN.kernels(for: g)
+            let names = kernels is DNNLConvolution ? DNNLConvolution.shared.implementationNames(g).joined(separator: ", ") : "sgemm (fp32)"
+            print("\(conv.name) \(g.inputShape) -> \(g.outputShape): \(names)")
+        }
+        shapes.append(try node.layer.outputShape(inputShapes: node.inputs.map { shapes[$0] }))
+    }
+}
 var times: [Double] = []
 for _ in 0..<steps {
     let start = now()
@@ -115,6 +140,7 @@ if arguments.contains("--breakdown") {
 let result: [String: Any] = [
     "framework": "crylab", "workload": workload,
     "omp_wait_policy": ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "default", "batch": batch, "threads": ComputeThreads.count,
+    "precision": ConvolutionPrecision.current.rawValue,
     "steps": steps, "seconds_per_step_median": median,
     "samples_per_second": Double(batch) / median,
     "gflops_per_second": flopsPerStep / median / 1e9,

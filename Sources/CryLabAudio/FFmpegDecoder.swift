@@ -32,16 +32,17 @@ enum FFmpegDecoder {
             throw AudioError.ffmpegFailed(path: path, detail: "cannot start \(ffmpeg): \(error)")
         }
         // Drain stderr on another thread so a chatty ffmpeg never blocks on a full pipe.
-        let errorBox = DataBox()
-        let errorReader = Thread {
-            errorBox.data = errors.fileHandleForReading.readDataToEndOfFile()
+        let errorOutput = ErrorOutput()
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            errorOutput.data = errors.fileHandleForReading.readDataToEndOfFile()
+            drained.signal()
         }
-        errorReader.start()
         let wav = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        while !errorBox.done { usleep(1000) }
+        drained.wait()
         if process.terminationStatus != 0 {
-            let message = String(decoding: errorBox.data, as: UTF8.self)
+            let message = String(decoding: errorOutput.data, as: UTF8.self)
                 .split(separator: "\n").last.map(String.init) ?? "exit status \(process.terminationStatus)"
             throw AudioError.ffmpegFailed(path: path, detail: message)
         }
@@ -85,13 +86,40 @@ enum FFmpegDecoder {
     }
 }
 
-private final class DataBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored = Data()
-    private var finished = false
-    var data: Data {
-        get { lock.withLock { stored } }
-        set { lock.withLock { stored = newValue; finished = true } }
+/// What ffmpeg wrote to standard error, handed from the draining thread (ordered by a semaphore).
+private final class ErrorOutput: @unchecked Sendable {
+    var data = Data()
+}
+
+/// Phone recordings in bulk: one `ffmpeg` process converts a whole batch of files to 16-bit WAV
+/// (the same samples `loadAudio` gets from ffmpeg one file at a time), since starting ffmpeg
+/// costs far more than decoding a few seconds of AMR or IMA4.
+public enum FFmpegBatch {
+    /// Whether `url` is decoded through ffmpeg, judged by its content.
+    public static func needsFFmpeg(_ url: URL) -> Bool {
+        (try? Container.sniff(fileAt: url.path).needsFFmpeg) ?? false
     }
-    var done: Bool { lock.withLock { finished } }
+
+    /// Converts `urls` to WAV files in `folder` with one ffmpeg run; returns them in order, or
+    /// nil when ffmpeg is missing or the run failed (then decode the files one by one to learn
+    /// which of them is at fault).
+    public static func convertToWAV(_ urls: [URL], into folder: URL, ffmpeg: String? = installedFFmpeg) -> [URL]? {
+        guard let ffmpeg, !urls.isEmpty else { return nil }
+        var arguments = ["-nostdin", "-hide_banner", "-v", "error", "-y"]
+        for url in urls { arguments += ["-i", url.path] }
+        let outputs = urls.indices.map { folder.appendingPathComponent("\($0).wav") }
+        for (index, output) in outputs.enumerated() {
+            arguments += ["-map", "\(index):a:0", "-f", "wav", "-acodec", "pcm_s16le", output.path]
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ffmpeg)
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return nil }
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, outputs.allSatisfy({ FileManager.default.fileExists(atPath: $0.path) }) else { return nil }
+        return outputs
+    }
 }

@@ -67,9 +67,16 @@ public func extractFeatures(from sources: [AudioSource], frontEnd: FrontEnd, thr
     let mels = frontEnd.nMels
     let outcomes = OutcomeSlots(count: sources.count)
     let progress = ProgressReporter(label: "features", total: sources.count, quiet: quiet)
-    parallelFor(sources.count, threads: threads) { index in
-        outcomes[index] = analyse(sources[index].url, frontEnd: frontEnd)
-        progress.advance()
+    let tasks = decodingTasks(sources)
+    parallelFor(tasks.count, threads: threads) { task in
+        let indices = tasks[task]
+        if indices.count > 1, let converted = convertBatch(indices.map { sources[$0].url }) {
+            for (index, wav) in zip(indices, converted.files) { outcomes[index] = analyse(wav, frontEnd: frontEnd) }
+            try? FileManager.default.removeItem(at: converted.folder)
+        } else {
+            for index in indices { outcomes[index] = analyse(sources[index].url, frontEnd: frontEnd) }
+        }
+        progress.advance(by: indices.count)
     }
     progress.finish()
 
@@ -101,6 +108,27 @@ public func extractFeatures(from sources: [AudioSource], frontEnd: FrontEnd, thr
     }
     store.normalization = accumulator.stats(perBand: true)
     return store
+}
+
+/// Work items: files ffmpeg decodes go in batches of 16 (one ffmpeg run each), others alone.
+func decodingTasks(_ sources: [AudioSource]) -> [[Int]] {
+    var phone: [Int] = [], other: [[Int]] = []
+    for (index, source) in sources.enumerated() {
+        if FFmpegBatch.needsFFmpeg(source.url) { phone.append(index) } else { other.append([index]) }
+    }
+    let batches = stride(from: 0, to: phone.count, by: 16).map { Array(phone[$0..<min($0 + 16, phone.count)]) }
+    return batches + other
+}
+
+/// Converts a batch with one ffmpeg run into a fresh temporary folder; nil if that failed.
+func convertBatch(_ urls: [URL]) -> (folder: URL, files: [URL])? {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("crylab-decode-\(UUID().uuidString)")
+    guard (try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)) != nil else { return nil }
+    guard let files = FFmpegBatch.convertToWAV(urls, into: folder) else {
+        try? FileManager.default.removeItem(at: folder)
+        return nil
+    }
+    return (folder, files)
 }
 
 /// One result slot per file, filled from many threads (each index by exactly one thread).

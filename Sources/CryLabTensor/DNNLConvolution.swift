@@ -1,13 +1,18 @@
 import CDNNL
 import Foundation
 
-/// Convolutions through oneDNN's direct fp32 kernels (AVX-512 / AVX2 JIT, picked by oneDNN).
+/// Convolutions through oneDNN's direct kernels (AVX-512 / AVX2 JIT, picked by oneDNN).
 ///
 /// Activations stay in Keras's NHWC in memory and are handed to oneDNN as they are; only the
 /// weights may be reordered into the blocked format the chosen kernel wants, and only when that
 /// format differs from Keras's [kernelHeight, kernelWidth, inputChannels, outputChannels].
-/// Primitives are created once per (geometry, pass, thread count) and cached. All primitives share
-/// one scratchpad owned here, so memory does not grow with the number of layers.
+/// Primitives are created once per (geometry, pass, thread count, precision) and cached. All
+/// primitives share one scratchpad owned here, so memory does not grow with the number of layers.
+///
+/// In `ConvolutionPrecision.bf16` the operands oneDNN reads (input, weights, output gradient) are
+/// rounded to bfloat16 copies first, still NHWC, and the kernel writes fp32 (output, input gradient,
+/// weight and bias gradients). If oneDNN has no bf16 kernel for a shape, or only its slow reference
+/// one, that shape runs in fp32.
 /// Calls are serialised by a lock: oneDNN already uses every thread inside each call.
 public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     public static let shared = DNNLConvolution()
@@ -22,10 +27,13 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         let geometry: ConvolutionGeometry
         let pass: Pass
         let threads: Int
+        let precision: ConvolutionPrecision
     }
 
     /// One ready-to-run pass: the primitive, and how its weights differ from Keras's layout.
     private final class Prepared {
+        /// May be fp32 under a bf16 key: the fallback when oneDNN has no fast bf16 kernel.
+        let precision: ConvolutionPrecision
         let primitiveDescriptor: dnnl_primitive_desc_t
         let primitive: dnnl_primitive_t
         let weightsDescriptor: dnnl_memory_desc_t
@@ -35,10 +43,12 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         let weightsBytes: Int
         let scratchpadBytes: Int
         let implementation: String
+        var operandType: dnnl_data_type_t { precision == .bf16 ? dnnl_bf16 : dnnl_f32 }
 
-        init(primitiveDescriptor: dnnl_primitive_desc_t, primitive: dnnl_primitive_t,
+        init(precision: ConvolutionPrecision, primitiveDescriptor: dnnl_primitive_desc_t, primitive: dnnl_primitive_t,
              weightsDescriptor: dnnl_memory_desc_t, kerasWeightsDescriptor: dnnl_memory_desc_t,
              weightsReorder: dnnl_primitive_t?, weightsBytes: Int, scratchpadBytes: Int, implementation: String) {
+            self.precision = precision
             self.primitiveDescriptor = primitiveDescriptor
             self.primitive = primitive
             self.weightsDescriptor = weightsDescriptor
@@ -57,6 +67,11 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     private var scratchpad = GrowingBuffer()
     private var weightsBuffer = GrowingBuffer()
     private var weightsGradientBuffer = GrowingBuffer()
+    /// bf16 copies of the input (forward, backward-weights) and of the output gradient (backward passes).
+    private var inputBF16Buffer = GrowingBuffer()
+    private var outputGradientBF16Buffer = GrowingBuffer()
+    /// fp32 -> bf16 reorders of flat arrays, per (element count, thread count).
+    private var conversions: [[Int]: dnnl_primitive_t] = [:]
 
     private init() {
         _ = MemoryPolicy.applied
@@ -75,8 +90,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         lock.withLock {
             let p = prepared(g, .forward(bias: bias != nil, relu: fuseReLU))
             let weights = kernelInKernelLayout(p, kernel: kernel)
+            let source = operand(p, input, count: g.inputShape.reduce(1, *), buffer: \.inputBF16Buffer)
             var arguments = [
-                argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: input)),
+                argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g, p.operandType), pointer: source),
                 argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
                 argument(Int32(DNNL_ARG_DST_0), descriptor: destinationDescriptor(g), pointer: UnsafeMutableRawPointer(output)),
             ]
@@ -92,8 +108,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         lock.withLock {
             let p = prepared(g, .backwardData)
             let weights = kernelInKernelLayout(p, kernel: kernel)
+            let diffDestination = operand(p, outputGradient, count: g.outputShape.reduce(1, *), buffer: \.outputGradientBF16Buffer)
             execute(p, [
-                argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: outputGradient)),
+                argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g, p.operandType), pointer: diffDestination),
                 argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
                 argument(Int32(DNNL_ARG_DIFF_SRC_0), descriptor: sourceDescriptor(g), pointer: UnsafeMutableRawPointer(inputGradient)),
             ])
@@ -110,9 +127,11 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             let fresh = weightsGradientBuffer.reserve(bytes: (p.weightsBytes + 63) / 64 * 64 + (g.outputChannels + kernelCount) * 4)
             let freshKernel = fresh
             let freshBias = fresh + (p.weightsBytes + 63) / 64 * 64
+            let source = operand(p, input, count: g.inputShape.reduce(1, *), buffer: \.inputBF16Buffer)
+            let diffDestination = operand(p, outputGradient, count: g.outputShape.reduce(1, *), buffer: \.outputGradientBF16Buffer)
             var arguments = [
-                argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: input)),
-                argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: outputGradient)),
+                argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g, p.operandType), pointer: source),
+                argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g, p.operandType), pointer: diffDestination),
                 argument(Int32(DNNL_ARG_DIFF_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: freshKernel),
             ]
             if biasGradient != nil {
@@ -134,7 +153,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         }
     }
 
-    /// The name of the oneDNN implementation chosen for a pass, e.g. "jit:avx512_core".
+    /// The names of the oneDNN implementations chosen for forward, backward-data and backward-weights
+    /// at the current precision, e.g. "jit:avx512_core" or "jit_bf16:avx512_core_bf16".
     public func implementationNames(_ g: ConvolutionGeometry) -> [String] {
         lock.withLock {
             [prepared(g, .forward(bias: true, relu: true)).implementation,
@@ -156,6 +176,34 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         return target
     }
 
+    /// The pointer oneDNN should read an operand from: `values` itself in fp32, else a bf16 copy
+    /// in `buffer` (same layout, half the bytes).
+    private func operand(_ p: Prepared, _ values: UnsafePointer<Float>, count: Int,
+                         buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> UnsafeMutableRawPointer {
+        let source = UnsafeMutableRawPointer(mutating: values)
+        guard p.precision == .bf16 else { return source }
+        let target = self[keyPath: buffer].reserve(bytes: count * 2)
+        let key = [count, ComputeThreads.count]
+        let conversion: dnnl_primitive_t
+        if let cached = conversions[key] {
+            conversion = cached
+        } else {
+            OpenMP.applyToCurrentThread()
+            var from = descriptor([count], dnnl_x), to = descriptor([count], dnnl_x, type: dnnl_bf16)
+            var reorderDescriptor: dnnl_primitive_desc_t?
+            Self.check(dnnl_reorder_primitive_desc_create(&reorderDescriptor, &from, engine, &to, engine, nil), "fp32 -> bf16 reorder")
+            defer { dnnl_primitive_desc_destroy(reorderDescriptor) }
+            var made: dnnl_primitive_t?
+            Self.check(dnnl_primitive_create(&made, reorderDescriptor), "creating an fp32 -> bf16 reorder")
+            conversion = made!
+            conversions[key] = conversion
+        }
+        // Activations are large (up to tens of MB): unlike weight reorders this uses every thread.
+        OpenMP.applyToCurrentThread()
+        run(conversion, from: (descriptor([count], dnnl_x), source), to: (descriptor([count], dnnl_x, type: dnnl_bf16), target))
+        return target
+    }
+
     private func runReorder(_ reorder: dnnl_primitive_t,
                             from: (dnnl_memory_desc_t, UnsafeMutableRawPointer),
                             to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
@@ -163,10 +211,16 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         // costs a scheduler time slice (~8 ms measured) whenever another process holds a core.
         OpenMP.setThreads(1)
         defer { OpenMP.setThreads(ComputeThreads.count) }
+        run(reorder, from: from, to: to)
+    }
+
+    private func run(_ reorder: dnnl_primitive_t,
+                     from: (dnnl_memory_desc_t, UnsafeMutableRawPointer),
+                     to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
         let arguments = [argument(Int32(DNNL_ARG_SRC_0), descriptor: from.0, pointer: from.1),
                          argument(Int32(DNNL_ARG_DST_0), descriptor: to.0, pointer: to.1)]
         defer { for a in arguments { dnnl_memory_destroy(a.memory) } }
-        Self.check(dnnl_primitive_execute(reorder, stream, Int32(arguments.count), arguments), "reordering weights")
+        Self.check(dnnl_primitive_execute(reorder, stream, Int32(arguments.count), arguments), "reordering")
         Self.check(dnnl_stream_wait(stream), "waiting for a reorder")
     }
 
@@ -193,25 +247,26 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     // MARK: Descriptors (oneDNN's logical dimension order is always N, C, H, W / O, I, H, W)
 
-    private func descriptor(_ dims: [Int], _ tag: dnnl_format_tag_t) -> dnnl_memory_desc_t {
+    private func descriptor(_ dims: [Int], _ tag: dnnl_format_tag_t, type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
         var d = dnnl_memory_desc_t()
         let dims64 = dims.map { Int64($0) }
-        Self.check(dnnl_memory_desc_init_by_tag(&d, Int32(dims.count), dims64, dnnl_f32, tag), "describing \(dims)")
+        Self.check(dnnl_memory_desc_init_by_tag(&d, Int32(dims.count), dims64, type, tag), "describing \(dims)")
         return d
     }
 
     // x: [batch, height, width, channels]
-    private func sourceDescriptor(_ g: ConvolutionGeometry) -> dnnl_memory_desc_t {
-        descriptor([g.batch, g.inputChannels, g.inputHeight, g.inputWidth], dnnl_nhwc)
+    private func sourceDescriptor(_ g: ConvolutionGeometry, _ type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
+        descriptor([g.batch, g.inputChannels, g.inputHeight, g.inputWidth], dnnl_nhwc, type: type)
     }
 
     // y: [batch, outputHeight, outputWidth, outputChannels]
-    private func destinationDescriptor(_ g: ConvolutionGeometry) -> dnnl_memory_desc_t {
-        descriptor([g.batch, g.outputChannels, g.outputHeight, g.outputWidth], dnnl_nhwc)
+    private func destinationDescriptor(_ g: ConvolutionGeometry, _ type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
+        descriptor([g.batch, g.outputChannels, g.outputHeight, g.outputWidth], dnnl_nhwc, type: type)
     }
 
-    private func weightsDescriptor(_ g: ConvolutionGeometry, _ tag: dnnl_format_tag_t) -> dnnl_memory_desc_t {
-        descriptor([g.outputChannels, g.inputChannels, g.kernelHeight, g.kernelWidth], tag)
+    private func weightsDescriptor(_ g: ConvolutionGeometry, _ tag: dnnl_format_tag_t,
+                                   _ type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
+        descriptor([g.outputChannels, g.inputChannels, g.kernelHeight, g.kernelWidth], tag, type: type)
     }
 
     private func biasDescriptor(_ g: ConvolutionGeometry) -> dnnl_memory_desc_t {
@@ -221,18 +276,35 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     // MARK: Primitive creation (once per key)
 
     private func prepared(_ g: ConvolutionGeometry, _ pass: Pass) -> Prepared {
-        let key = Key(geometry: g, pass: pass, threads: ComputeThreads.count)
+        let key = Key(geometry: g, pass: pass, threads: ComputeThreads.count, precision: ConvolutionPrecision.current)
         if let hit = cache[key] { return hit }
         OpenMP.applyToCurrentThread()
-        let made = make(g, pass)
-        cache[key] = made
-        return made
+        var made: Prepared? = nil
+        if key.precision == .bf16 {
+            made = make(g, pass, operandType: dnnl_bf16)
+            if let chosen = made, chosen.implementation.hasPrefix("ref") {
+                // oneDNN's reference loops are orders of magnitude slower than fp32 JIT.
+                destroy(chosen)
+                made = nil
+            }
+        }
+        let result = made ?? make(g, pass, operandType: dnnl_f32)!
+        cache[key] = result
+        return result
     }
 
-    private func forwardDescriptor(_ g: ConvolutionGeometry, bias: Bool) -> dnnl_convolution_desc_t {
-        var source = sourceDescriptor(g)
+    private func destroy(_ p: Prepared) {
+        if let reorder = p.weightsReorder { dnnl_primitive_destroy(reorder) }
+        dnnl_primitive_destroy(p.primitive)
+        dnnl_primitive_desc_destroy(p.primitiveDescriptor)
+    }
+
+    /// `operandType` is the type of what the kernel reads (input, weights, output gradient);
+    /// what it writes is always fp32.
+    private func forwardDescriptor(_ g: ConvolutionGeometry, bias: Bool, operandType: dnnl_data_type_t) -> dnnl_convolution_desc_t {
+        var source = sourceDescriptor(g, operandType)
         var destination = destinationDescriptor(g)
-        var weights = weightsDescriptor(g, dnnl_format_tag_any)
+        var weights = weightsDescriptor(g, dnnl_format_tag_any, operandType)
         var biasMD = biasDescriptor(g)
         var d = dnnl_convolution_desc_t()
         let status = withUnsafePointer(to: &biasMD) { biasPointer in
@@ -246,7 +318,13 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     private func strides(_ g: ConvolutionGeometry) -> [Int64] { [Int64(g.stride), Int64(g.stride)] }
 
-    private func make(_ g: ConvolutionGeometry, _ pass: Pass) -> Prepared {
+    /// nil if oneDNN has no bf16 kernel for this shape (fp32 always has one).
+    private func make(_ g: ConvolutionGeometry, _ pass: Pass, operandType: dnnl_data_type_t) -> Prepared? {
+        func created(_ status: dnnl_status_t, _ what: @autoclosure () -> String) -> Bool {
+            if status == dnnl_unimplemented && operandType == dnnl_bf16 { return false }
+            Self.check(status, what())
+            return true
+        }
         var attributes: dnnl_primitive_attr_t?
         Self.check(dnnl_primitive_attr_create(&attributes), "creating attributes")
         defer { dnnl_primitive_attr_destroy(attributes) }
@@ -263,26 +341,28 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                 Self.check(dnnl_primitive_attr_set_post_ops(attributes, postOps), "setting post-ops")
                 dnnl_post_ops_destroy(postOps)
             }
-            var d = forwardDescriptor(g, bias: bias)
-            Self.check(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil), "choosing a forward kernel for \(g)")
+            var d = forwardDescriptor(g, bias: bias, operandType: operandType)
+            guard created(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil), "choosing a forward kernel for \(g)")
+            else { return nil }
             weightsQuery = dnnl_query_weights_md
         case .backwardData:
-            let hint = forwardHint(g)
+            guard let hint = forwardHint(g, operandType: operandType) else { return nil }
             defer { dnnl_primitive_desc_destroy(hint) }
             var diffSource = sourceDescriptor(g)
-            var diffDestination = destinationDescriptor(g)
-            var weights = weightsDescriptor(g, dnnl_format_tag_any)
+            var diffDestination = destinationDescriptor(g, operandType)
+            var weights = weightsDescriptor(g, dnnl_format_tag_any, operandType)
             var d = dnnl_convolution_desc_t()
             Self.check(dnnl_convolution_backward_data_desc_init(
                 &d, dnnl_convolution_direct, &diffSource, &weights, &diffDestination, strides(g),
                 [Int64(g.padTop), Int64(g.padLeft)], [Int64(g.padBottom), Int64(g.padRight)]), "describing backward-data \(g)")
-            Self.check(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, hint), "choosing a backward-data kernel for \(g)")
+            guard created(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, hint), "choosing a backward-data kernel for \(g)")
+            else { return nil }
             weightsQuery = dnnl_query_weights_md
         case let .backwardWeights(bias):
-            let hint = forwardHint(g)
+            guard let hint = forwardHint(g, operandType: operandType) else { return nil }
             defer { dnnl_primitive_desc_destroy(hint) }
-            var source = sourceDescriptor(g)
-            var diffDestination = destinationDescriptor(g)
+            var source = sourceDescriptor(g, operandType)
+            var diffDestination = destinationDescriptor(g, operandType)
             var diffWeights = weightsDescriptor(g, dnnl_format_tag_any)
             var diffBias = biasDescriptor(g)
             var d = dnnl_convolution_desc_t()
@@ -292,7 +372,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                     strides(g), [Int64(g.padTop), Int64(g.padLeft)], [Int64(g.padBottom), Int64(g.padRight)])
             }
             Self.check(status, "describing backward-weights \(g)")
-            Self.check(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, hint), "choosing a backward-weights kernel for \(g)")
+            guard created(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, hint), "choosing a backward-weights kernel for \(g)")
+            else { return nil }
             weightsQuery = dnnl_query_diff_weights_md
         }
         var primitive: dnnl_primitive_t?
@@ -314,16 +395,18 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
         var name: UnsafePointer<CChar>?
         dnnl_primitive_desc_query(descriptor, dnnl_query_impl_info_str, 0, &name)
-        return Prepared(primitiveDescriptor: descriptor!, primitive: primitive!,
+        return Prepared(precision: operandType == dnnl_bf16 ? .bf16 : .fp32, primitiveDescriptor: descriptor!, primitive: primitive!,
                         weightsDescriptor: chosen, kerasWeightsDescriptor: keras, weightsReorder: reorder,
                         weightsBytes: dnnl_memory_desc_get_size(&chosen), scratchpadBytes: scratchpadBytes,
                         implementation: name.map { String(cString: $0) } ?? "?")
     }
 
-    private func forwardHint(_ g: ConvolutionGeometry) -> dnnl_primitive_desc_t {
-        var d = forwardDescriptor(g, bias: true)
+    private func forwardHint(_ g: ConvolutionGeometry, operandType: dnnl_data_type_t) -> dnnl_primitive_desc_t? {
+        var d = forwardDescriptor(g, bias: true, operandType: operandType)
         var hint: dnnl_primitive_desc_t?
-        Self.check(dnnl_primitive_desc_create(&hint, &d, nil, engine, nil), "forward hint for \(g)")
+        let status = dnnl_primitive_desc_create(&hint, &d, nil, engine, nil)
+        if status == dnnl_unimplemented && operandType == dnnl_bf16 { return nil }
+        Self.check(status, "forward hint for \(g)")
         return hint!
     }
 

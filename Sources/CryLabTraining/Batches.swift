@@ -97,3 +97,36 @@ public struct SpectrogramBatcher: Sendable {
         }
     }
 }
+
+extension SpectrogramBatcher {
+    /// Runs `model` in inference mode on centre crops of the stored clips `indices`, `batchSize`
+    /// at a time. Returns each clip's output flattened (e.g. [classes], or [height * width *
+    /// channels] for an encoder) and the per-clip output shape.
+    public func predict(_ model: Model, indices: [Int], batchSize: Int = 32) -> (rows: [[Float]], shape: [Int]) {
+        var rows: [[Float]] = []
+        var shape: [Int] = []
+        for start in stride(from: 0, to: indices.count, by: batchSize) {
+            let batch = Array(indices[start..<min(start + batchSize, indices.count)])
+            var centre: SeededGenerator? = nil
+            let output = model.predict(inputs(batch, random: &centre))
+            shape = Array(output.shape.dropFirst())
+            let size = output.count / batch.count
+            for row in 0..<batch.count { rows.append(Array(output.values[(row * size)..<((row + 1) * size)])) }
+        }
+        return (rows, shape)
+    }
+}
+
+/// Mean and standard deviation of each channel over every other position of a channels-last
+/// map: values [positions * channels] -> (means [channels], stds [channels]).
+func channelMeansAndStds(_ values: [Float], channels: Int) -> (means: [Double], stds: [Double]) {
+    var sums = [Double](repeating: 0, count: channels), squares = sums
+    for (offset, value) in values.enumerated() {
+        sums[offset % channels] += Double(value)
+        squares[offset % channels] += Double(value) * Double(value)
+    }
+    let positions = Double(max(1, values.count / channels))
+    let means = sums.map { $0 / positions }
+    let stds = (0..<channels).map { max(0, squares[$0] / positions - means[$0] * means[$0]).squareRoot() }
+    return (means, stds)
+}

@@ -25,35 +25,21 @@ public struct Embeddings {
         }
         let batcher = SpectrogramBatcher(store: store, frames: frames, mean: encoder.normalization?.mean ?? 0,
                                          std: encoder.normalization?.std ?? 1)
+        let (rows, outputShape) = batcher.predict(encoder.model, indices: Array(0..<store.count))
+        // rows: one [height * width * channels] map per clip
         var values: [Float] = []
-        var perClip: [Int] = []
-        for start in stride(from: 0, to: store.count, by: 32) {
-            let batch = Array(start..<min(start + 32, store.count))
-            var noCrop: SeededGenerator? = nil
-            let output = encoder.model.predict(batcher.inputs(batch, random: &noCrop))
-            // output: [batch, height, width, channels]
-            let (cells, channels) = (output.shape[1] * output.shape[2], output.shape[3])
-            perClip = Array(output.shape.dropFirst())
-            for b in 0..<batch.count {
-                let slice = output.values[(b * cells * channels)..<((b + 1) * cells * channels)]
-                switch pool {
-                case .none:
-                    values.append(contentsOf: slice)
-                case .mean, .meanStd:
-                    var sums = [Double](repeating: 0, count: channels), squares = sums
-                    for (offset, value) in slice.enumerated() {
-                        sums[offset % channels] += Double(value)
-                        squares[offset % channels] += Double(value) * Double(value)
-                    }
-                    let means = sums.map { $0 / Double(cells) }
-                    values.append(contentsOf: means.map(Float.init))
-                    if pool == .meanStd {
-                        values.append(contentsOf: (0..<channels).map { Float(max(0, squares[$0] / Double(cells) - means[$0] * means[$0]).squareRoot()) })
-                    }
-                }
+        for row in rows {
+            switch pool {
+            case .none:
+                values.append(contentsOf: row)
+            case .mean, .meanStd:
+                let (means, stds) = channelMeansAndStds(row, channels: outputShape.last!)
+                values.append(contentsOf: means.map(Float.init))
+                if pool == .meanStd { values.append(contentsOf: stds.map(Float.init)) }
             }
-            if pool != .none { perClip = [pool == .meanStd ? 2 * channels : channels] }
         }
+        let channels = outputShape.last!
+        let perClip = pool == .none ? outputShape : [pool == .meanStd ? 2 * channels : channels]
         self.values = values
         self.shape = [store.count] + perClip
         self.store = store

@@ -271,15 +271,8 @@ public final class Finetuner {
 
     /// Class probabilities for set positions (centre crops), in batches.
     func predict(_ model: Model, _ positions: [Int], batcher: SpectrogramBatcher) -> [[Double]] {
-        var result: [[Double]] = []
-        let classes = set.classNames.count
-        for start in stride(from: 0, to: positions.count, by: recipe.training.batchSize) {
-            let batch = Array(positions[start..<min(start + recipe.training.batchSize, positions.count)])
-            var noCrop: SeededGenerator? = nil
-            let output = model.predict(batcher.inputs(batch.map { set.indices[$0] }, random: &noCrop))
-            for row in 0..<batch.count { result.append((0..<classes).map { Double(output.values[row * classes + $0]) }) }
-        }
-        return result
+        batcher.predict(model, indices: positions.map { set.indices[$0] }, batchSize: recipe.training.batchSize)
+            .rows.map { $0.map(Double.init) }
     }
 }
 

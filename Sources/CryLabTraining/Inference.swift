@@ -52,14 +52,7 @@ public struct LoadedClassifier {
             throw RecipeError(file: "data", message: "was made with another front end than the classifier's (\(describeDifference(store.frontEnd, frontEnd)))")
         }
         let batcher = SpectrogramBatcher(store: store, frames: inputFrames, mean: mean, std: std)
-        var result: [[Double]] = []
-        for start in stride(from: 0, to: indices.count, by: 32) {
-            let batch = Array(indices[start..<min(start + 32, indices.count)])
-            var noCrop: SeededGenerator? = nil
-            let output = model.predict(batcher.inputs(batch, random: &noCrop))
-            for row in 0..<batch.count { result.append((0..<classNames.count).map { Double(output.values[row * classNames.count + $0]) }) }
-        }
-        return result
+        return batcher.predict(model, indices: indices).rows.map { $0.map(Double.init) }
     }
 
     /// Probabilities for a whole recording: half-overlapping windows of the model's width.

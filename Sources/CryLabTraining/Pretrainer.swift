@@ -123,7 +123,6 @@ public final class Pretrainer {
         var trainingSeconds = 0.0
         var completedEpochs = firstEpoch
         var interrupted = false
-        var stopEarly = false
         var epochsWithoutImprovement = 0
         epochLoop: for epoch in firstEpoch..<training.epochs {
             let started = Date()
@@ -167,7 +166,6 @@ public final class Pretrainer {
                        history["seconds"]!.last!, improved ? " (best)" : ""))
             if let patience = training.earlyStoppingPatience, epochsWithoutImprovement >= patience {
                 log("early stopping: no improvement for \(patience) epochs")
-                stopEarly = true
                 break
             }
         }
@@ -189,7 +187,6 @@ public final class Pretrainer {
             log("saved \(path); `--resume` continues from last.h5 (the last complete epoch)")
             return summary
         }
-        _ = stopEarly
         summary.checkpoint = lastPath
         model.zeroSkipConnections(true)
         summary.validationLossWithoutSkips = evaluate(model, validationIndices, batcher: batcher)

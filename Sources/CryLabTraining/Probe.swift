@@ -8,28 +8,11 @@ extension Pretrainer {
     /// Pooled encoder features (mean and standard deviation of each channel over time and
     /// frequency) for every clip of `set`, through `encoder`.
     static func pooledFeatures(encoder: Model, store: FeatureStore, set: LabeledSet, batcher: SpectrogramBatcher, batchSize: Int) -> [[Double]] {
-        var features: [[Double]] = []
-        for start in stride(from: 0, to: set.count, by: batchSize) {
-            let positions = Array(start..<min(start + batchSize, set.count))
-            var noCrop: SeededGenerator? = nil
-            let output = encoder.predict(batcher.inputs(positions.map { set.indices[$0] }, random: &noCrop))
-            // output: [batch, height, width, channels]
-            let (batch, cells, channels) = (output.shape[0], output.shape[1] * output.shape[2], output.shape[3])
-            for b in 0..<batch {
-                var sums = [Double](repeating: 0, count: channels), squares = sums
-                for cell in 0..<cells {
-                    for c in 0..<channels {
-                        let v = Double(output.values[(b * cells + cell) * channels + c])
-                        sums[c] += v
-                        squares[c] += v * v
-                    }
-                }
-                let means = sums.map { $0 / Double(cells) }
-                let stds = (0..<channels).map { max(0, squares[$0] / Double(cells) - means[$0] * means[$0]).squareRoot() }
-                features.append(means + stds)
-            }
+        let (rows, shape) = batcher.predict(encoder, indices: set.indices, batchSize: batchSize)
+        return rows.map { row in
+            let (means, stds) = channelMeansAndStds(row, channels: shape.last!)
+            return means + stds
         }
-        return features
     }
 
     /// Linear probe: logistic regression on pooled features, grouped cross-validation, for the

@@ -44,6 +44,9 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Threads for the engine (default: every core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
+    @Option(help: "Convolution arithmetic: fp32 (default) or bf16 (fast mode: bfloat16 inputs and weights, fp32 accumulation, results, master weights and optimiser).")
+    var precision: ConvolutionPrecision = .fp32
+
     @Flag(help: "Print a JSON summary on standard output.")
     var json = false
 
@@ -62,6 +65,7 @@ struct FinetuneCommand: ParsableCommand {
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
         ComputeThreads.set(threads)
+        ConvolutionPrecision.set(precision)
         var frontEnd = recipe.frontEnd
         if let encoder, frontEnd == nil {
             frontEnd = try Checkpoint.load(encoder).metadata.frontEnd

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CryLabDSP
+import CryLabNN
 
 /// Front-end choices shared by every subcommand that turns audio into spectrograms.
 struct FrontEndOptions: ParsableArguments {
@@ -73,3 +74,5 @@ struct FrontEndOptions: ParsableArguments {
 
 extension MelNorm: ExpressibleByArgument {}
 extension FrameFit: ExpressibleByArgument {}
+
+extension ConvolutionPrecision: ExpressibleByArgument {}

@@ -35,6 +35,9 @@ struct PretrainCommand: ParsableCommand {
     @Option(help: "Threads for the engine (default: every core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
+    @Option(help: "Convolution arithmetic: fp32 (default) or bf16 (fast mode: bfloat16 inputs and weights, fp32 accumulation, results, master weights and optimiser).")
+    var precision: ConvolutionPrecision = .fp32
+
     @Flag(help: "Continue the run in the output folder from its last.h5.")
     var resume = false
 
@@ -62,6 +65,7 @@ struct PretrainCommand: ParsableCommand {
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
         ComputeThreads.set(threads)
+        ConvolutionPrecision.set(precision)
         let store = try loadData(data, frontEnd: recipe.frontEnd, unlabeled: true, threads: threads, quiet: quiet)
         var options = PretrainOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
         options.maxSteps = maxSteps

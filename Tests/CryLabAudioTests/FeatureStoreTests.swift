@@ -173,3 +173,36 @@ struct DamagedFeatureStoreTests {
         #expect(rejected >= 20, "every truncated store is rejected; \(rejected) of 300 rejected in all")
     }
 }
+
+@Suite("Phone recordings in batches")
+struct FFmpegBatchTests {
+    @Test("a batch decodes like single files; one bad file sends its batch back to single files",
+          .enabled(if: installedFFmpeg != nil, "ffmpeg is not installed; run Scripts/setup.sh"))
+    func batches() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let source = folder.file("tone.wav")
+        try AudioWriter.write(sine(frequency: 500, sampleRate: 16000, seconds: 1.5), channels: 1, sampleRate: 16000, to: source)
+        var urls: [URL] = []
+        for index in 0..<5 {
+            let url = folder.file("upload\(index).caf")
+            try runFFmpeg(["-i", source.path, "-c:a", "adpcm_ima_qt", "-f", "caf", url.path])
+            urls.append(url)
+        }
+        let single = try urls.map { try loadAudio($0, sampleRate: 8000).samples }
+        let converted = try #require(FFmpegBatch.convertToWAV(urls, into: folder.url))
+        for (wav, samples) in zip(converted, single) {
+            #expect(try loadAudio(wav, sampleRate: 8000).samples == samples, "batch and single decoding must agree")
+        }
+
+        // A damaged upload among good ones: its batch fails, the files are retried one by one.
+        let broken = folder.file("upload-broken.caf")
+        var bytes = Data([0, 0, 0, 0x18]) + Data("ftyp3gp4".utf8)
+        bytes.append(Data(repeating: 7, count: 200))
+        try bytes.write(to: broken)
+        #expect(FFmpegBatch.convertToWAV(urls + [broken], into: folder.url) == nil)
+        let store = try extractFeatures(from: discoverAudio(urls + [broken]), frontEnd: .recommended, threads: 2, quiet: true)
+        #expect(store.count == 5)
+        #expect(store.skipped.map(\.path) == ["upload-broken.caf"])
+    }
+}

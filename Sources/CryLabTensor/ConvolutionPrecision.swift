@@ -1,0 +1,31 @@
+import Synchronization
+
+/// The arithmetic oneDNN convolutions use. Parameters, gradients and the optimiser stay fp32 either way.
+///
+/// - `fp32`: the default; results match the reference kernels to ~1e-6.
+/// - `bf16`: inputs, weights and output gradients are rounded to bfloat16 (8 mantissa bits) just
+///   before each oneDNN convolution; products are accumulated and returned in fp32. About 2 decimal
+///   digits per operand, so single results differ from fp32 by ~1e-2 relative. Fast only on CPUs
+///   with AVX512-BF16 (`avx512_bf16` in /proc/cpuinfo); elsewhere oneDNN emulates it.
+///
+/// 1x1 stride-1 convolutions (one sgemm) and transposed convolutions (GEMM) always run in fp32.
+public enum ConvolutionPrecision: String, Sendable, CaseIterable {
+    case fp32, bf16
+
+    private static let processWide = Mutex<ConvolutionPrecision>(.fp32)
+    @TaskLocal private static var scoped: ConvolutionPrecision?
+
+    /// The precision convolutions use now: the innermost `withPrecision`, else the process-wide setting.
+    public static var current: ConvolutionPrecision { scoped ?? processWide.withLock { $0 } }
+
+    /// Sets the process-wide precision (command-line tools, benchmarks).
+    public static func set(_ precision: ConvolutionPrecision) {
+        processWide.withLock { $0 = precision }
+    }
+
+    /// Runs `body` with `precision` on the calling task only, leaving other tasks (e.g. tests running
+    /// in parallel) on theirs.
+    public static func withPrecision<Result>(_ precision: ConvolutionPrecision, _ body: () throws -> Result) rethrows -> Result {
+        try $scoped.withValue(precision, operation: body)
+    }
+}
