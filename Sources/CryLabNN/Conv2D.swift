@@ -20,6 +20,8 @@ public final class Conv2D: ActivatedLayer {
 
     private var cachedInput: Tensor?
     private var cachedOutput: Tensor?
+    /// The input rounded to bf16 by a bf16 training forward, reused by backward-weights.
+    private var cachedRoundedInput: BFloat16Copy?
 
     public init(name: String = "conv2d", inputChannels: Int, filters: Int, kernelSize: Int,
                 stride: Int = 1, padding: Padding = .same, activation: Activation = .linear,
@@ -60,17 +62,27 @@ public final class Conv2D: ActivatedLayer {
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
         let g = geometry(x.shape)
         let fuse = activation == .relu
+        let kernels = backend.kernels(for: g)
+        // oneDNN in bf16 can keep the input's bf16 copy for backward-weights (training only).
+        let keepRounded = training && trainable && kernels is DNNLConvolution && ConvolutionPrecision.current == .bf16
+        var roundedInput: BFloat16Copy?
         var y = Tensor(shape: g.outputShape) { out in
             x.values.withUnsafeBufferPointer { input in
                 kernel.value.values.withUnsafeBufferPointer { k in
-                    if let bias {
-                        bias.value.values.withUnsafeBufferPointer { b in
-                            backend.kernels(for: g).forward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                    bias: b.baseAddress!, fuseReLU: fuse, output: out.baseAddress!)
+                    func run(_ b: UnsafePointer<Float>?) {
+                        if keepRounded {
+                            roundedInput = DNNLConvolution.shared.forward(
+                                g, input: input.baseAddress!, kernel: k.baseAddress!, bias: b, fuseReLU: fuse,
+                                output: out.baseAddress!, keepingRoundedInput: true)
+                        } else {
+                            kernels.forward(g, input: input.baseAddress!, kernel: k.baseAddress!, bias: b, fuseReLU: fuse,
+                                            output: out.baseAddress!)
                         }
+                    }
+                    if let bias {
+                        bias.value.values.withUnsafeBufferPointer { run($0.baseAddress!) }
                     } else {
-                        backend.kernels(for: g).forward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                bias: nil, fuseReLU: fuse, output: out.baseAddress!)
+                        run(nil)
                     }
                 }
             }
@@ -79,52 +91,77 @@ public final class Conv2D: ActivatedLayer {
         if training {
             cachedInput = x
             cachedOutput = y
+            cachedRoundedInput = roundedInput
         }
         return y
     }
 
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
-        guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        guard let y = cachedOutput, let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        if activation == .relu && cachedRoundedInput != nil && backend.kernels(for: geometry(x.shape)) is DNNLConvolution {
+            // bf16 oneDNN: the kernels apply ReLU's backward while rounding the gradient.
+            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients)
+        }
         return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
                         needsInputGradients: needsInputGradients)
     }
 
     public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
+        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients)
+    }
+
+    /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
+    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool) -> [Tensor] {
         guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
         let g = geometry(x.shape)
         let kernels = backend.kernels(for: g)
         defer { releaseCache() }
-        dz.values.withUnsafeBufferPointer { dzp in
-            if trainable {
+        // Kernel and bias gradients (accumulated, if trainable) and dx (if needed) in one call, so
+        // the kernels can share work between the two passes.
+        func run(inputGradient: UnsafeMutablePointer<Float>?) {
+            dz.values.withUnsafeBufferPointer { dzp in
                 x.values.withUnsafeBufferPointer { input in
-                    kernel.accumulateGradient { dk in
-                        if let bias {
-                            bias.accumulateGradient { db in
-                                kernels.backwardWeights(g, input: input.baseAddress!, outputGradient: dzp.baseAddress!,
-                                                        kernelGradient: dk, biasGradient: db)
+                    kernel.value.values.withUnsafeBufferPointer { k in
+                        func pass(kernelGradient: UnsafeMutablePointer<Float>?, biasGradient: UnsafeMutablePointer<Float>?) {
+                            if let dnnl = kernels as? DNNLConvolution {
+                                func call(_ reluOutput: UnsafePointer<Float>?) {
+                                    dnnl.backward(g, input: input.baseAddress!, roundedInput: cachedRoundedInput, outputGradient: dzp.baseAddress!,
+                                                  reluOutput: reluOutput, kernel: k.baseAddress!, kernelGradient: kernelGradient,
+                                                  biasGradient: biasGradient, inputGradient: inputGradient)
+                                }
+                                if let reluOutput {
+                                    reluOutput.values.withUnsafeBufferPointer { call($0.baseAddress!) }
+                                } else {
+                                    call(nil)
+                                }
+                            } else {
+                                kernels.backward(g, input: input.baseAddress!, outputGradient: dzp.baseAddress!, kernel: k.baseAddress!,
+                                                 kernelGradient: kernelGradient, biasGradient: biasGradient, inputGradient: inputGradient)
                             }
-                        } else {
-                            kernels.backwardWeights(g, input: input.baseAddress!, outputGradient: dzp.baseAddress!,
-                                                    kernelGradient: dk, biasGradient: nil)
+                        }
+                        guard trainable else { return pass(kernelGradient: nil, biasGradient: nil) }
+                        kernel.accumulateGradient { dk in
+                            if let bias {
+                                bias.accumulateGradient { db in pass(kernelGradient: dk, biasGradient: db) }
+                            } else {
+                                pass(kernelGradient: dk, biasGradient: nil)
+                            }
                         }
                     }
                 }
             }
         }
-        guard needsInputGradients else { return [] }
-        let dx = Tensor(shape: x.shape) { dxp in
-            dz.values.withUnsafeBufferPointer { dzp in
-                kernel.value.values.withUnsafeBufferPointer { k in
-                    kernels.backwardData(g, outputGradient: dzp.baseAddress!, kernel: k.baseAddress!, inputGradient: dxp.baseAddress!)
-                }
-            }
+        guard needsInputGradients else {
+            run(inputGradient: nil)
+            return []
         }
-        return [dx]
+        return [Tensor(shape: x.shape) { dxp in run(inputGradient: dxp.baseAddress!) }]
     }
 
     public func releaseCache() {
         cachedInput = nil
         cachedOutput = nil
+        cachedRoundedInput = nil
     }
 }
 

@@ -78,6 +78,24 @@ public protocol ConvolutionKernels: Sendable {
     func backwardWeights(_ g: ConvolutionGeometry, input: UnsafePointer<Float>,
                          outputGradient: UnsafePointer<Float>,
                          kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?)
+    /// backwardWeights (if `kernelGradient`) then backwardData (if `inputGradient`) from one output
+    /// gradient; kernels may share work between the two (oneDNN's bf16 path rounds it once).
+    func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                  kernel: UnsafePointer<Float>, kernelGradient: UnsafeMutablePointer<Float>?,
+                  biasGradient: UnsafeMutablePointer<Float>?, inputGradient: UnsafeMutablePointer<Float>?)
+}
+
+extension ConvolutionKernels {
+    public func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         kernel: UnsafePointer<Float>, kernelGradient: UnsafeMutablePointer<Float>?,
+                         biasGradient: UnsafeMutablePointer<Float>?, inputGradient: UnsafeMutablePointer<Float>?) {
+        if let kernelGradient {
+            backwardWeights(g, input: input, outputGradient: outputGradient, kernelGradient: kernelGradient, biasGradient: biasGradient)
+        }
+        if let inputGradient {
+            backwardData(g, outputGradient: outputGradient, kernel: kernel, inputGradient: inputGradient)
+        }
+    }
 }
 
 /// The kernels layers use: oneDNN (1x1 stride-1 convolutions as one sgemm) unless a test or a

@@ -8,7 +8,8 @@ import Synchronization
 ///   digits per operand, so single results differ from fp32 by ~1e-2 relative. Fast only on CPUs
 ///   with AVX512-BF16 (`avx512_bf16` in /proc/cpuinfo); elsewhere oneDNN emulates it.
 ///
-/// 1x1 stride-1 convolutions (one sgemm) and transposed convolutions (GEMM) always run in fp32.
+/// Transposed convolutions run their matrix products in bf16 too; 1x1 stride-1 convolutions (one
+/// sgemm) still run in fp32.
 public enum ConvolutionPrecision: String, Sendable, CaseIterable {
     case fp32, bf16
 

@@ -12,7 +12,9 @@ import Foundation
 /// In `ConvolutionPrecision.bf16` the operands oneDNN reads (input, weights, output gradient) are
 /// rounded to bfloat16 copies first, still NHWC, and the kernel writes fp32 (output, input gradient,
 /// weight and bias gradients). If oneDNN has no bf16 kernel for a shape, or only its slow reference
-/// one, that shape runs in fp32.
+/// one, that shape runs in fp32. `backward` rounds the output gradient once for both backward
+/// passes, and `forward(keepingRoundedInput:)` keeps the input's copy (`BFloat16Copy`, half the
+/// input's bytes, held by the layer until backward) so backward-weights need not round it again.
 /// Calls are serialised by a lock: oneDNN already uses every thread inside each call.
 public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     public static let shared = DNNLConvolution()
@@ -60,16 +62,23 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         }
     }
 
-    private let lock = NSLock()
-    private let engine: dnnl_engine_t
-    private let stream: dnnl_stream_t
+    let lock = NSLock()
+    let engine: dnnl_engine_t
+    let stream: dnnl_stream_t
     private var cache: [Key: Prepared] = [:]
-    private var scratchpad = GrowingBuffer()
+    var scratchpad = GrowingBuffer()
     private var weightsBuffer = GrowingBuffer()
     private var weightsGradientBuffer = GrowingBuffer()
     /// bf16 copies of the input (forward, backward-weights) and of the output gradient (backward passes).
     private var inputBF16Buffer = GrowingBuffer()
     private var outputGradientBF16Buffer = GrowingBuffer()
+    /// bf16 copies of matrix-product operands (see DNNLMatrixMultiply.swift).
+    var leftBF16Buffer = GrowingBuffer()
+    var rightBF16Buffer = GrowingBuffer()
+    /// The fp32 gradient through ReLU, when `backward(reluOutput:)` cannot fuse it into the rounding.
+    private var reluGradientBuffer = GrowingBuffer()
+    /// bf16 matrix-product primitives, nil where oneDNN has only a reference kernel.
+    var matmuls: [MatmulKey: MatmulPrimitive?] = [:]
     /// fp32 -> bf16 reorders of flat arrays, per (element count, thread count).
     private var conversions: [[Int]: dnnl_primitive_t] = [:]
 
@@ -87,10 +96,27 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     public func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, kernel: UnsafePointer<Float>,
                         bias: UnsafePointer<Float>?, fuseReLU: Bool, output: UnsafeMutablePointer<Float>) {
+        _ = forward(g, input: input, kernel: kernel, bias: bias, fuseReLU: fuseReLU, output: output, keepingRoundedInput: false)
+    }
+
+    /// In bf16 with `keepingRoundedInput`, the input's bf16 copy is made in memory of its own and
+    /// returned, for `backward(roundedInput:)` to reuse instead of rounding the input again.
+    public func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, kernel: UnsafePointer<Float>,
+                        bias: UnsafePointer<Float>?, fuseReLU: Bool, output: UnsafeMutablePointer<Float>,
+                        keepingRoundedInput: Bool) -> BFloat16Copy? {
         lock.withLock {
             let p = prepared(g, .forward(bias: bias != nil, relu: fuseReLU))
             let weights = kernelInKernelLayout(p, kernel: kernel)
-            let source = operand(p, input, count: g.inputShape.reduce(1, *), buffer: \.inputBF16Buffer)
+            var kept: BFloat16Copy?
+            let source: UnsafeMutableRawPointer
+            if keepingRoundedInput && p.precision == .bf16 {
+                let copy = BFloat16Copy(count: g.inputShape.reduce(1, *))
+                convertToBFloat16(input, count: copy.count, into: copy.bytes)
+                kept = copy
+                source = copy.bytes
+            } else {
+                source = operand(p, input, count: g.inputShape.reduce(1, *), buffer: \.inputBF16Buffer)
+            }
             var arguments = [
                 argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g, p.operandType), pointer: source),
                 argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
@@ -100,15 +126,85 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                 arguments.append(argument(41, descriptor: biasDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: bias)))
             }
             execute(p, arguments)
+            return kept
         }
     }
 
     public func backwardData(_ g: ConvolutionGeometry, outputGradient: UnsafePointer<Float>,
                              kernel: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>) {
         lock.withLock {
+            var roundedOutputGradient: UnsafeMutableRawPointer?
+            backwardDataPass(g, outputGradient: outputGradient, roundedOutputGradient: &roundedOutputGradient,
+                             kernel: kernel, inputGradient: inputGradient)
+        }
+    }
+
+    public func backwardWeights(_ g: ConvolutionGeometry, input: UnsafePointer<Float>,
+                                outputGradient: UnsafePointer<Float>,
+                                kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?) {
+        lock.withLock {
+            var roundedOutputGradient: UnsafeMutableRawPointer?
+            backwardWeightsPass(g, input: input, roundedInput: nil, outputGradient: outputGradient,
+                                roundedOutputGradient: &roundedOutputGradient, kernelGradient: kernelGradient, biasGradient: biasGradient)
+        }
+    }
+
+    public func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+                         kernel: UnsafePointer<Float>, kernelGradient: UnsafeMutablePointer<Float>?,
+                         biasGradient: UnsafeMutablePointer<Float>?, inputGradient: UnsafeMutablePointer<Float>?) {
+        backward(g, input: input, roundedInput: nil, outputGradient: outputGradient, reluOutput: nil, kernel: kernel,
+                 kernelGradient: kernelGradient, biasGradient: biasGradient, inputGradient: inputGradient)
+    }
+
+    /// Both backward passes, rounding the output gradient to bf16 once for the two (bf16 only).
+    /// `roundedInput`: the copy `forward(keepingRoundedInput:)` returned for this input, if any.
+    /// `reluOutput`: if given, the convolution was followed by ReLU with this output, and
+    /// `outputGradient` is the gradient of the ReLU's output; when both passes run in bf16 the ReLU
+    /// backward and the rounding to bf16 are done in one pass over memory.
+    public func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, roundedInput: BFloat16Copy?,
+                         outputGradient: UnsafePointer<Float>, reluOutput: UnsafePointer<Float>?, kernel: UnsafePointer<Float>,
+                         kernelGradient: UnsafeMutablePointer<Float>?, biasGradient: UnsafeMutablePointer<Float>?,
+                         inputGradient: UnsafeMutablePointer<Float>?) {
+        lock.withLock {
+            var roundedOutputGradient: UnsafeMutableRawPointer?
+            var outputGradient = outputGradient
+            if let reluOutput {
+                let count = g.outputShape.reduce(1, *)
+                let allBF16 = (kernelGradient == nil || prepared(g, .backwardWeights(bias: biasGradient != nil)).precision == .bf16)
+                    && (inputGradient == nil || prepared(g, .backwardData).precision == .bf16)
+                if allBF16 {
+                    let target = outputGradientBF16Buffer.reserve(bytes: count * 2)
+                    reluBackwardToBFloat16(gradient: outputGradient, output: reluOutput, count: count, into: target)
+                    roundedOutputGradient = target
+                } else {
+                    let masked = reluGradientBuffer.reserve(bytes: count * 4).assumingMemoryBound(to: Float.self)
+                    masked.update(from: outputGradient, count: count)
+                    reluBackwardInPlace(gradient: masked, output: reluOutput, count: count)
+                    outputGradient = UnsafePointer(masked)
+                }
+            }
+            if let kernelGradient {
+                backwardWeightsPass(g, input: input, roundedInput: roundedInput, outputGradient: outputGradient,
+                                    roundedOutputGradient: &roundedOutputGradient, kernelGradient: kernelGradient, biasGradient: biasGradient)
+            }
+            if let inputGradient {
+                backwardDataPass(g, outputGradient: outputGradient, roundedOutputGradient: &roundedOutputGradient,
+                                 kernel: kernel, inputGradient: inputGradient)
+            }
+        }
+    }
+
+    // MARK: Passes, called with the lock held
+
+    /// `roundedOutputGradient`: the bf16 copy of `outputGradient` if a pass already made it; set when this one does.
+    private func backwardDataPass(_ g: ConvolutionGeometry, outputGradient: UnsafePointer<Float>,
+                                  roundedOutputGradient: inout UnsafeMutableRawPointer?,
+                                  kernel: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>) {
+        do {
             let p = prepared(g, .backwardData)
             let weights = kernelInKernelLayout(p, kernel: kernel)
-            let diffDestination = operand(p, outputGradient, count: g.outputShape.reduce(1, *), buffer: \.outputGradientBF16Buffer)
+            let diffDestination = outputGradientOperand(p, outputGradient, count: g.outputShape.reduce(1, *),
+                                                        rounded: &roundedOutputGradient)
             execute(p, [
                 argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g, p.operandType), pointer: diffDestination),
                 argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
@@ -117,18 +213,22 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         }
     }
 
-    public func backwardWeights(_ g: ConvolutionGeometry, input: UnsafePointer<Float>,
-                                outputGradient: UnsafePointer<Float>,
-                                kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?) {
-        lock.withLock {
+    private func backwardWeightsPass(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, roundedInput: BFloat16Copy?,
+                                     outputGradient: UnsafePointer<Float>,
+                                     roundedOutputGradient: inout UnsafeMutableRawPointer?,
+                                     kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?) {
+        do {
             let p = prepared(g, .backwardWeights(bias: biasGradient != nil))
             // oneDNN overwrites its outputs; ours accumulate, so compute into scratch and add.
             let kernelCount = g.kernelHeight * g.kernelWidth * g.inputChannels * g.outputChannels
             let fresh = weightsGradientBuffer.reserve(bytes: (p.weightsBytes + 63) / 64 * 64 + (g.outputChannels + kernelCount) * 4)
             let freshKernel = fresh
             let freshBias = fresh + (p.weightsBytes + 63) / 64 * 64
-            let source = operand(p, input, count: g.inputShape.reduce(1, *), buffer: \.inputBF16Buffer)
-            let diffDestination = operand(p, outputGradient, count: g.outputShape.reduce(1, *), buffer: \.outputGradientBF16Buffer)
+            let inputCount = g.inputShape.reduce(1, *)
+            let source = p.precision == .bf16 && roundedInput?.count == inputCount
+                ? roundedInput!.bytes : operand(p, input, count: inputCount, buffer: \.inputBF16Buffer)
+            let diffDestination = outputGradientOperand(p, outputGradient, count: g.outputShape.reduce(1, *),
+                                                        rounded: &roundedOutputGradient)
             var arguments = [
                 argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g, p.operandType), pointer: source),
                 argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g, p.operandType), pointer: diffDestination),
@@ -180,9 +280,31 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     /// in `buffer` (same layout, half the bytes).
     private func operand(_ p: Prepared, _ values: UnsafePointer<Float>, count: Int,
                          buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> UnsafeMutableRawPointer {
-        let source = UnsafeMutableRawPointer(mutating: values)
-        guard p.precision == .bf16 else { return source }
+        guard p.precision == .bf16 else { return UnsafeMutableRawPointer(mutating: values) }
+        return convertToBFloat16(values, count: count, buffer: buffer)
+    }
+
+    /// `operand` for the output gradient, reusing (or recording) its bf16 copy in `rounded`.
+    private func outputGradientOperand(_ p: Prepared, _ values: UnsafePointer<Float>, count: Int,
+                                       rounded: inout UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer {
+        guard p.precision == .bf16 else { return UnsafeMutableRawPointer(mutating: values) }
+        if let rounded { return rounded }
+        let made = convertToBFloat16(values, count: count, buffer: \.outputGradientBF16Buffer)
+        rounded = made
+        return made
+    }
+
+    /// Rounds `count` floats to bfloat16 (nearest even) into `buffer`, with every compute thread.
+    func convertToBFloat16(_ values: UnsafePointer<Float>, count: Int,
+                           buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> UnsafeMutableRawPointer {
         let target = self[keyPath: buffer].reserve(bytes: count * 2)
+        convertToBFloat16(values, count: count, into: target)
+        return target
+    }
+
+    /// Rounds `count` floats to bfloat16 into `target` (2 * count bytes).
+    func convertToBFloat16(_ values: UnsafePointer<Float>, count: Int, into target: UnsafeMutableRawPointer) {
+        let source = UnsafeMutableRawPointer(mutating: values)
         let key = [count, ComputeThreads.count]
         let conversion: dnnl_primitive_t
         if let cached = conversions[key] {
@@ -201,7 +323,6 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         // Activations are large (up to tens of MB): unlike weight reorders this uses every thread.
         OpenMP.applyToCurrentThread()
         run(conversion, from: (descriptor([count], dnnl_x), source), to: (descriptor([count], dnnl_x, type: dnnl_bf16), target))
-        return target
     }
 
     private func runReorder(_ reorder: dnnl_primitive_t,
@@ -238,7 +359,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         Self.check(dnnl_stream_wait(stream), "waiting for a convolution")
     }
 
-    private func argument(_ index: Int32, descriptor: dnnl_memory_desc_t, pointer: UnsafeMutableRawPointer) -> dnnl_exec_arg_t {
+    func argument(_ index: Int32, descriptor: dnnl_memory_desc_t, pointer: UnsafeMutableRawPointer) -> dnnl_exec_arg_t {
         var descriptor = descriptor
         var memory: dnnl_memory_t?
         Self.check(dnnl_memory_create(&memory, &descriptor, engine, pointer), "wrapping a buffer as oneDNN memory")
@@ -410,7 +531,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         return hint!
     }
 
-    private static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
+    static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
         if status != dnnl_success {
             fatalError("oneDNN failed while \(what()): status \(status.rawValue)")
         }
@@ -430,4 +551,18 @@ struct GrowingBuffer {
         }
         return pointer!
     }
+}
+
+/// A bfloat16 copy of an fp32 array in memory of its own, same layout: a convolution's input kept
+/// from forward for backward-weights, or a matrix operand read by several products.
+public final class BFloat16Copy: @unchecked Sendable {
+    let count: Int
+    let bytes: UnsafeMutableRawPointer
+
+    init(count: Int) {
+        self.count = count
+        bytes = UnsafeMutableRawPointer.allocate(byteCount: max(count * 2, 64), alignment: 64)
+    }
+
+    deinit { bytes.deallocate() }
 }

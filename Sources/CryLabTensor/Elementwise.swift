@@ -50,3 +50,30 @@ public func parallelChunks(_ count: Int, minimumChunk: Int = 4096, _ body: (Rang
 private struct UncheckedSendable<Value>: @unchecked Sendable {
     let value: Value
 }
+
+/// ReLU's backward pass rounded straight to bfloat16 (nearest even, NaN kept NaN), in one pass:
+/// target[i] = bf16(output[i] > 0 ? gradient[i] : 0). `target` holds 2 * count bytes.
+public func reluBackwardToBFloat16(gradient: UnsafePointer<Float>, output: UnsafePointer<Float>, count: Int,
+                                   into target: UnsafeMutableRawPointer) {
+    let width = 16
+    parallelChunks(count / width, minimumChunk: 16_384) { range in
+        let g = UnsafeRawPointer(gradient), y = UnsafeRawPointer(output)
+        for block in range {
+            let offset = block * width * MemoryLayout<Float>.stride
+            var d = g.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self)
+            let o = y.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self)
+            d.replace(with: 0, where: o .<= 0)
+            let bits = unsafeBitCast(d, to: SIMD16<UInt32>.self)
+            var rounded = (bits &+ 0x7FFF &+ ((bits &>> 16) & 1)) &>> 16
+            rounded.replace(with: 0x7FC0, where: d .!= d)
+            target.storeBytes(of: SIMD16<UInt16>(truncatingIfNeeded: rounded), toByteOffset: block * width * 2,
+                              as: SIMD16<UInt16>.self)
+        }
+    }
+    for i in (count - count % width)..<count {
+        let d = output[i] > 0 ? gradient[i] : 0
+        let bits = d.bitPattern
+        let rounded = d.isNaN ? 0x7FC0 : UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+        target.storeBytes(of: rounded, toByteOffset: i * 2, as: UInt16.self)
+    }
+}

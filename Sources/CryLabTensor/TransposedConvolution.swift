@@ -1,4 +1,6 @@
 /// Transposed convolution whose kernel equals its stride (the U-Net's 2x2, stride-2 upsampling).
+/// In `ConvolutionPrecision.bf16` the products run on bfloat16 operands with fp32 accumulation
+/// (`DNNLConvolution.bfloat16MatrixMultiply`); the scatter, gather and bias stay fp32.
 /// Windows then never overlap, so each input pixel paints its own kernelSize x kernelSize patch
 /// and the whole pass is one sgemm plus a scatter:
 ///
@@ -50,7 +52,10 @@ public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, inp
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
     // patches [pixels, k*k*out] = x [pixels, in] * kernel^T [in, k*k*out]
-    matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
+    if !(ConvolutionPrecision.current == .bf16 && DNNLConvolution.shared.bfloat16MatrixMultiply(
+        m: g.pixels, n: g.patchLength, k: g.inputChannels, a: .float(input), b: .float(kernel), transposeB: true, c: patches)) {
+        matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
+    }
     movePatches(g, patches: patches, image: output, gather: false)
     if let bias {
         let total = g.pixels * g.patchLength
@@ -72,6 +77,28 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
     movePatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
+    if ConvolutionPrecision.current == .bf16 {
+        // dPatches is read by both products: round it to bf16 once.
+        let dnnl = DNNLConvolution.shared
+        let roundedPatches = MatrixOperand.bfloat16(dnnl.bfloat16Copy(patches, count: g.pixels * g.patchLength))
+        var done = true
+        if let inputGradient {
+            done = dnnl.bfloat16MatrixMultiply(m: g.pixels, n: g.inputChannels, k: g.patchLength, a: roundedPatches,
+                                               b: .float(kernel), c: inputGradient)
+        }
+        if done, let kernelGradient {
+            done = dnnl.bfloat16MatrixMultiply(m: g.patchLength, n: g.inputChannels, k: g.pixels, a: roundedPatches,
+                                               transposeA: true, b: .float(input), c: kernelGradient, accumulate: true)
+        }
+        if done {
+            if let biasGradient {
+                addColumnSums(outputGradient, rows: g.pixels * g.kernelSize * g.kernelSize, columns: g.outputChannels, into: biasGradient)
+            }
+            return
+        }
+        // oneDNN has no fast bf16 kernel for a product: redo in fp32 (dx is overwritten, and the
+        // accumulating kernel-gradient product only fails before touching dKernel).
+    }
     if let inputGradient {
         // dx [pixels, in] = dPatches [pixels, k*k*out] * kernel [k*k*out, in]
         matrixMultiply(m: g.pixels, n: g.inputChannels, k: g.patchLength, a: patches, b: kernel, c: inputGradient)

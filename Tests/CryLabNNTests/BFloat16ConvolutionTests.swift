@@ -35,6 +35,120 @@ import Testing
         #expect(fp32.allSatisfy { !$0.contains("bf16") }, "fp32 must not pick bf16 kernels, got \(fp32)")
     }
 
+    /// The combined backward (the output gradient rounded to bf16 once for both passes) against the
+    /// reference; in fp32 it must equal the two separate passes bit for bit.
+    @Test(arguments: [ConvolutionPrecision.fp32, .bf16])
+    func combinedBackwardMatchesSeparatePasses(_ precision: ConvolutionPrecision) {
+        let g = ConvolutionCrossCheckTests.geometries[1]
+        let x = randomTensor(g.inputShape, seed: 1), kernel = randomTensor(g.kernelShape, seed: 2, scale: 0.3)
+        let dy = randomTensor(g.outputShape, seed: 4)
+        let startKernel = randomTensor(g.kernelShape, seed: 5), startBias = randomTensor([g.outputChannels], seed: 6)
+        func gradients(_ kernels: any ConvolutionKernels, combined: Bool) -> (dx: [Float], dk: [Float], db: [Float]) {
+            var dx = Tensor(zeros: g.inputShape), dk = startKernel, db = startBias
+            ConvolutionPrecision.withPrecision(precision) {
+                if combined {
+                    kernels.backward(g, input: x.values, outputGradient: dy.values, kernel: kernel.values,
+                                     kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
+                } else {
+                    kernels.backwardWeights(g, input: x.values, outputGradient: dy.values, kernelGradient: &dk.values, biasGradient: &db.values)
+                    kernels.backwardData(g, outputGradient: dy.values, kernel: kernel.values, inputGradient: &dx.values)
+                }
+            }
+            return (dx.values, dk.values, db.values)
+        }
+        let combined = gradients(DNNLConvolution.shared, combined: true)
+        let separate = gradients(DNNLConvolution.shared, combined: false)
+        let reference = gradients(ReferenceConvolution(), combined: false)
+        let errors = [relativeError(combined.dx, reference.dx), relativeError(combined.dk, reference.dk), relativeError(combined.db, reference.db)]
+        print("\(precision) combined backward vs reference: relative errors dx, dkernel, dbias \(errors)")
+        #expect(errors.allSatisfy { $0 < (precision == .bf16 ? Self.bf16Tolerance : 1e-5) })
+        if precision == .fp32 {
+            #expect(combined.dx == separate.dx && combined.dk == separate.dk && combined.db == separate.db)
+        }
+
+        // Reusing the forward pass's bf16 copy of the input rounds it the same way: identical gradients.
+        var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: g.inputShape), dk = startKernel, db = startBias
+        ConvolutionPrecision.withPrecision(precision) {
+            let dnnl = DNNLConvolution.shared
+            let kept = dnnl.forward(g, input: x.values, kernel: kernel.values, bias: nil, fuseReLU: false, output: &y.values,
+                                    keepingRoundedInput: true)
+            if precision == .fp32 { #expect(kept == nil, "fp32 must not make bf16 copies") }
+            dnnl.backward(g, input: x.values, roundedInput: kept, outputGradient: dy.values, reluOutput: nil, kernel: kernel.values,
+                          kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
+        }
+        #expect(dx.values == combined.dx && dk.values == combined.dk && db.values == combined.db)
+    }
+
+    /// backward(reluOutput:) applies ReLU's backward itself (fused with the bf16 rounding in bf16):
+    /// it must give exactly what ReLU's backward followed by the plain backward gives, so the fused
+    /// rounding matches oneDNN's (nearest even).
+    @Test(arguments: [ConvolutionPrecision.fp32, .bf16])
+    func backwardThroughReLUMatchesReLUThenBackward(_ precision: ConvolutionPrecision) {
+        let g = ConvolutionCrossCheckTests.geometries[1]
+        let x = randomTensor(g.inputShape, seed: 1), kernel = randomTensor(g.kernelShape, seed: 2, scale: 0.3)
+        let gradient = randomTensor(g.outputShape, seed: 4), reluOutput = randomTensor(g.outputShape, seed: 7)
+        var masked = gradient
+        reluBackwardInPlace(gradient: &masked.values, output: reluOutput.values, count: masked.count)
+        func run(fused: Bool) -> [[Float]] {
+            var dx = Tensor(zeros: g.inputShape), dk = randomTensor(g.kernelShape, seed: 5), db = randomTensor([g.outputChannels], seed: 6)
+            ConvolutionPrecision.withPrecision(precision) {
+                DNNLConvolution.shared.backward(
+                    g, input: x.values, roundedInput: nil, outputGradient: fused ? gradient.values : masked.values,
+                    reluOutput: fused ? reluOutput.values : nil, kernel: kernel.values,
+                    kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
+            }
+            return [dx.values, dk.values, db.values]
+        }
+        #expect(run(fused: true) == run(fused: false))
+    }
+
+    @Test func reluBackwardToBFloat16RoundsToNearestEven() {
+        // 1 + 2^-8 is halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even one (1).
+        let gradient: [Float] = [1, 1 + 0x1p-8, 1 + 0x1p-8 + 0x1p-20, -3.3, .infinity, .nan, 5] + [Float](repeating: 0.1, count: 16)
+        let output: [Float] = [1, 1, 1, 1, 1, 1, 0] + [Float](repeating: 1, count: 16)
+        var rounded = [UInt16](repeating: 0, count: gradient.count)
+        rounded.withUnsafeMutableBytes { reluBackwardToBFloat16(gradient: gradient, output: output, count: gradient.count, into: $0.baseAddress!) }
+        let expected: [UInt16] = [0x3F80, 0x3F80, 0x3F81, 0xC053, 0x7F80, 0x7FC0, 0x0000] + [UInt16](repeating: 0x3DCD, count: 16)
+        #expect(rounded == expected, "\(rounded.map { String($0, radix: 16) })")
+    }
+
+    /// Conv2DTranspose on bf16 matrix products (U-Net-like 2x2 stride-2 upsampling) against fp32:
+    /// output, input gradient and accumulated kernel and bias gradients within `bf16Tolerance`
+    /// (relative to the largest fp32 value); products are 2x2x16 = 64 or 32 terms here.
+    @Test func bf16TransposedConvolutionFollowsFP32() {
+        let g = TransposedConvolutionGeometry(batch: 2, height: 6, width: 5, inputChannels: 32, outputChannels: 16, kernelSize: 2)
+        let x = randomTensor([2, 6, 5, 32], seed: 21), kernel = randomTensor([2, 2, 16, 32], seed: 22, scale: 0.3)
+        let bias = randomTensor([16], seed: 23), dy = randomTensor(g.outputShape, seed: 24)
+        func run(_ precision: ConvolutionPrecision) -> [[Float]] {
+            var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: x.shape)
+            var dk = randomTensor(kernel.shape, seed: 25), db = randomTensor([16], seed: 26)
+            ConvolutionPrecision.withPrecision(precision) {
+                transposedConvolutionForward(g, input: x.values, kernel: kernel.values, bias: bias.values, output: &y.values)
+                transposedConvolutionBackward(g, input: x.values, kernel: kernel.values, outputGradient: dy.values,
+                                              inputGradient: &dx.values, kernelGradient: &dk.values, biasGradient: &db.values)
+            }
+            return [y.values, dx.values, dk.values, db.values]
+        }
+        let fp32 = run(.fp32), bf16 = run(.bf16)
+        let errors = zip(bf16, fp32).map { relativeError($0, $1) }
+        print("Conv2DTranspose bf16 vs fp32: relative errors y, dx, dkernel, dbias \(errors)")
+        #expect(errors.allSatisfy { $0 < Self.bf16Tolerance }, "\(errors)")
+        #expect(errors[0] > 0, "bf16 should round the operands; identical results mean it ran in fp32")
+    }
+
+    @Test(.enabled(if: cpuHasBF16, "this CPU lacks avx512_bf16 (see /proc/cpuinfo): oneDNN has no native bf16 kernels here"))
+    func bf16MatrixProductsUseBF16Kernels() {
+        // The three products of the story U-Net's last upsampling (64x64x64 -> 128x128x32, batch 32).
+        let pixels = 32 * 64 * 64, patch = 2 * 2 * 32, channels = 64
+        let names = [
+            DNNLConvolution.shared.matrixMultiplyImplementation(m: pixels, n: patch, k: channels, transposeA: false, transposeB: true),
+            DNNLConvolution.shared.matrixMultiplyImplementation(m: pixels, n: channels, k: patch, transposeA: false, transposeB: false),
+            DNNLConvolution.shared.matrixMultiplyImplementation(m: patch, n: channels, k: pixels, transposeA: true, transposeB: false),
+        ]
+        print("oneDNN bf16 matmul implementations (forward, backward-data, backward-weights): \(names)")
+        #expect(names.allSatisfy { $0?.contains("bf16") == true }, "\(names)")
+    }
+
     @Test func precisionIsScopedToTheTask() {
         #expect(ConvolutionPrecision.current == .fp32)
         ConvolutionPrecision.withPrecision(.bf16) { #expect(ConvolutionPrecision.current == .bf16) }

@@ -1,0 +1,149 @@
+import CDNNL
+
+struct MatmulKey: Hashable {
+    let m: Int, n: Int, k: Int
+    let transposeA: Bool, transposeB: Bool
+    /// C += A * B (a sum post-op) instead of C = A * B.
+    let accumulate: Bool
+    let threads: Int
+}
+
+final class MatmulPrimitive {
+    let primitiveDescriptor: dnnl_primitive_desc_t
+    let primitive: dnnl_primitive_t
+    let scratchpadBytes: Int
+
+    init(primitiveDescriptor: dnnl_primitive_desc_t, primitive: dnnl_primitive_t, scratchpadBytes: Int) {
+        self.primitiveDescriptor = primitiveDescriptor
+        self.primitive = primitive
+        self.scratchpadBytes = scratchpadBytes
+    }
+}
+
+/// An operand of a bf16 product: fp32 values (rounded by the call) or a copy already rounded
+/// by `DNNLConvolution.bfloat16Copy`, for operands read by several products.
+public enum MatrixOperand {
+    case float(UnsafePointer<Float>)
+    case bfloat16(BFloat16Copy)
+}
+
+/// Matrix products on bfloat16 operands with fp32 accumulation, through oneDNN's matmul primitive
+/// (brgemm kernels on AVX512-BF16). Used by the transposed convolution in `ConvolutionPrecision.bf16`.
+extension DNNLConvolution {
+    /// c [m, n] = op(a) [m, k] * op(b) [k, n] (+ c if `accumulate`), a and b rounded to bfloat16.
+    /// Row-major like `matrixMultiply`: a is [m, k], or [k, m] if `transposeA`; b is [k, n], or [n, k].
+    /// Returns false, touching nothing, if oneDNN has no fast bf16 kernel for the shape (the caller
+    /// then runs it in fp32).
+    public func bfloat16MatrixMultiply(m: Int, n: Int, k: Int,
+                                       a: MatrixOperand, transposeA: Bool = false,
+                                       b: MatrixOperand, transposeB: Bool = false,
+                                       c: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Bool {
+        lock.withLock {
+            let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
+                                accumulate: accumulate, threads: ComputeThreads.count)
+            let cached: MatmulPrimitive?
+            if let hit = matmuls[key] { cached = hit } else {
+                cached = makeMatmul(key)
+                matmuls[key] = cached
+            }
+            guard let p = cached else { return false }
+            func bf16(_ operand: MatrixOperand, count: Int,
+                      _ buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> UnsafeMutableRawPointer {
+                switch operand {
+                case let .float(values): return convertToBFloat16(values, count: count, buffer: buffer)
+                case let .bfloat16(copy):
+                    precondition(copy.count == count, "bf16 operand holds \(copy.count) values, the product needs \(count)")
+                    return copy.bytes
+                }
+            }
+            let left = bf16(a, count: m * k, \.leftBF16Buffer)
+            let right = bf16(b, count: k * n, \.rightBF16Buffer)
+            let descriptors = Self.matmulDescriptors(key)
+            var arguments = [
+                argument(Int32(DNNL_ARG_SRC_0), descriptor: descriptors.source, pointer: left),
+                argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: descriptors.weights, pointer: right),
+                argument(Int32(DNNL_ARG_DST_0), descriptor: descriptors.destination, pointer: UnsafeMutableRawPointer(c)),
+            ]
+            if p.scratchpadBytes > 0 {
+                let scratch = dnnl_primitive_desc_query_md(p.primitiveDescriptor, dnnl_query_scratchpad_md, 0)!.pointee
+                arguments.append(argument(Int32(DNNL_ARG_SCRATCHPAD), descriptor: scratch,
+                                          pointer: scratchpad.reserve(bytes: p.scratchpadBytes)))
+            }
+            defer { for a in arguments { dnnl_memory_destroy(a.memory) } }
+            OpenMP.applyToCurrentThread()
+            Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(arguments.count), arguments), "executing a bf16 matmul")
+            Self.check(dnnl_stream_wait(stream), "waiting for a bf16 matmul")
+            return true
+        }
+    }
+
+    /// A bfloat16 copy of `count` floats, in memory of its own, to pass as `MatrixOperand.bfloat16`.
+    public func bfloat16Copy(_ values: UnsafePointer<Float>, count: Int) -> BFloat16Copy {
+        let copy = BFloat16Copy(count: count)
+        lock.withLock { convertToBFloat16(values, count: count, into: copy.bytes) }
+        return copy
+    }
+
+    /// The oneDNN implementation chosen for a bf16 product, e.g. "brg:avx512_core_bf16"; nil if none fast.
+    public func matrixMultiplyImplementation(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> String? {
+        lock.withLock {
+            let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
+                                accumulate: false, threads: ComputeThreads.count)
+            guard let p = makeMatmul(key) else { return nil }
+            defer { dnnl_primitive_destroy(p.primitive); dnnl_primitive_desc_destroy(p.primitiveDescriptor) }
+            return Self.implementationName(p.primitiveDescriptor)
+        }
+    }
+
+    // a: [m, k] (strides [k, 1], or [1, m] transposed), b: [k, n] (strides [n, 1], or [1, k]), c: [m, n]
+    private static func matmulDescriptors(_ key: MatmulKey)
+        -> (source: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, destination: dnnl_memory_desc_t) {
+        func strided(_ rows: Int, _ columns: Int, _ strides: [Int], _ type: dnnl_data_type_t) -> dnnl_memory_desc_t {
+            var d = dnnl_memory_desc_t()
+            check(dnnl_memory_desc_init_by_strides(&d, 2, [Int64(rows), Int64(columns)], type, strides.map { Int64($0) }),
+                  "describing a \(rows)x\(columns) matrix")
+            return d
+        }
+        let (m, n, k) = (key.m, key.n, key.k)
+        return (strided(m, k, key.transposeA ? [1, m] : [k, 1], dnnl_bf16),
+                strided(k, n, key.transposeB ? [1, k] : [n, 1], dnnl_bf16),
+                strided(m, n, [n, 1], dnnl_f32))
+    }
+
+    private static func implementationName(_ descriptor: dnnl_primitive_desc_t) -> String {
+        var name: UnsafePointer<CChar>?
+        dnnl_primitive_desc_query(descriptor, dnnl_query_impl_info_str, 0, &name)
+        return name.map { String(cString: $0) } ?? "?"
+    }
+
+    /// nil if oneDNN has no bf16 matmul for the shape or only its reference loops.
+    private func makeMatmul(_ key: MatmulKey) -> MatmulPrimitive? {
+        OpenMP.applyToCurrentThread()
+        var (source, weights, destination) = Self.matmulDescriptors(key)
+        var d = dnnl_matmul_desc_t()
+        Self.check(dnnl_matmul_desc_init(&d, &source, &weights, nil, &destination), "describing a bf16 matmul \(key)")
+        var attributes: dnnl_primitive_attr_t?
+        Self.check(dnnl_primitive_attr_create(&attributes), "creating attributes")
+        defer { dnnl_primitive_attr_destroy(attributes) }
+        Self.check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "scratchpad mode")
+        if key.accumulate {
+            var postOps: dnnl_post_ops_t?
+            Self.check(dnnl_post_ops_create(&postOps), "creating post-ops")
+            Self.check(dnnl_post_ops_append_sum(postOps, 1), "appending a sum")
+            Self.check(dnnl_primitive_attr_set_post_ops(attributes, postOps), "setting post-ops")
+            dnnl_post_ops_destroy(postOps)
+        }
+        var descriptor: dnnl_primitive_desc_t?
+        let status = dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil)
+        if status == dnnl_unimplemented { return nil }
+        Self.check(status, "choosing a bf16 matmul kernel for \(key)")
+        if Self.implementationName(descriptor!).hasPrefix("ref") {
+            dnnl_primitive_desc_destroy(descriptor)
+            return nil
+        }
+        var primitive: dnnl_primitive_t?
+        Self.check(dnnl_primitive_create(&primitive, descriptor), "creating a bf16 matmul")
+        let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
+        return MatmulPrimitive(primitiveDescriptor: descriptor!, primitive: primitive!, scratchpadBytes: scratchpadBytes)
+    }
+}
