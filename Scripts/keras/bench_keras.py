@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Keras reference timings for the engine benchmark's workloads (Benchmarks/engine/main.swift).
 
-    /work/venv/bin/python Scripts/keras/bench_keras.py unet-train|small-unet-train|classifier-infer \
+    $(Scripts/python-env.sh tensorflow-cpu keras) Scripts/keras/bench_keras.py unet-train|small-unet-train|classifier-infer \
         [--batch 32] [--steps 5] [--threads 2]
 
 Prints one JSON line with the same fields as the Swift benchmark. One workload per process, so

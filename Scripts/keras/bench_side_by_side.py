@@ -4,7 +4,7 @@ has it) on the same machine, interleaved (CryLab, Keras, [PyTorch], CryLab, ... 
 in a fresh process), and prints the ratios.
 
     swift build -c release --product crylab-engine-bench
-    /work/venv/bin/python Scripts/keras/bench_side_by_side.py [--rounds 2] [--steps 5] [--threads 2] \
+    $(Scripts/python-env.sh tensorflow-cpu keras) Scripts/keras/bench_side_by_side.py [--rounds 2] [--steps 5] [--threads 2] \
         [--torch-python /path/to/python-with-torch]
 
 Ratio = CryLab samples/s / reference samples/s, from the median round of each (rounds are

@@ -6,7 +6,7 @@
 
 The networks mirror CryLab's (and bench_keras.py's): NHWC in CryLab/Keras, NCHW here, which is
 PyTorch's native layout; same layers, widths and FLOPs. Training: MSE + Adam (lr 1e-3, eps 1e-7).
-Measured with PyTorch 2.15 (CPU execution) in a scratch virtualenv, not the shared /work/venv.
+Measured with PyTorch 2.15 (CPU execution) in a virtual environment of its own (torch is a 4 GB wheel): python3 -m venv DIR && DIR/bin/pip install torch.
 """
 import argparse
 import json

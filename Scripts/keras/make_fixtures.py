@@ -3,7 +3,7 @@
 
 Run from the repository root:
 
-    /work/venv/bin/python Scripts/keras/make_fixtures.py
+    $(Scripts/python-env.sh tensorflow-cpu keras) Scripts/keras/make_fixtures.py
 
 Produced with TensorFlow-CPU 2.21.0 and Keras 3.15.1 (the script records the versions it ran with
 in the manifest). It writes two files:

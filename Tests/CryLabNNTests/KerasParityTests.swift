@@ -11,7 +11,7 @@ struct KerasFixtures: @unchecked Sendable {  // immutable after loading
     static let shared: KerasFixtures = {
         guard let manifestURL = Bundle.module.url(forResource: "manifest", withExtension: "json", subdirectory: "Fixtures/keras"),
               let blobURL = Bundle.module.url(forResource: "tensors", withExtension: "bin", subdirectory: "Fixtures/keras") else {
-            fatalError("Keras fixtures missing; run /work/venv/bin/python Scripts/keras/make_fixtures.py")
+            fatalError("Keras fixtures missing; run $(Scripts/python-env.sh tensorflow-cpu keras) Scripts/keras/make_fixtures.py")
         }
         let manifest = try! JSONSerialization.jsonObject(with: Data(contentsOf: manifestURL)) as! [String: Any]
         let tensors = manifest["tensors"] as! [String: [String: Any]]
