@@ -7,21 +7,14 @@
 Prints one JSON line with the same fields as the Swift benchmark. One workload per process, so
 peak RSS (ru_maxrss) belongs to that workload. Ran with TensorFlow-CPU 2.21 / Keras 3.15.
 """
-import argparse
-import json
 import os
-import resource
-import time
+
+from bench_common import parse_arguments, time_and_report
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-parser = argparse.ArgumentParser()
-parser.add_argument("workload", choices=["unet-train", "small-unet-train", "classifier-infer"])
-parser.add_argument("--batch", type=int, default=32)
-parser.add_argument("--steps", type=int, default=5)
-parser.add_argument("--threads", type=int, default=2)
-args = parser.parse_args()
+args = parse_arguments()
 
 import numpy as np
 import tensorflow as tf
@@ -97,17 +90,5 @@ if training:
 else:
     step = lambda: model.predict_on_batch(x)
 
-step()  # warm-up: tracing, graph building
-times = []
-for _ in range(args.steps):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-median = sorted(times)[len(times) // 2]
 flops = forward_flops(model, args.batch) * (3 if training else 1)
-print(json.dumps({
-    "framework": "keras", "workload": args.workload, "batch": args.batch, "threads": args.threads,
-    "steps": args.steps, "seconds_per_step_median": median, "samples_per_second": args.batch / median,
-    "gflops_per_second": flops / median / 1e9, "gflop_per_step": flops / 1e9,
-    "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024,
-}, sort_keys=True))
+time_and_report("keras", args, step, flops)  # the first call is the warm-up: tracing, graph building

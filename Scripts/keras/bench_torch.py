@@ -8,20 +8,12 @@ The networks mirror CryLab's (and bench_keras.py's): NHWC in CryLab/Keras, NCHW 
 PyTorch's native layout; same layers, widths and FLOPs. Training: MSE + Adam (lr 1e-3, eps 1e-7).
 Measured with PyTorch 2.15 (CPU execution) in a virtual environment of its own (torch is a 4 GB wheel): python3 -m venv DIR && DIR/bin/pip install torch.
 """
-import argparse
-import json
-import resource
-import time
-
 import torch
 from torch import nn
 
-parser = argparse.ArgumentParser()
-parser.add_argument("workload", choices=["unet-train", "small-unet-train", "classifier-infer"])
-parser.add_argument("--batch", type=int, default=32)
-parser.add_argument("--steps", type=int, default=5)
-parser.add_argument("--threads", type=int, default=2)
-args = parser.parse_args()
+from bench_common import parse_arguments, time_and_report
+
+args = parse_arguments()
 torch.set_num_threads(args.threads)
 torch.manual_seed(1)
 
@@ -112,16 +104,4 @@ else:
         with torch.inference_mode():
             model(x)
 
-step()
-times = []
-for _ in range(args.steps):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-median = sorted(times)[len(times) // 2]
-print(json.dumps({
-    "framework": "torch", "workload": args.workload, "batch": args.batch, "threads": args.threads,
-    "steps": args.steps, "seconds_per_step_median": median, "samples_per_second": args.batch / median,
-    "gflops_per_second": flops / median / 1e9, "gflop_per_step": flops / 1e9,
-    "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024,
-}, sort_keys=True))
+time_and_report("torch", args, step, flops)
