@@ -27,8 +27,9 @@ public final class MaxPool2D: Layer {
     }
 
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+        guard training else { return maxPool2DInference(inputs[0], pool: poolSize, stride: stride, padding: padding) }
         let (y, argmax) = maxPool2DForward(inputs[0], pool: poolSize, stride: stride, padding: padding)
-        if training { cache = (argmax, inputs[0].shape) }
+        cache = (argmax, inputs[0].shape)
         return y
     }
 

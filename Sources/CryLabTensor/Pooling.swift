@@ -10,7 +10,7 @@ public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Paddi
     let g = ConvolutionGeometry(batch: n, inputHeight: h, inputWidth: w, inputChannels: c, outputChannels: c,
                                 kernelHeight: pool, kernelWidth: pool, stride: stride, padding: padding)
     if pool == 2 && stride == 2 && g.padTop == 0 && g.padLeft == 0 {
-        return maxPool2x2Forward(x, g)
+        return maxPool2x2Forward(x, g, recordArgmax: true)
     }
     var argmax = [Int32](repeating: 0, count: n * g.outputHeight * g.outputWidth * c)
     let output = Tensor(shape: g.outputShape) { y in
@@ -55,18 +55,35 @@ public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Paddi
 }
 
 /// The U-Net's 2x2 stride-2 pooling, written so the channel loop vectorises (selects, no branches).
-private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry) -> (output: Tensor, argmax: [Int32]) {
+private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry, recordArgmax: Bool) -> (output: Tensor, argmax: [Int32]) {
     let (h, w, c) = (g.inputHeight, g.inputWidth, g.inputChannels)
-    var argmax = [Int32](repeating: 0, count: g.batch * g.outputHeight * g.outputWidth * c)
+    var argmax = [Int32](repeating: 0, count: recordArgmax ? g.batch * g.outputHeight * g.outputWidth * c : 0)
     let output = Tensor(shape: g.outputShape) { y in
         x.values.withUnsafeBufferPointer { inputBuffer in
             argmax.withUnsafeMutableBufferPointer { bestBuffer in
-                let input = inputBuffer.baseAddress!, out = y.baseAddress!, best = bestBuffer.baseAddress!
+                let input = inputBuffer.baseAddress!, out = y.baseAddress!, best = bestBuffer.baseAddress
                 // Output rows are independent: one chunk of them per thread.
                 parallelChunks(g.batch * g.outputHeight, minimumChunk: 8) { rows in
                     for row in rows {
                         let b = row / g.outputHeight, oy = row % g.outputHeight
                         var o = row * g.outputWidth * c
+                        guard recordArgmax, let best else {
+                            // Inference: the maximum only, no positions to remember for a backward pass.
+                            for ox in 0..<g.outputWidth {
+                                let i0 = ((b * h + 2 * oy) * w + 2 * ox) * c
+                                let i1 = i0 + c, i2 = i0 + w * c, i3 = i2 + c
+                                for channel in 0..<c {  // the same comparisons as below, so the same result
+                                    var m = input[i0 + channel]
+                                    let v1 = input[i1 + channel], v2 = input[i2 + channel], v3 = input[i3 + channel]
+                                    m = v1 > m ? v1 : m
+                                    m = v2 > m ? v2 : m
+                                    m = v3 > m ? v3 : m
+                                    out[o + channel] = m
+                                }
+                                o += c
+                            }
+                            continue
+                        }
                         for ox in 0..<g.outputWidth {
                             let i0 = ((b * h + 2 * oy) * w + 2 * ox) * c
                             let i1 = i0 + c, i2 = i0 + w * c, i3 = i2 + c
@@ -92,6 +109,17 @@ private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry) -> (output
         }
     }
     return (output, argmax)
+}
+
+/// Max pooling without the positions a backward pass needs (inference).
+///     x: [batch, height, width, channels] -> y: [batch, outputHeight, outputWidth, channels]
+public func maxPool2DInference(_ x: Tensor, pool: Int, stride: Int, padding: Padding) -> Tensor {
+    let g = ConvolutionGeometry(batch: x.shape[0], inputHeight: x.shape[1], inputWidth: x.shape[2], inputChannels: x.shape[3],
+                                outputChannels: x.shape[3], kernelHeight: pool, kernelWidth: pool, stride: stride, padding: padding)
+    if pool == 2 && stride == 2 && g.padTop == 0 && g.padLeft == 0 {
+        return maxPool2x2Forward(x, g, recordArgmax: false).output
+    }
+    return maxPool2DForward(x, pool: pool, stride: stride, padding: padding).output
 }
 
 /// dx[argmax[i]] += dy[i];  dy: [batch, outputHeight, outputWidth, channels] -> dx: inputShape.

@@ -120,6 +120,10 @@ public final class Finetuner {
         if !result.pooled.neverPredicted.isEmpty {
             summary.warnings.append("the model never predicted: \(result.pooled.neverPredicted.joined(separator: ", "))")
         }
+        if result.pooled.chance.indistinguishableFromChance {
+            summary.warnings.append(String(format: "pooled balanced accuracy %.3f is not distinguishable from chance (p = %.3f against shuffled answers)",
+                                           result.pooled.balancedAccuracy, result.pooled.chance.balancedAccuracyPValue))
+        }
         if result.pooled.balancedAccuracy > 0.9 {
             summary.warnings.append("balanced accuracy above 0.9 on this kind of data usually means leakage between train and test; check the groups")
         }

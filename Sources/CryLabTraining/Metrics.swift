@@ -1,3 +1,4 @@
+import CryLabCore
 import Foundation
 
 /// Classification figures that stay honest on imbalanced data: balanced accuracy and macro-F1
@@ -27,6 +28,8 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
     public var neverPredicted: [String]
     /// Classes with support whose recall is zero.
     public var zeroRecall: [String]
+    /// Where chance lies for these labels and this spread of answers.
+    public var chance: ChanceLevel
 
     public init(truth: [Int], predicted: [Int], classNames: [String]) {
         precondition(truth.count == predicted.count, "\(truth.count) labels for \(predicted.count) predictions")
@@ -55,6 +58,8 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
         majorityBaselineAccuracy = total > 0 ? Double(present.map(\.support).max() ?? 0) / Double(total) : 0
         neverPredicted = present.filter { $0.predicted == 0 }.map(\.name)
         zeroRecall = present.filter { $0.recall == 0 }.map(\.name)
+        chance = ChanceLevel(truth: truth, predicted: predicted, classes: k, observedBalancedAccuracy: balancedAccuracy,
+                             observedMacroF1: macroF1)
     }
 
     /// A short text table for terminals.
@@ -68,7 +73,77 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
             lines.append(String(format: "%@  %9.3f %7.3f %6.3f %8d", c.name.padding(toLength: width, withPad: " ", startingAt: 0),
                                 c.precision, c.recall, c.f1, c.support))
         }
+        lines.append(chance.text)
         if !neverPredicted.isEmpty { lines.append("warning: never predicted: \(neverPredicted.joined(separator: ", "))") }
         return lines.joined(separator: "\n")
+    }
+}
+
+/// A permutation test: the answers are shuffled against the true labels, keeping how often each
+/// class was answered, and scored again. On a few hundred imbalanced clips a balanced accuracy of
+/// 0.30 can be luck; this says how often luck does as well.
+///
+/// Clips are shuffled one by one. Clips of one family are not independent, so the real spread
+/// of chance is wider than this and the p-values are optimistic (a lower bound).
+public struct ChanceLevel: Codable, Sendable, Equatable {
+    public var permutations: Int
+    public var balancedAccuracyMedian: Double
+    public var balancedAccuracy95thPercentile: Double
+    /// Share of shuffles (counting the observed order) scoring at least the observed figure.
+    public var balancedAccuracyPValue: Double
+    public var macroF1Median: Double
+    public var macroF195thPercentile: Double
+    public var macroF1PValue: Double
+
+    /// Deterministic: the shuffles come from a fixed seed.
+    public init(truth: [Int], predicted: [Int], classes: Int, observedBalancedAccuracy: Double, observedMacroF1: Double,
+                permutations: Int = 1000, seed: UInt64 = 0x5EED) {
+        self.permutations = permutations
+        var generator = SeededGenerator(seed: seed)
+        var shuffled = predicted
+        var balanced: [Double] = [], macro: [Double] = []
+        balanced.reserveCapacity(permutations)
+        macro.reserveCapacity(permutations)
+        let support = (0..<classes).map { c in truth.reduce(0) { $0 + ($1 == c ? 1 : 0) } }
+        let answered = (0..<classes).map { c in predicted.reduce(0) { $0 + ($1 == c ? 1 : 0) } }
+        let present = (0..<classes).filter { support[$0] > 0 }
+        var hits = [Int](repeating: 0, count: classes)
+        for _ in 0..<permutations {
+            shuffled.shuffle(using: &generator)
+            for c in 0..<classes { hits[c] = 0 }
+            for (t, p) in zip(truth, shuffled) where t == p { hits[t] += 1 }
+            var recallSum = 0.0, f1Sum = 0.0
+            for c in present {
+                let recall = Double(hits[c]) / Double(support[c])
+                let precision = answered[c] > 0 ? Double(hits[c]) / Double(answered[c]) : 0
+                recallSum += recall
+                f1Sum += precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0
+            }
+            balanced.append(present.isEmpty ? 0 : recallSum / Double(present.count))
+            macro.append(present.isEmpty ? 0 : f1Sum / Double(present.count))
+        }
+        func summary(_ values: [Double], observed: Double) -> (median: Double, p95: Double, p: Double) {
+            guard !values.isEmpty else { return (0, 0, 1) }
+            let sorted = values.sorted()
+            let atLeast = values.reduce(0) { $0 + ($1 >= observed - 1e-12 ? 1 : 0) }
+            return (sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int((0.95 * Double(sorted.count)).rounded(.up)) - 1)],
+                    Double(atLeast + 1) / Double(values.count + 1))
+        }
+        let b = summary(balanced, observed: observedBalancedAccuracy), m = summary(macro, observed: observedMacroF1)
+        balancedAccuracyMedian = b.median
+        balancedAccuracy95thPercentile = b.p95
+        balancedAccuracyPValue = b.p
+        macroF1Median = m.median
+        macroF195thPercentile = m.p95
+        macroF1PValue = m.p
+    }
+
+    /// True when the balanced accuracy is not above what shuffled answers reach one time in twenty.
+    public var indistinguishableFromChance: Bool { balancedAccuracyPValue > 0.05 }
+
+    public var text: String {
+        String(format: "chance (answers shuffled %d times): balanced accuracy median %.3f, 95th percentile %.3f, p = %.3f%@",
+               permutations, balancedAccuracyMedian, balancedAccuracy95thPercentile, balancedAccuracyPValue,
+               indistinguishableFromChance ? ": not distinguishable from chance" : "")
     }
 }

@@ -34,8 +34,9 @@ extension Pretrainer {
         }
         let result = ProbeResult(classes: set.classNames, folds: folds.count,
                                  pretrained: probe(encoder, name: "pretrained"), randomWeights: probe(random, name: "random weights"))
-        log(String(format: "linear probe (%d-fold, grouped): balanced accuracy %.3f pretrained vs %.3f random weights; macro-F1 %.3f vs %.3f",
-                   folds.count, result.pretrained.balancedAccuracy, result.randomWeights.balancedAccuracy,
+        log(String(format: "linear probe (%d-fold, grouped): balanced accuracy %.3f pretrained (p = %.3f) vs %.3f random weights (p = %.3f); macro-F1 %.3f vs %.3f; p against shuffled answers",
+                   folds.count, result.pretrained.balancedAccuracy, result.pretrained.chance.balancedAccuracyPValue,
+                   result.randomWeights.balancedAccuracy, result.randomWeights.chance.balancedAccuracyPValue,
                    result.pretrained.macroF1, result.randomWeights.macroF1))
         return result
     }
@@ -56,10 +57,12 @@ extension Pretrainer {
         if let probe = summary.probe {
             report.heading("Linear probe")
             report.paragraph("Logistic regression on pooled encoder features, \(probe.folds)-fold cross-validation grouped by recording source, classes \(probe.classes.joined(separator: ", ")).")
-            report.table(header: ["encoder", "balanced accuracy", "macro-F1"], rows: [
-                ["pretrained", String(format: "%.3f", probe.pretrained.balancedAccuracy), String(format: "%.3f", probe.pretrained.macroF1)],
-                ["random weights", String(format: "%.3f", probe.randomWeights.balancedAccuracy), String(format: "%.3f", probe.randomWeights.macroF1)],
-            ])
+            func row(_ name: String, _ r: ClassificationReport) -> [String] {
+                [name, String(format: "%.3f", r.balancedAccuracy), String(format: "%.3f", r.macroF1),
+                 String(format: "%.3f", r.chance.balancedAccuracy95thPercentile), String(format: "%.3f", r.chance.balancedAccuracyPValue)]
+            }
+            report.table(header: ["encoder", "balanced accuracy", "macro-F1", "chance: 95th percentile", "p"],
+                         rows: [row("pretrained", probe.pretrained), row("random weights", probe.randomWeights)])
         }
         if !validation.isEmpty {
             report.heading("Reconstructions of validation clips")

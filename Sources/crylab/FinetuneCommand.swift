@@ -82,8 +82,9 @@ struct FinetuneCommand: ParsableCommand {
             try printJSON(compact)
         } else {
             print(summary.crossValidation.summary)
-            print(String(format: "baseline (logistic regression on log-mel statistics, same folds): balanced accuracy %.3f, macro-F1 %.3f",
-                         summary.baseline.pooled.balancedAccuracy, summary.baseline.pooled.macroF1))
+            print(String(format: "baseline (logistic regression on log-mel statistics, same folds): balanced accuracy %.3f (p = %.3f), macro-F1 %.3f",
+                         summary.baseline.pooled.balancedAccuracy, summary.baseline.pooled.chance.balancedAccuracyPValue,
+                         summary.baseline.pooled.macroF1))
             for warning in summary.warnings { print("warning: \(warning)") }
             if let path = summary.classifier { print("classifier: \(path)") }
             if let path = summary.report { print("report: \(path)") }

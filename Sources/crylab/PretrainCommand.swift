@@ -83,7 +83,9 @@ struct PretrainCommand: ParsableCommand {
             if let v = summary.validationLoss { lines.append(String(format: "validation loss %.5f (best %.5f)", v, summary.bestValidationLoss ?? v)) }
             if let v = summary.validationLossWithoutSkips { lines.append(String(format: "validation loss with skip connections cut: %.5f", v)) }
             if let p = summary.probe {
-                lines.append(String(format: "linear probe balanced accuracy: %.3f pretrained, %.3f random weights", p.pretrained.balancedAccuracy, p.randomWeights.balancedAccuracy))
+                lines.append(String(format: "linear probe balanced accuracy: %.3f pretrained (p = %.3f), %.3f random weights (p = %.3f); p against shuffled answers",
+                                    p.pretrained.balancedAccuracy, p.pretrained.chance.balancedAccuracyPValue,
+                                    p.randomWeights.balancedAccuracy, p.randomWeights.chance.balancedAccuracyPValue))
             }
             for (name, path) in [("checkpoint", summary.checkpoint), ("encoder", summary.encoder), ("report", summary.report)] {
                 if let path { lines.append("\(name): \(path)") }

@@ -102,4 +102,22 @@ import Testing
         #expect(y.shape == [2, 6, 10, 4])
         #expect(maxAbsDifference(y.values, expected) < 1e-5)
     }
+
+    /// Inference skips recording the argmax positions; the pooled values must not change.
+    @Test func maxPoolingInferenceEqualsTraining() {
+        for (shape, pool, stride, padding) in [([2, 8, 6, 5], 2, 2, Padding.valid), ([1, 7, 5, 3], 3, 2, .same)] {
+            var x = randomTensor(shape, seed: 12)
+            x.values[3] = x.values[3 + shape[3]]  // a tie inside the first window
+            let layer = MaxPool2D(poolSize: pool, stride: stride, padding: padding)
+            let inference = layer.forward([x], training: false)
+            let training = layer.forward([x], training: true)
+            layer.releaseCache()
+            let same = inference == training
+            #expect(same, "pool \(pool) stride \(stride): inference and training outputs differ by \(maxAbsDifference(inference.values, training.values))")
+            // Every output is the largest value of its window (checked for the first window).
+            let first = (0..<min(pool, shape[1])).flatMap { r in (0..<min(pool, shape[2])).map { c in x.values[(r * shape[2] + c) * shape[3]] } }
+            let firstOutput = inference.values[0], firstMaximum = first.max()!
+            if padding == .valid { #expect(firstOutput == firstMaximum) }
+        }
+    }
 }

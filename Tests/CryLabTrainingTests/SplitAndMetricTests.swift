@@ -1,3 +1,4 @@
+import CryLabCore
 import CryLabTraining
 import Foundation
 import Testing
@@ -41,6 +42,25 @@ struct SplitAndMetricTests {
         #expect(report.perClass[0].precision == 1 && report.perClass[0].recall == 0.5)
         #expect(abs(report.perClass[1].precision - 2.0 / 3) < 1e-12 && report.perClass[1].recall == 1)
         #expect(report.balancedAccuracy == 0.75)
+    }
+
+    @Test("chance level: shuffled answers score about 1/k; a real signal gets a small p, noise does not")
+    func chanceLevel() {
+        // 300 clips, 3 classes 200/60/40.
+        let truth = Array(repeating: 0, count: 200) + Array(repeating: 1, count: 60) + Array(repeating: 2, count: 40)
+        var generator = SeededGenerator(seed: 4)
+        let noise = truth.map { _ in Int(generator.next() % 3) }
+        let noisy = ClassificationReport(truth: truth, predicted: noise, classNames: ["a", "b", "c"])
+        #expect(abs(noisy.chance.balancedAccuracyMedian - 1.0 / 3) < 0.03)
+        #expect(noisy.chance.balancedAccuracy95thPercentile > noisy.chance.balancedAccuracyMedian)
+        #expect(noisy.chance.indistinguishableFromChance, "random answers: p = \(noisy.chance.balancedAccuracyPValue)")
+        // Right 60 % of the time, random otherwise: balanced accuracy near 0.73.
+        let informed = truth.enumerated().map { index, label in index % 5 < 3 ? label : noise[index] }
+        let good = ClassificationReport(truth: truth, predicted: informed, classNames: ["a", "b", "c"])
+        #expect(good.balancedAccuracy > 0.6)
+        #expect(!good.chance.indistinguishableFromChance)
+        #expect(good.chance.balancedAccuracyPValue == 1.0 / 1001, "no shuffle reaches a real signal")
+        #expect(good.chance == ClassificationReport(truth: truth, predicted: informed, classNames: ["a", "b", "c"]).chance, "deterministic")
     }
 
     @Test("logistic regression separates separable classes and is balanced by default")

@@ -1,0 +1,100 @@
+"""How far standard features and standard classifiers get on the labeled cries.
+
+Independent of CryLab: librosa features and scikit-learn classifiers under the protocol of the
+fine-tuning issue (four classes, 5-fold cross-validation stratified and grouped by family, pooled
+out-of-fold balanced accuracy and macro-F1), repeated over several fold seeds. The same models
+with ungrouped folds show how much family leakage inflates the figures.
+
+    PY=$(Scripts/python-env.sh librosa scikit-learn)
+    $PY Scripts/analysis/separability.py ../shared/data/donateacry/labeled
+"""
+import argparse
+import pathlib
+import warnings
+
+import librosa
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, f1_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+CLASSES = ["hungry", "belly_pain", "discomfort", "tired"]
+
+
+def clip_features(path):
+    """Per-clip statistics at the recommended front end's settings (8 kHz, n_fft 512, hop 128)."""
+    audio, rate = librosa.load(path, sr=8000)
+    power = librosa.feature.melspectrogram(y=audio, sr=rate, n_fft=512, hop_length=128, n_mels=64)
+    log_mel = librosa.power_to_db(power, ref=np.max)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(power), n_mfcc=20)
+    delta = librosa.feature.delta(mfcc)
+    return {
+        "log-mel mean+std": np.concatenate([log_mel.mean(1), log_mel.std(1)]),
+        "MFCC mean+std+delta std": np.concatenate([mfcc.mean(1), mfcc.std(1), delta.std(1)]),
+    }
+
+
+def models():
+    balanced = "balanced"
+    return {
+        "logistic regression C=0.01": lambda: make_pipeline(
+            StandardScaler(), LogisticRegression(C=0.01, class_weight=balanced, max_iter=5000)),
+        "logistic regression C=1": lambda: make_pipeline(
+            StandardScaler(), LogisticRegression(C=1, class_weight=balanced, max_iter=5000)),
+        "RBF SVM": lambda: make_pipeline(StandardScaler(), SVC(C=1, class_weight=balanced)),
+        "random forest": lambda: RandomForestClassifier(
+            300, class_weight="balanced_subsample", min_samples_leaf=3, random_state=0, n_jobs=-1),
+        "5-nearest neighbours": lambda: make_pipeline(StandardScaler(), KNeighborsClassifier(5)),
+    }
+
+
+def pooled_scores(features, labels, groups, make_model, seed, grouped):
+    predicted = np.zeros_like(labels)
+    if grouped:
+        splits = StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(features, labels, groups)
+    else:
+        splits = StratifiedKFold(5, shuffle=True, random_state=seed).split(features, labels)
+    for train, test in splits:
+        model = make_model()
+        model.fit(features[train], labels[train])
+        predicted[test] = model.predict(features[test])
+    return balanced_accuracy_score(labels, predicted), f1_score(labels, predicted, average="macro")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("labeled", help="the labeled folder: one subfolder per class")
+    parser.add_argument("--seeds", type=int, default=5, help="fold seeds to average over")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+
+    table, labels, groups = {}, [], []
+    for index, name in enumerate(CLASSES):
+        for path in sorted(pathlib.Path(args.labeled, name).glob("*.wav")):
+            for feature_name, values in clip_features(str(path)).items():
+                table.setdefault(feature_name, []).append(values)
+            labels.append(index)
+            groups.append(path.name[:36])  # the app-instance id: one family's phone
+    labels, groups = np.array(labels), np.array(groups)
+    print(f"{len(labels)} clips, {len(set(groups))} families, per class "
+          + ", ".join(f"{name} {count}" for name, count in zip(CLASSES, np.bincount(labels))))
+    print(f"pooled out-of-fold figures, mean ± sd over {args.seeds} fold seeds; chance is 0.25 balanced accuracy\n")
+    print("| features | classifier | grouped BA | grouped macro-F1 | ungrouped BA |")
+    print("|---|---|---|---|---|")
+    for feature_name, rows in table.items():
+        features = np.array(rows)
+        for model_name, make_model in models().items():
+            grouped = [pooled_scores(features, labels, groups, make_model, s, True) for s in range(args.seeds)]
+            ungrouped = [pooled_scores(features, labels, groups, make_model, s, False) for s in range(args.seeds)]
+            ba, f1 = np.array(grouped).T
+            print(f"| {feature_name} | {model_name} | {ba.mean():.3f} ± {ba.std():.3f} | {f1.mean():.3f} ± {f1.std():.3f} "
+                  f"| {np.mean([b for b, _ in ungrouped]):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
