@@ -11,6 +11,9 @@ public struct FinetuneOptions: Sendable {
     /// Encoder weights (CryLab or Keras `.h5`); nil trains from random weights.
     public var encoderPath: String?
     public var quiet = false
+    /// Reuse the folds an interrupted run of the same recipe, data and encoder finished (saved in
+    /// `folds/` of the run folder) and train only the rest. Without it, saved folds are discarded.
+    public var resume = false
 
     public init(output: URL) { self.output = output }
 }
@@ -103,11 +106,27 @@ public final class Finetuner {
         log("fine-tuning on \(set.count) clips of \(set.classNames.joined(separator: ", ")) from \(Set(set.groups).count) sources; \(protocolDescription)")
         var bestEpochs: [Int] = []
         var histories: [[String: [Double]]] = []
+        let saved = FoldRecords(folder: options.output.appendingPathComponent("folds"), identity: runIdentity(folds: folds))
+        if !options.resume { try saved.discard() }
         let result = try crossValidate(set, folds: folds, method: recipe.name) { train, foldIndex in
+            if options.resume, let record = try saved.load(fold: foldIndex) {
+                log("fold \(foldIndex + 1)/\(folds.count): finished by the interrupted run, reused from \(saved.path(fold: foldIndex).path)")
+                bestEpochs.append(record.bestEpoch)
+                histories.append(record.history)
+                trainedSamples += record.trainedSamples
+                trainingSeconds += record.trainingSeconds
+                let byPosition = Dictionary(uniqueKeysWithValues: zip(record.testPositions, record.probabilities))
+                return { positions in positions.map { byPosition[$0]! } }
+            }
             log("fold \(foldIndex + 1)/\(folds.count): \(train.count) training clips")
+            let (samplesBefore, secondsBefore) = (trainedSamples, trainingSeconds)
             let (model, batcher, best, history) = try trainModel(on: train, label: "fold \(foldIndex + 1)/\(folds.count)")
             bestEpochs.append(best)
             histories.append(history)
+            let test = folds[foldIndex].test
+            try saved.save(FoldRecord(identity: saved.identity, fold: foldIndex, testPositions: test,
+                                      probabilities: self.predict(model, test, batcher: batcher), bestEpoch: best, history: history,
+                                      trainedSamples: trainedSamples - samplesBefore, trainingSeconds: trainingSeconds - secondsBefore))
             return { positions in self.predict(model, positions, batcher: batcher) }
         }
         let baseline = logisticRegressionBaseline(store: store, set: set, folds: folds)
@@ -147,6 +166,15 @@ public final class Finetuner {
         compact.baseline.probabilities = []
         try encoder.encode(compact).write(to: options.output.appendingPathComponent("report.json"), options: .atomic)
         return summary
+    }
+
+    /// What a saved fold must have been computed from to be reused: recipe, encoder, clips, folds.
+    func runIdentity(folds: [Fold]) -> String {
+        var text = recipeText + "\n--encoder " + (options.encoderPath ?? "random weights")
+        text += "\n--clips " + set.indices.map { store.paths[$0] }.joined(separator: "|")
+        text += "\n--labels " + set.labels.map(String.init).joined(separator: ",")
+        text += "\n--folds " + folds.map { $0.test.map(String.init).joined(separator: ",") }.joined(separator: ";")
+        return text
     }
 
     /// Trains one classifier on the set positions `train` (a grouped share held out for model
@@ -302,4 +330,49 @@ func sampleBeta(_ alpha: Double, using generator: inout SeededGenerator) -> Doub
     }
     let a = gamma(alpha), b = gamma(alpha)
     return a / (a + b)
+}
+
+/// One finished cross-validation fold: what `--resume` needs to skip it.
+struct FoldRecord: Codable {
+    var identity: String
+    var fold: Int
+    var testPositions: [Int]
+    var probabilities: [[Double]]
+    var bestEpoch: Int
+    var history: [String: [Double]]
+    var trainedSamples: Int
+    var trainingSeconds: Double
+}
+
+/// The `folds/` folder of a fine-tuning run: one JSON file per finished fold, written atomically.
+struct FoldRecords {
+    let folder: URL
+    let identity: String
+
+    func path(fold: Int) -> URL { folder.appendingPathComponent("fold-\(fold + 1).json") }
+
+    func save(_ record: FoldRecord) throws {
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try JSONEncoder().encode(record).write(to: path(fold: record.fold), options: .atomic)
+    }
+
+    /// The saved fold, nil if there is none; an error if it belongs to a different run.
+    func load(fold: Int) throws -> FoldRecord? {
+        let url = path(fold: fold)
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        let record: FoldRecord
+        do {
+            record = try JSONDecoder().decode(FoldRecord.self, from: Data(contentsOf: url))
+        } catch {
+            throw RecipeError(file: url.path, message: "cannot be read (\(error)); delete it to train this fold again")
+        }
+        guard record.identity == identity else {
+            throw RecipeError(file: url.path, message: "was saved by a run with another recipe, encoder, data or folds; resume only the same run, or give a new --output")
+        }
+        return record
+    }
+
+    func discard() throws {
+        if FileManager.default.fileExists(atPath: folder.path) { try FileManager.default.removeItem(at: folder) }
+    }
 }

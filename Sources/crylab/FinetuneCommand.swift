@@ -47,6 +47,9 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Convolution arithmetic: fp32 (default) or bf16 (fast mode: bfloat16 inputs and weights, fp32 accumulation, results, master weights and optimiser).")
     var precision: ConvolutionPrecision = .fp32
 
+    @Flag(help: "Continue an interrupted run in the same --output folder: folds it finished are reused, the rest trained.")
+    var resume = false
+
     @Flag(help: "Print a JSON summary on standard output.")
     var json = false
 
@@ -74,6 +77,7 @@ struct FinetuneCommand: ParsableCommand {
         var options = FinetuneOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
         options.encoderPath = encoder
         options.quiet = quiet
+        options.resume = resume
         let summary = try Finetuner(recipe: recipe, recipeText: text, store: store, options: options).run()
         if json {
             var compact = summary
