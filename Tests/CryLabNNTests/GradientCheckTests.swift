@@ -1,74 +1,85 @@
 import CryLabNN
 import Testing
 
-/// Every layer's backward pass against central finite differences (see `checkGradients`).
+/// Every layer's backward pass against central finite differences in Double through a Double reference
+/// forward (see `checkGradients`). The finite-difference step is 1e-6, so a ReLU or max-pooling kink
+/// falls inside it only for an input within ~1e-6 of it: ReLU activations are checked like any other.
 @Suite struct GradientCheckTests {
     @Test(arguments: [
-        (kernel: 3, stride: 1, padding: Padding.same, activation: Activation.relu),
-        (kernel: 3, stride: 2, padding: Padding.same, activation: Activation.linear),
-        (kernel: 5, stride: 1, padding: Padding.valid, activation: Activation.linear),
-        (kernel: 3, stride: 2, padding: Padding.valid, activation: Activation.sigmoid),
-        (kernel: 1, stride: 1, padding: Padding.same, activation: Activation.linear),
+        (kernel: 3, stride: 1, padding: Padding.same, activation: Activation.relu, bias: true),
+        (kernel: 3, stride: 2, padding: Padding.same, activation: Activation.linear, bias: true),
+        (kernel: 5, stride: 1, padding: Padding.valid, activation: Activation.linear, bias: false),
+        (kernel: 3, stride: 2, padding: Padding.valid, activation: Activation.sigmoid, bias: true),
+        (kernel: 1, stride: 1, padding: Padding.same, activation: Activation.linear, bias: true),
+        (kernel: 2, stride: 2, padding: Padding.valid, activation: Activation.tanh, bias: true),
     ])
-    func conv2D(kernel: Int, stride: Int, padding: Padding, activation: Activation) {
+    func conv2D(kernel: Int, stride: Int, padding: Padding, activation: Activation, bias: Bool) {
         for backend in [ConvolutionBackend.oneDNN, .reference] {
             var generator = SeededGenerator(seed: 1)
             let layer = Conv2D(inputChannels: 3, filters: 4, kernelSize: kernel, stride: stride, padding: padding,
-                               activation: activation, generator: &generator)
-            try! layer.bias!.assign(randomTensor([4], seed: 5, scale: 0.1))
+                               activation: activation, useBias: bias, generator: &generator)
+            try! layer.bias?.assign(randomTensor([4], seed: 5, scale: 0.1))
             layer.backend = backend
-            checkGradients(layer, inputs: [randomTensor([2, 7, 6, 3], seed: 2)])
+            let label = "Conv2D \(kernel)x\(kernel) stride \(stride) \(padding) \(activation)\(bias ? "" : " no bias") \(backend)"
+            checkGradients(layer, inputs: [randomTensor([2, 7, 6, 3], seed: 2)], label: label)
         }
     }
 
-    /// Smooth activations only: a ReLU kink within the finite-difference step makes the check flaky,
-    /// and ReLU's derivative is checked on its own (ReLU layer, Conv2D with fused ReLU).
-    @Test(arguments: [Activation.linear, .sigmoid])
+    @Test(arguments: [Activation.linear, .relu, .sigmoid])
     func conv2DTranspose(activation: Activation) {
         var generator = SeededGenerator(seed: 3)
         let layer = Conv2DTranspose(inputChannels: 3, filters: 5, kernelSize: 2, stride: 2, activation: activation,
                                     generator: &generator)
         try! layer.bias!.assign(randomTensor([5], seed: 6, scale: 0.1))
-        checkGradients(layer, inputs: [randomTensor([2, 3, 4, 3], seed: 4)])
+        checkGradients(layer, inputs: [randomTensor([2, 3, 4, 3], seed: 4)], label: "Conv2DTranspose 2x2 stride 2 \(activation)")
     }
 
     @Test func dense() {
-        for activation in [Activation.linear, .relu, .softmax, .tanh] {
+        for activation in [Activation.linear, .relu, .sigmoid, .softmax, .tanh] {
             var generator = SeededGenerator(seed: 7)
-            let layer = Dense(inputFeatures: 6, units: 5, activation: activation, generator: &generator)
-            try! layer.bias!.assign(randomTensor([5], seed: 8, scale: 0.1))
-            checkGradients(layer, inputs: [randomTensor([4, 6], seed: 9)])
+            let layer = Dense(inputFeatures: 6, units: 5, activation: activation, useBias: activation != .tanh, generator: &generator)
+            try! layer.bias?.assign(randomTensor([5], seed: 8, scale: 0.1))
+            checkGradients(layer, inputs: [randomTensor([4, 6], seed: 9)], label: "Dense \(activation)")
         }
     }
 
+    /// Training (batch statistics), frozen (inference mode with the moving statistics inside a training
+    /// step, as in Keras) and frozen with `frozenUsesBatchStatistics`; 2-D feature maps and 1-D features.
     @Test func batchNormalization() {
         for shape in [[4, 3, 3, 5], [6, 5]] {
-            for frozen in [false, true] {
-                // Frozen: inference mode (moving statistics) inside a training step, as in Keras.
+            for (frozen, batchStatistics) in [(false, true), (true, false), (true, true)] {
                 let layer = BatchNormalization(channels: 5)
+                #expect(layer.epsilon == 1e-3 && layer.momentum == 0.99)  // Keras's defaults
                 layer.trainable = !frozen
+                layer.frozenUsesBatchStatistics = frozen && batchStatistics
                 try! layer.gamma.assign(randomTensor([5], seed: 10, scale: 2))
                 try! layer.beta.assign(randomTensor([5], seed: 11))
                 try! layer.movingMean.assign(randomTensor([5], seed: 12, scale: 0.5))
                 try! layer.movingVariance.assign(Tensor(shape: [5], values: [0.5, 1, 1.5, 2, 0.8]))
-                checkGradients(layer, inputs: [randomTensor(shape, seed: 13)])
+                let mode = frozen ? (batchStatistics ? "frozen, batch statistics" : "frozen") : "training"
+                checkGradients(layer, inputs: [randomTensor(shape, seed: 13)],
+                               label: "BatchNormalization \(shape.count == 4 ? "2-D" : "1-D") \(mode)")
             }
         }
     }
 
     @Test func weightlessLayers() {
         let image = randomTensor([2, 4, 6, 3], seed: 20)
-        checkGradients(MaxPool2D(), inputs: [image])
-        checkGradients(MaxPool2D(poolSize: 3, stride: 2, padding: .same), inputs: [image])
-        checkGradients(UpSampling2D(size: 2), inputs: [image])
+        checkGradients(MaxPool2D(), inputs: [image], label: "MaxPooling2D 2x2")
+        // Odd sizes: 'same' pads before the first row and column too.
+        let oddImage = randomTensor([2, 5, 7, 3], seed: 22)
+        checkGradients(MaxPool2D(poolSize: 3, stride: 2, padding: .same), inputs: [oddImage], label: "MaxPooling2D 3x3 stride 2 same")
+        checkGradients(MaxPool2D(poolSize: 3, stride: 1, padding: .same), inputs: [oddImage], label: "MaxPooling2D 3x3 stride 1 same")
+        checkGradients(MaxPool2D(poolSize: 3, stride: 1, padding: .valid), inputs: [image], label: "MaxPooling2D 3x3 stride 1 valid")
+        checkGradients(UpSampling2D(size: 2), inputs: [image], label: "UpSampling2D 2")
+        checkGradients(UpSampling2D(size: 3), inputs: [image], label: "UpSampling2D 3")
         checkGradients(GlobalAveragePooling2D(), inputs: [image])
         checkGradients(Flatten(), inputs: [image])
         checkGradients(ReLU(), inputs: [image])
         checkGradients(LeakyReLU(), inputs: [image])
         checkGradients(Concatenate(), inputs: [image, randomTensor([2, 4, 6, 2], seed: 21)])
-        let dropout = Dropout(rate: 0.4, seed: 5)
-        // Same mask for every forward: reset the layer's generator each time.
-        checkGradients(dropout, inputs: [image], beforeForward: { dropout.generator = SeededGenerator(seed: 5) })
+        // The reference reads the mask the layer is about to draw from its generator (see `referenceForward`).
+        checkGradients(Dropout(rate: 0.4, seed: 5), inputs: [image])
     }
 
     @Test func dropoutInvertedScaling() {
@@ -81,41 +92,42 @@ import Testing
         #expect(dropout.forward([x], training: false) == x)
     }
 
-    /// Loss gradients: MSE (masked) w.r.t. the prediction, cross-entropy w.r.t. the logits.
+    /// Loss values and gradients against Double references: masked MSE w.r.t. the prediction,
+    /// cross-entropy (class weights, label smoothing, one soft label) w.r.t. the logits of its softmax.
     @Test func losses() {
         let prediction = randomTensor([3, 4], seed: 30)
         let target = randomTensor([3, 4], seed: 31)
-        let mask = Tensor(shape: [3, 4], values: [1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1])
-        let h: Float = 1e-3
+        let mask = Tensor(shape: [3, 4], values: [1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0.5, 1])
         for m in [nil, mask] {
-            let analytic = meanSquaredError(prediction: prediction, target: target, mask: m).gradient.tensor
-            for i in 0..<prediction.count {
-                var plus = prediction, minus = prediction
-                plus.values[i] += h
-                minus.values[i] -= h
-                let fd = (meanSquaredError(prediction: plus, target: target, mask: m).value
-                    - meanSquaredError(prediction: minus, target: target, mask: m).value) / Double(2 * h)
-                #expect(abs(fd - Double(analytic.values[i])) < 1e-3)
+            let label = m == nil ? "MSE" : "MSE masked"
+            let loss = meanSquaredError(prediction: prediction, target: target, mask: m)
+            func reference(_ p: [DoubleTensor]) -> Double {
+                referenceMeanSquaredError(prediction: p[0], target: DoubleTensor(target), mask: m.map(DoubleTensor.init))
             }
+            checkLoss(loss, reference, at: DoubleTensor(prediction), label: label)
         }
-        // Cross-entropy through softmax: differentiate the loss w.r.t. the logits numerically.
+
         let logits = randomTensor([3, 4], seed: 32, scale: 2)
-        let labels = Tensor(shape: [3, 4], values: [0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1])
-        func loss(_ z: Tensor) -> LossResult {
-            var p = z
-            Activation.softmax.apply(&p)
-            return softmaxCrossEntropy(probabilities: p, labels: labels, classWeights: [1, 2, 0.5, 3], labelSmoothing: 0.1)
+        let labels = Tensor(shape: [3, 4], values: [0, 1, 0, 0, 0.7, 0, 0.3, 0, 0, 0, 0, 1])  // [batch, classes]
+        let classWeights: [Float] = [1, 2, 0.5, 3]
+        var probabilities = logits
+        Activation.softmax.apply(&probabilities)
+        let loss = softmaxCrossEntropy(probabilities: probabilities, labels: labels, classWeights: classWeights, labelSmoothing: 0.1)
+        func reference(_ z: [DoubleTensor]) -> Double {
+            referenceCrossEntropy(probabilities: referenceActivation(z[0], .softmax), labels: DoubleTensor(labels),
+                                  classWeights: classWeights.map(Double.init), labelSmoothing: Double(Float(0.1)))
         }
-        let analytic = loss(logits).gradient.tensor
-        var worst = 0.0
-        for i in 0..<logits.count {
-            var plus = logits, minus = logits
-            plus.values[i] += h
-            minus.values[i] -= h
-            let fd = (loss(plus).value - loss(minus).value) / Double(2 * h)
-            worst = max(worst, abs(fd - Double(analytic.values[i])))
-        }
-        print("cross-entropy logits gradient: largest difference \(worst)")
-        #expect(worst < 1e-3)
+        checkLoss(loss, reference, at: DoubleTensor(logits), label: "cross-entropy w.r.t. logits")
+    }
+
+    /// A loss's value against its Double reference at `point`, and its gradient against Double finite differences.
+    func checkLoss(_ loss: LossResult, _ reference: ([DoubleTensor]) -> Double, at point: DoubleTensor, label: String,
+                   sourceLocation: SourceLocation = #_sourceLocation) {
+        let expected = reference([point])
+        let valueError = abs(loss.value - expected) / abs(expected)
+        #expect(valueError <= forwardTolerance, "\(label): value \(loss.value), reference \(expected)", sourceLocation: sourceLocation)
+        let gradient = AnalyticGradient(name: "gradient", tensor: 0, gradient: loss.gradient.tensor)
+        let worst = compareWithFiniteDifferences(reference, at: [point], [gradient], label: label, sourceLocation: sourceLocation)
+        print("gradient check \(label): value relative error \(valueError), worst gradient error \(worst.error)")
     }
 }

@@ -72,42 +72,59 @@ import Testing
         #expect(throws: WeightError.missingWeight(path: "conv2d/bias")) { try model.setWeights(all) }
     }
 
-    /// Gradients through a whole U-Net (skip connections: a tensor used twice gets the sum of both
-    /// gradients) against finite differences of the model's MSE loss. Kernels and inputs are made
-    /// positive so no ReLU sits at its kink within the step (kinks make finite differences meaningless);
-    /// max pooling, concatenation and the skip sums are still exercised.
-    @Test func uNetGradientsMatchFiniteDifferences() throws {
-        let model = try Model.uNet(UNetConfiguration(inputShape: [8, 8, 1], widths: [3, 4, 5], outputActivation: .linear, seed: 3))
-        for (path, p) in model.namedWeights {
-            let positive = Tensor(shape: p.shape, values: p.value.values.map { abs($0) * 0.5 })
-            try p.assign(path.hasSuffix("bias") ? randomTensor(p.shape, seed: 8, scale: 0.05) : positive)
-        }
-        var x = randomTensor([2, 8, 8, 1], seed: 4)
-        x = Tensor(shape: x.shape, values: x.values.map { abs($0) })
+    /// Gradients through a whole U-Net against Double finite differences of its MSE loss, computed through
+    /// the layers' Double references composed along the model's graph (skip connections: a tensor used
+    /// twice gets the sum of both gradients). Plain, and with BatchNormalization and Dropout. The weights
+    /// stay random, signs and all: with a 1e-6 step, ReLU and max-pooling kinks almost never fall inside it.
+    @Test(arguments: [false, true])
+    func uNetGradientsMatchFiniteDifferences(batchNormalizationAndDropout: Bool) throws {
+        let model = try Model.uNet(UNetConfiguration(inputShape: [8, 8, 1], widths: [3, 4, 5],
+                                                     batchNormalization: batchNormalizationAndDropout,
+                                                     dropoutRate: batchNormalizationAndDropout ? 0.2 : 0,
+                                                     outputActivation: .linear, seed: 3))
+        randomizeInitialWeights(model, seed: 8)
+        let x = randomTensor([2, 8, 8, 1], seed: 4)
         let target = randomTensor([2, 8, 8, 1], seed: 5)
-        func loss() -> Double { meanSquaredError(prediction: model.forward(x, training: true), target: target).value }
-        model.zeroGradients()
-        model.backward(meanSquaredError(prediction: model.forward(x, training: true), target: target).gradient)
-        let h: Float = 1e-3
-        var worst = 0.0
-        for path in ["conv2d/kernel", "conv2d_1/bias", "conv2d_5/kernel", "conv2d_transpose/kernel", "conv2d_transpose_1/bias"] {
-            let p = model.namedWeights.first { $0.path == path }!.parameter
-            let original = p.value
-            let scale = Double(max(maxAbs(p.gradient!.values), 1e-2))
-            for i in stride(from: 0, to: original.count, by: max(1, original.count / 6)) {
-                var plus = original, minus = original
-                plus.values[i] += h
-                minus.values[i] -= h
-                try p.assign(plus); let up = loss()
-                try p.assign(minus); let down = loss()
-                try p.assign(original)
-                let fd = (up - down) / Double(2 * h)
-                let error = abs(fd - Double(p.gradient!.values[i])) / scale
-                worst = max(worst, error)
-                #expect(error < 5e-3, "\(path)[\(i)]: finite difference \(fd) vs backward \(p.gradient!.values[i])")
+        let mask = Tensor(shape: x.shape, values: x.values.map { $0 > -0.5 ? 1 : 0 })
+        let label = batchNormalizationAndDropout ? "U-Net with BatchNormalization and Dropout" : "U-Net"
+        try checkModelGradients(model, input: x, label: label,
+                                loss: { meanSquaredError(prediction: $0, target: target, mask: mask) },
+                                referenceLoss: { referenceMeanSquaredError(prediction: $0, target: DoubleTensor(target),
+                                                                           mask: DoubleTensor(mask)) })
+    }
+
+    /// A classifier (encoder with BatchNormalization, its first block frozen, so in inference mode; head
+    /// Dense + BatchNormalization + Dropout; softmax) trained through the fused softmax + cross-entropy
+    /// gradient, against Double finite differences of the cross-entropy.
+    @Test func classifierGradientsMatchFiniteDifferences() throws {
+        let head = HeadConfiguration(pooling: .flatten, hidden: [.init(units: 6, batchNormalization: true, dropoutRate: 0.25)])
+        let model = try Model.classifier(ClassifierConfiguration(
+            encoder: UNetConfiguration(inputShape: [8, 8, 1], widths: [2, 3, 4], batchNormalization: true, seed: 5),
+            encoderLevels: 2, head: head, classes: 3))
+        randomizeInitialWeights(model, seed: 9)
+        model.freeze(encoderBlocks: 0..<1)
+        let x = randomTensor([4, 8, 8, 1], seed: 6)
+        let labels = Tensor(shape: [4, 3], values: [1, 0, 0, 0, 1, 0, 0, 0, 1, 0.2, 0.8, 0])  // [batch, classes]
+        let classWeights: [Float] = [1, 0.5, 2]
+        try checkModelGradients(model, input: x, label: "classifier",
+                                loss: { softmaxCrossEntropy(probabilities: $0, labels: labels, classWeights: classWeights,
+                                                            labelSmoothing: 0.1) },
+                                referenceLoss: { referenceCrossEntropy(probabilities: $0, labels: DoubleTensor(labels),
+                                                                       classWeights: classWeights.map(Double.init),
+                                                                       labelSmoothing: Double(Float(0.1))) })
+    }
+
+    /// Replaces the builders' zero biases, unit gammas and default moving statistics by random values,
+    /// so that every weight shapes the output.
+    func randomizeInitialWeights(_ model: Model, seed: UInt64) {
+        for (i, (path, p)) in model.namedWeights.enumerated() {
+            let noise = randomTensor(p.shape, seed: seed + UInt64(i), scale: 0.2)
+            switch path.split(separator: "/").last! {
+            case "bias", "beta", "moving_mean": try! p.assign(noise)
+            case "gamma", "moving_variance": try! p.assign(Tensor(shape: p.shape, values: noise.values.map { 1 + $0 }))
+            default: break
             }
         }
-        print("U-Net finite differences: largest error relative to the gradient scale \(worst)")
     }
 
     @Test func freezingStopsUpdatesAndBatchNormUsesMovingStatistics() throws {
