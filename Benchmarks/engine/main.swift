@@ -8,7 +8,8 @@
 //   classifier-infer  story encoder + story head (Flatten, Dense 1024, BN, Dropout, 512, 128, 4), inference
 //
 // --precision bf16 runs the oneDNN convolutions in bfloat16 with fp32 accumulation (ConvolutionPrecision);
-// --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up.
+// --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up;
+// --passes times every oneDNN pass of every convolution shape in fp32 and bf16, alternately.
 // Runs with OMP_WAIT_POLICY=PASSIVE unless the variable is set (e.g. OMP_WAIT_POLICY=ACTIVE to compare).
 // Run one workload per process: peak RSS (VmHWM) is per process. Scripts/keras/bench_side_by_side.py
 // runs these and Scripts/keras/bench_keras.py one after the other and prints the ratios.
@@ -102,21 +103,62 @@ let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
 }
 
 step()  // warm-up: primitive creation, first allocations
-if arguments.contains("--implementations") {
+/// Every Conv2D of the model with its geometry, in graph order.
+func convolutions(_ model: Model, batch: Int) throws -> [(Conv2D, ConvolutionGeometry)] {
     var shapes: [[Int]] = [[batch] + model.inputShape]
+    var found: [(Conv2D, ConvolutionGeometry)] = []
     for node in model.nodes {
         let inputShape = node.inputs.map { shapes[$0] }.first ?? []
         if let conv = node.layer as? Conv2D {
-            let g = ConvolutionGeometry(batch: batch, inputHeight: inputShape[1], inputWidth: inputShape[2],
-                                        inputChannels: conv.inputChannels, outputChannels: conv.filters,
-                                        kernelHeight: conv.kernelSize, kernelWidth: conv.kernelSize,
-                                        stride: conv.stride, padding: conv.padding)
-            let kernels = ConvolutionBackend.oneDNN.kernels(for: g)
-            let names = kernels is DNNLConvolution ? DNNLConvolution.shared.implementationNames(g).joined(separator: ", ") : "sgemm (fp32)"
-            print("\(conv.name) \(g.inputShape) -> \(g.outputShape): \(names)")
+            found.append((conv, ConvolutionGeometry(batch: batch, inputHeight: inputShape[1], inputWidth: inputShape[2],
+                                                    inputChannels: conv.inputChannels, outputChannels: conv.filters,
+                                                    kernelHeight: conv.kernelSize, kernelWidth: conv.kernelSize,
+                                                    stride: conv.stride, padding: conv.padding)))
         }
         shapes.append(try node.layer.outputShape(inputShapes: node.inputs.map { shapes[$0] }))
     }
+    return found
+}
+
+if arguments.contains("--implementations") {
+    for (conv, g) in try convolutions(model, batch: batch) {
+        let kernels = ConvolutionBackend.oneDNN.kernels(for: g)
+        let names = kernels is DNNLConvolution ? DNNLConvolution.shared.implementationNames(g).joined(separator: ", ") : "sgemm (fp32)"
+        print("\(conv.name) \(g.inputShape) -> \(g.outputShape): \(names)")
+    }
+}
+if arguments.contains("--passes") {
+    // Each oneDNN pass of each distinct convolution shape, fp32 and bf16 alternately (so load from
+    // other processes hits both alike): median milliseconds over `steps` repetitions.
+    var seen = Set<String>()
+    print("shape                                   pass             fp32 ms   bf16 ms   fp32/bf16")
+    for (_, g) in try convolutions(model, batch: batch) where seen.insert("\(g)").inserted {
+        var values = SeededGenerator(seed: 3)
+        // Inputs as after a ReLU (half zeros), small gradients of both signs, Glorot-sized weights.
+        let x = (0..<g.inputShape.reduce(1, *)).map { _ in max(0, values.nextFloat(in: -1, 1)) }
+        let dy = (0..<g.outputShape.reduce(1, *)).map { _ in values.nextFloat(in: -1e-3, 1e-3) }
+        let k = (0..<(g.kernelHeight * g.kernelWidth * g.inputChannels * g.outputChannels)).map { _ in values.nextFloat(in: -0.05, 0.05) }
+        var y = dy, dx = x, dk = k, db = [Float](repeating: 0, count: g.outputChannels)
+        let passes: [(String, () -> Void)] = [
+            ("forward", { DNNLConvolution.shared.forward(g, input: x, kernel: k, bias: db, fuseReLU: true, output: &y) }),
+            ("backward-data", { DNNLConvolution.shared.backwardData(g, outputGradient: dy, kernel: k, inputGradient: &dx) }),
+            ("backward-weights", { DNNLConvolution.shared.backwardWeights(g, input: x, outputGradient: dy, kernelGradient: &dk, biasGradient: &db) }),
+        ]
+        for (name, pass) in passes {
+            var times: [ConvolutionPrecision: [Double]] = [:]
+            for _ in 0...steps {  // the first round creates the primitives and is not counted
+                for precision in [ConvolutionPrecision.fp32, .bf16] {
+                    let start = now()
+                    ConvolutionPrecision.withPrecision(precision) { pass() }
+                    times[precision, default: []].append(now() - start)
+                }
+            }
+            let fp32 = times[.fp32]!.dropFirst().sorted()[steps / 2] * 1000, bf16 = times[.bf16]!.dropFirst().sorted()[steps / 2] * 1000
+            let shape = "\(g.inputShape) -> \(g.outputChannels)"
+            print(String(format: "%-40@ %-16@ %8.1f  %8.1f  %6.2f", shape as NSString, name as NSString, fp32, bf16, fp32 / bf16))
+        }
+    }
+    exit(0)
 }
 var times: [Double] = []
 for _ in 0..<steps {
