@@ -2,7 +2,8 @@
 
 Independent of CryLab: librosa features and scikit-learn classifiers under the protocol of the
 fine-tuning issue (four classes, 5-fold cross-validation stratified and grouped by family, pooled
-out-of-fold balanced accuracy and macro-F1), repeated over several fold seeds. The same models
+out-of-fold balanced accuracy and macro-F1), repeated over several fold seeds;
+random-number features give the spread of chance under the same protocol. The same models
 with ungrouped folds show how much family leakage inflates the figures.
 
     PY=$(Scripts/python-env.sh librosa scikit-learn)
@@ -69,7 +70,7 @@ def pooled_scores(features, labels, groups, make_model, seed, grouped):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("labeled", help="the labeled folder: one subfolder per class")
-    parser.add_argument("--seeds", type=int, default=5, help="fold seeds to average over")
+    parser.add_argument("--seeds", type=int, default=10, help="fold seeds to average over")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -86,9 +87,18 @@ def main():
     print(f"pooled out-of-fold figures, mean ± sd over {args.seeds} fold seeds; chance is 0.25 balanced accuracy\n")
     print("| features | classifier | grouped BA | grouped macro-F1 | ungrouped BA |")
     print("|---|---|---|---|---|")
+    # Chance under this protocol: random numbers per clip, and the same random numbers for every
+    # clip of a family (features that only say which family a clip comes from).
+    noise = np.random.default_rng(0)
+    family_index = np.unique(groups, return_inverse=True)[1]
+    table["random numbers per clip (chance)"] = noise.normal(size=(len(labels), 40))
+    table["random numbers per family (chance)"] = noise.normal(size=(family_index.max() + 1, 40))[family_index]
     for feature_name, rows in table.items():
         features = np.array(rows)
+        chance_row = "chance" in feature_name
         for model_name, make_model in models().items():
+            if chance_row and model_name != "logistic regression C=1":
+                continue
             grouped = [pooled_scores(features, labels, groups, make_model, s, True) for s in range(args.seeds)]
             ungrouped = [pooled_scores(features, labels, groups, make_model, s, False) for s in range(args.seeds)]
             ba, f1 = np.array(grouped).T
