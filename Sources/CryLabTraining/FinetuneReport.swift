@@ -17,7 +17,7 @@ extension Finetuner {
         page.table(header: ["model", "balanced accuracy", "macro-F1", "accuracy", "always-majority accuracy",
                             "chance: 95th percentile of balanced accuracy", "p"],
                    rows: [row(summary.recipe, pooled), row("baseline: logistic regression on log-mel statistics", baseline)])
-        page.paragraph("Chance: the answers shuffled against the true labels 1,000 times; p is the share of shuffles that score at least as well. Clips of one family are not independent, so the real band of chance is wider.")
+        page.paragraph("Chance: the answers shuffled against the true labels 1,000 times, whole families trading answers with families of the same size (clips of one family are not independent); p is the share of shuffles that score at least as well.")
         page.heading("Per class")
         page.table(header: ["class", "precision", "recall", "F1", "support", "predicted"], rows: pooled.perClass.map {
             [$0.name, String(format: "%.3f", $0.precision), String(format: "%.3f", $0.recall), String(format: "%.3f", $0.f1), "\($0.support)", "\($0.predicted)"]

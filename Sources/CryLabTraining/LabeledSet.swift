@@ -74,14 +74,15 @@ public func crossValidate(_ set: LabeledSet, folds: [Fold], method: String,
             predicted.append(argmax(p))
         }
         tested += fold.test
-        reports.append(ClassificationReport(truth: truth, predicted: predicted, classNames: set.classNames))
+        reports.append(ClassificationReport(truth: truth, predicted: predicted, classNames: set.classNames,
+                                            groups: fold.test.map { set.groups[$0] }))
     }
     // Pooled over every clip that was in a test fold (all clips for k-fold, the test share for one split).
     let pooledPositions = tested.sorted()
     return CrossValidationResult(method: method, folds: reports,
                                  pooled: ClassificationReport(truth: pooledPositions.map { set.labels[$0] },
                                                               predicted: pooledPositions.map { argmax(probabilities[$0]) },
-                                                              classNames: set.classNames),
+                                                              classNames: set.classNames, groups: pooledPositions.map { set.groups[$0] }),
                                  probabilities: probabilities)
 }
 

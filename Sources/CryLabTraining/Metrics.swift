@@ -31,7 +31,9 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
     /// Where chance lies for these labels and this spread of answers.
     public var chance: ChanceLevel
 
-    public init(truth: [Int], predicted: [Int], classNames: [String]) {
+    /// `groups` (the recording source of each clip), if given, makes the chance test shuffle
+    /// whole families instead of single clips (see `ChanceLevel`).
+    public init(truth: [Int], predicted: [Int], classNames: [String], groups: [String]? = nil) {
         precondition(truth.count == predicted.count, "\(truth.count) labels for \(predicted.count) predictions")
         let k = classNames.count
         var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
@@ -58,8 +60,8 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
         majorityBaselineAccuracy = total > 0 ? Double(present.map(\.support).max() ?? 0) / Double(total) : 0
         neverPredicted = present.filter { $0.predicted == 0 }.map(\.name)
         zeroRecall = present.filter { $0.recall == 0 }.map(\.name)
-        chance = ChanceLevel(truth: truth, predicted: predicted, classes: k, observedBalancedAccuracy: balancedAccuracy,
-                             observedMacroF1: macroF1)
+        chance = ChanceLevel(truth: truth, predicted: predicted, classes: k, groups: groups,
+                             observedBalancedAccuracy: balancedAccuracy, observedMacroF1: macroF1)
     }
 
     /// A short text table for terminals.
@@ -83,10 +85,14 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
 /// class was answered, and scored again. On a few hundred imbalanced clips a balanced accuracy of
 /// 0.30 can be luck; this says how often luck does as well.
 ///
-/// Clips are shuffled one by one. Clips of one family are not independent, so the real spread
-/// of chance is wider than this and the p-values are optimistic (a lower bound).
+/// Clips of one family are not independent: shuffled one by one, they make the spread of chance
+/// too narrow and p too small. Given the clips' groups, whole families trade answers instead:
+/// a family takes over the answers of another family with as many clips (families of a size no
+/// other family has keep their own, which only makes p larger).
 public struct ChanceLevel: Codable, Sendable, Equatable {
     public var permutations: Int
+    /// What was shuffled: "clip" or "family".
+    public var unit: String
     public var balancedAccuracyMedian: Double
     public var balancedAccuracy95thPercentile: Double
     /// Share of shuffles (counting the observed order) scoring at least the observed figure.
@@ -96,11 +102,23 @@ public struct ChanceLevel: Codable, Sendable, Equatable {
     public var macroF1PValue: Double
 
     /// Deterministic: the shuffles come from a fixed seed.
-    public init(truth: [Int], predicted: [Int], classes: Int, observedBalancedAccuracy: Double, observedMacroF1: Double,
-                permutations: Int = 1000, seed: UInt64 = 0x5EED) {
+    public init(truth: [Int], predicted: [Int], classes: Int, groups: [String]? = nil,
+                observedBalancedAccuracy: Double, observedMacroF1: Double, permutations: Int = 1000, seed: UInt64 = 0x5EED) {
+        precondition(groups == nil || groups!.count == truth.count, "one group per clip")
         self.permutations = permutations
+        unit = groups == nil ? "clip" : "family"
         var generator = SeededGenerator(seed: seed)
         var shuffled = predicted
+        // Families (positions in order of appearance), bucketed by size.
+        var families: [[Int]] = []
+        if let groups {
+            var index: [String: Int] = [:]
+            for (position, group) in groups.enumerated() {
+                if let f = index[group] { families[f].append(position) } else { index[group] = families.count; families.append([position]) }
+            }
+        }
+        let bySize = Dictionary(grouping: families.indices, by: { families[$0].count }).values.map { $0 }.filter { $0.count > 1 }
+            .sorted { $0[0] < $1[0] }
         var balanced: [Double] = [], macro: [Double] = []
         balanced.reserveCapacity(permutations)
         macro.reserveCapacity(permutations)
@@ -109,7 +127,15 @@ public struct ChanceLevel: Codable, Sendable, Equatable {
         let present = (0..<classes).filter { support[$0] > 0 }
         var hits = [Int](repeating: 0, count: classes)
         for _ in 0..<permutations {
-            shuffled.shuffle(using: &generator)
+            if families.isEmpty {
+                shuffled.shuffle(using: &generator)
+            } else {
+                for stratum in bySize {
+                    for (family, source) in zip(stratum, stratum.shuffled(using: &generator)) {
+                        for (to, from) in zip(families[family], families[source]) { shuffled[to] = predicted[from] }
+                    }
+                }
+            }
             for c in 0..<classes { hits[c] = 0 }
             for (t, p) in zip(truth, shuffled) where t == p { hits[t] += 1 }
             var recallSum = 0.0, f1Sum = 0.0
@@ -142,8 +168,8 @@ public struct ChanceLevel: Codable, Sendable, Equatable {
     public var indistinguishableFromChance: Bool { balancedAccuracyPValue > 0.05 }
 
     public var text: String {
-        String(format: "chance (answers shuffled %d times): balanced accuracy median %.3f, 95th percentile %.3f, p = %.3f%@",
-               permutations, balancedAccuracyMedian, balancedAccuracy95thPercentile, balancedAccuracyPValue,
+        String(format: "chance (answers shuffled %d times, %@ by %@): balanced accuracy median %.3f, 95th percentile %.3f, p = %.3f%@",
+               permutations, unit, unit, balancedAccuracyMedian, balancedAccuracy95thPercentile, balancedAccuracyPValue,
                indistinguishableFromChance ? ": not distinguishable from chance" : "")
     }
 }

@@ -29,7 +29,7 @@ struct EvaluateCommand: ParsableCommand {
         let set = try LabeledSet(store: store, classes: classifier.classNames)
         let probabilities = try classifier.predict(store: store, indices: set.indices)
         let report = ClassificationReport(truth: set.labels, predicted: probabilities.map { p in p.indices.max { p[$0] < p[$1] }! },
-                                          classNames: classifier.classNames)
+                                          classNames: classifier.classNames, groups: set.groups)
         if json { try printJSON(report) } else { print(report.text) }
     }
 }

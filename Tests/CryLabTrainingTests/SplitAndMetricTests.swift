@@ -63,6 +63,31 @@ struct SplitAndMetricTests {
         #expect(good.chance == ClassificationReport(truth: truth, predicted: informed, classNames: ["a", "b", "c"]).chance, "deterministic")
     }
 
+    @Test("chance by family: answers that follow families, not classes, are not mistaken for skill")
+    func chanceByFamily() {
+        // 40 families of 5 clips, each family one class (20 and 20). The answers are right for 26 of
+        // the 40 families: clip by clip that looks like strong skill, family by family much less so.
+        var truth: [Int] = [], predicted: [Int] = [], groups: [String] = []
+        for family in 0..<40 {
+            let label = family % 2
+            let answer = family < 26 ? label : 1 - label
+            for _ in 0..<5 { truth.append(label); predicted.append(answer); groups.append("family\(family)") }
+        }
+        let byClip = ClassificationReport(truth: truth, predicted: predicted, classNames: ["a", "b"])
+        let byFamily = ClassificationReport(truth: truth, predicted: predicted, classNames: ["a", "b"], groups: groups)
+        #expect(byClip.balancedAccuracy == byFamily.balancedAccuracy)
+        #expect(byClip.chance.unit == "clip" && byFamily.chance.unit == "family")
+        #expect(byClip.chance.balancedAccuracyPValue < 0.001, "clip by clip: p = \(byClip.chance.balancedAccuracyPValue)")
+        #expect(byFamily.chance.balancedAccuracyPValue > 0.02, "family by family: p = \(byFamily.chance.balancedAccuracyPValue)")
+        #expect(byFamily.chance.balancedAccuracy95thPercentile > byClip.chance.balancedAccuracy95thPercentile + 0.05,
+                "families make a wider band of chance")
+        // Families of a size no other family has keep their answers: with every family unique in
+        // size nothing moves, and every shuffle scores exactly the observed figure.
+        let unique = ClassificationReport(truth: [0, 1, 1, 0, 0, 0], predicted: [0, 1, 1, 1, 0, 0], classNames: ["a", "b"],
+                                          groups: ["x", "y", "y", "z", "z", "z"])
+        #expect(unique.chance.balancedAccuracyPValue == 1)
+    }
+
     @Test("logistic regression separates separable classes and is balanced by default")
     func logistic() {
         var x: [[Double]] = [], y: [Int] = []
