@@ -34,8 +34,9 @@ func forwardFlops(_ model: Model, batch: Int) throws -> Double {
         switch node.layer {
         case let conv as Conv2D:
             total += 2 * Double(output.reduce(1, *)) * Double(conv.kernelSize * conv.kernelSize * conv.inputChannels)
-        case let up as Conv2DTranspose:
-            total += 2 * Double(output.reduce(1, *)) * Double(up.inputChannels)
+        case let up as Conv2DTranspose:  // every input pixel: a [k*k*filters, inputChannels] product
+            let inputPixels = inputs[0].reduce(1, *) / up.inputChannels
+            total += 2 * Double(inputPixels) * Double(up.kernelSize * up.kernelSize * up.filters * up.inputChannels)
         case let dense as Dense:
             total += 2 * Double(output.reduce(1, *)) * Double(dense.inputFeatures)
         default:

@@ -16,7 +16,8 @@ Each layer case draws a small random input, random weights, runs the Keras layer
 GradientTape on the scalar  L = sum(y * r)  for a random r of the output's shape, and stores the
 input, weights, r, output y, dL/dinput and dL/dweight. The U-Net case builds a small U-Net exactly as
 CryLab's builder does (same layer order, hence the same Keras names), sets random weights, and stores
-its MSE loss, gradients and weights after one Adam step (Keras defaults).
+its MSE loss, gradients and weights after one Adam step (Keras defaults). The Conv2DTranspose cases
+with kernel != stride come last, so that adding them left every earlier random draw as it was.
 """
 import json
 import os
@@ -140,6 +141,7 @@ def main():
     cases["cross_entropy"] = {"loss": float(loss.numpy()), "label_smoothing": 0.1}
 
     unet_case()
+    transposed_convolution_cases()
 
     manifest = {
         "generator": "Scripts/keras/make_fixtures.py",
@@ -213,6 +215,21 @@ def unet_case():
     cases["unet"] = {"input_shape": list(shape), "widths": widths, "kernel": kernel, "loss": float(loss.numpy()),
                      "layers": [layer.name for layer in model.layers[1:]], "weighted_layers": names,
                      "parameters": int(model.count_params())}
+
+
+def transposed_convolution_cases():
+    """Conv2DTranspose with kernel != stride: overlapping patches (k > s), gaps (k < s), and 'same',
+    which crops max(k - s, 0) rows/columns of the full output, an odd one at the bottom/right."""
+    keras.backend.clear_session()
+    for k, s, padding, activation, shape in [(3, 2, "same", "relu", (2, 3, 4, 3)), (3, 2, "valid", "linear", (2, 3, 4, 3)),
+                                             (4, 2, "same", "linear", (2, 4, 3, 2)), (3, 1, "same", "linear", (2, 4, 5, 3)),
+                                             (5, 3, "valid", "linear", (2, 3, 2, 2)), (5, 2, "same", "linear", (1, 3, 4, 3)),
+                                             (2, 3, "same", "linear", (2, 3, 3, 2)), (1, 2, "valid", "linear", (2, 3, 2, 3))]:
+        cin, cout = shape[-1], 4
+        layer_case(f"conv_transpose_k{k}_s{s}_{padding}",
+                   layers.Conv2DTranspose(cout, k, strides=s, padding=padding, activation=activation),
+                   [uniform(shape)], weights=conv_weights(k, cin, cout, transpose=True),
+                   extra={"filters": cout, "kernel": k, "stride": s, "padding": padding, "activation": activation})
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ public enum KerasModelConfig {
                     "use_bias": conv.bias != nil]
         case let conv as Conv2DTranspose:
             return ["filters": conv.filters, "kernel_size": [conv.kernelSize, conv.kernelSize], "strides": [conv.stride, conv.stride],
-                    "padding": "valid", "data_format": "channels_last", "activation": conv.activation.rawValue,
+                    "padding": conv.padding.rawValue, "data_format": "channels_last", "activation": conv.activation.rawValue,
                     "use_bias": conv.bias != nil]
         case let dense as Dense:
             return ["units": dense.units, "activation": dense.activation.rawValue, "use_bias": dense.bias != nil]

@@ -165,9 +165,12 @@ public final class Conv2D: ActivatedLayer {
     }
 }
 
-/// Keras's `Conv2DTranspose` for kernels equal to their stride (the U-Net's 2x2 stride-2 upsampling).
+/// Keras's `Conv2DTranspose`: square kernels and strides of any size, 'valid' (Keras's default) or
+/// 'same' padding, output_padding None, optional bias, an activation. Kernel == stride (the U-Net's
+/// 2x2 stride-2 upsampling) takes a fast path that also runs in bf16; see `TransposedConvolutionGeometry`.
 ///
-///     x: [batch, height, width, inputChannels] -> y: [batch, height*k, width*k, filters]
+///     x: [batch, height, width, inputChannels] -> y: [batch, outHeight, outWidth, filters]
+///        'valid': outHeight = height * stride + max(k - stride, 0);  'same': outHeight = height * stride
 ///     kernel: [k, k, filters, inputChannels]  (Keras stores transposed kernels output-first), bias: [filters]
 public final class Conv2DTranspose: ActivatedLayer {
     public let name: String
@@ -175,6 +178,8 @@ public final class Conv2DTranspose: ActivatedLayer {
     public let inputChannels: Int
     public let filters: Int
     public let kernelSize: Int
+    public let stride: Int
+    public let padding: Padding
     public let activation: Activation
     public let kernel: Parameter
     public let bias: Parameter?
@@ -184,26 +189,26 @@ public final class Conv2DTranspose: ActivatedLayer {
     private var cachedOutput: Tensor?
 
     public init(name: String = "conv2d_transpose", inputChannels: Int, filters: Int, kernelSize: Int = 2,
-                stride: Int = 2, activation: Activation = .linear, useBias: Bool = true,
+                stride: Int = 2, padding: Padding = .valid, activation: Activation = .linear, useBias: Bool = true,
                 generator: inout SeededGenerator) {
-        precondition(kernelSize == stride,
-                     "\(name): only kernel size == stride is implemented (got kernel \(kernelSize), stride \(stride)); use e.g. kernel 2, stride 2")
+        precondition(kernelSize >= 1 && stride >= 1, "\(name): kernel size and stride must be >= 1, got \(kernelSize), \(stride)")
         self.name = name
         self.inputChannels = inputChannels
         self.filters = filters
         self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
         self.activation = activation
         kernel = Parameter(name: "kernel", value: Initializer.glorotUniform(
             shape: [kernelSize, kernelSize, filters, inputChannels], generator: &generator))
         bias = useBias ? Parameter(name: "bias", value: Tensor(zeros: [filters])) : nil
     }
 
-    public var stride: Int { kernelSize }
     public var weights: [Parameter] { [kernel] + (bias.map { [$0] } ?? []) }
 
     private func geometry(_ shape: [Int]) -> TransposedConvolutionGeometry {
         TransposedConvolutionGeometry(batch: shape[0], height: shape[1], width: shape[2], inputChannels: inputChannels,
-                                      outputChannels: filters, kernelSize: kernelSize)
+                                      outputChannels: filters, kernelSize: kernelSize, stride: stride, padding: padding)
     }
 
     public func outputShape(inputShapes: [[Int]]) throws -> [Int] {

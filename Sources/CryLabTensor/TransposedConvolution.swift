@@ -1,33 +1,65 @@
-/// Transposed convolution whose kernel equals its stride (the U-Net's 2x2, stride-2 upsampling).
-/// In `ConvolutionPrecision.bf16` the products run on bfloat16 operands with fp32 accumulation
-/// (`DNNLConvolution.bfloat16MatrixMultiply`); the scatter, gather and bias stay fp32.
-/// Windows then never overlap, so each input pixel paints its own kernelSize x kernelSize patch
-/// and the whole pass is one sgemm plus a scatter:
+/// Keras's transposed convolution (`Conv2DTranspose`, output_padding None): square kernels and strides
+/// of any size, 'valid' or 'same' padding. Every input pixel adds its kernel-sized patch, stride apart:
 ///
 ///     x:      [batch, height, width, inputChannels]
 ///     kernel: [kernelSize, kernelSize, outputChannels, inputChannels]      (Keras layout)
-///     y:      [batch, height*kernelSize, width*kernelSize, outputChannels]
-///     y[b, h*k+i, w*k+j, o] = Σ_c x[b, h, w, c] * kernel[i, j, o, c] + bias[o]
+///     full[b, h*stride+i, w*stride+j, o] += Σ_c x[b, h, w, c] * kernel[i, j, o, c]
+///     y:      [batch, outputHeight, outputWidth, outputChannels]
+///             y[b, r, s, o] = full[b, r + crop, s + crop, o] + bias[o]   (full is zero past its end)
+///     'valid': outputHeight = height*stride + max(k - stride, 0), crop = 0
+///              (= (height-1)*stride + k for k >= stride; Keras keeps stride - k zero rows at the end for k < stride)
+///     'same':  outputHeight = height*stride, crop = max(k - stride, 0) / 2 (the odd row/column is cropped
+///              at the bottom/right, as TensorFlow's conv2d_transpose does)
+///
+/// Kernel == stride (the U-Net's 2x2, stride-2 upsampling): windows never overlap and 'same' crops
+/// nothing, so each input pixel paints its own k x k patch and the whole pass is one sgemm plus a
+/// copy. In `ConvolutionPrecision.bf16` that path runs its products on bfloat16 operands with fp32
+/// accumulation (`DNNLConvolution.bfloat16MatrixMultiply`); the scatter, gather and bias stay fp32.
+/// Every other kernel/stride pair runs in fp32 whatever the precision: an sgemm, then a scatter-add
+/// of overlapping patches (col2im); backward gathers dy into patches (im2col), then two sgemms.
 public struct TransposedConvolutionGeometry: Hashable, Sendable {
     public let batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int, kernelSize: Int
+    public let stride: Int
+    public let padding: Padding
 
+    /// Kernel == stride, 'valid' padding (the U-Net's upsampling).
     public init(batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int, kernelSize: Int) {
+        self.init(batch: batch, height: height, width: width, inputChannels: inputChannels, outputChannels: outputChannels,
+                  kernelSize: kernelSize, stride: kernelSize, padding: .valid)
+    }
+
+    public init(batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int, kernelSize: Int,
+                stride: Int, padding: Padding) {
+        precondition(kernelSize >= 1 && stride >= 1, "transposed convolution: kernel \(kernelSize), stride \(stride)")
         self.batch = batch
         self.height = height
         self.width = width
         self.inputChannels = inputChannels
         self.outputChannels = outputChannels
         self.kernelSize = kernelSize
+        self.stride = stride
+        self.padding = padding
     }
 
-    public var outputShape: [Int] { [batch, height * kernelSize, width * kernelSize, outputChannels] }
+    /// Keras's deconv_output_length: 'valid' length * stride + max(kernelSize - stride, 0); 'same' length * stride.
+    func outputLength(_ length: Int) -> Int {
+        padding == .same ? length * stride : length * stride + max(kernelSize - stride, 0)
+    }
+    public var outputHeight: Int { outputLength(height) }
+    public var outputWidth: Int { outputLength(width) }
+    public var outputShape: [Int] { [batch, outputHeight, outputWidth, outputChannels] }
+    /// Rows/columns cropped from the top/left of the full output ('same' only).
+    public var paddingBefore: Int { padding == .same ? max(kernelSize - stride, 0) / 2 : 0 }
+    /// Patches do not overlap and nothing is cropped: the fast path.
+    var isKernelEqualToStride: Bool { kernelSize == stride }
     var pixels: Int { batch * height * width }
+    var outputPixels: Int { batch * outputHeight * outputWidth }
     /// Columns of the patch matrix: [kernelSize, kernelSize, outputChannels].
     var patchLength: Int { kernelSize * kernelSize * outputChannels }
     public var forwardFlops: Double { 2 * Double(pixels) * Double(patchLength * inputChannels) }
 }
 
-/// patches [pixels, k*k*out] <-> y [batch, height*k, width*k, out]; `gather` reads y into patches.
+/// Kernel == stride: patches [pixels, k*k*out] <-> y [batch, height*k, width*k, out]; `gather` reads y into patches.
 private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMutablePointer<Float>,
                          image: UnsafeMutablePointer<Float>, gather: Bool) {
     let k = g.kernelSize, o = g.outputChannels
@@ -46,19 +78,61 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
     }
 }
 
+/// Any kernel and stride: patches [pixels, k*k*out] <-> y [batch, outputHeight, outputWidth, out].
+/// Scattering (col2im) adds every patch into y, which must hold zeros, and drops what 'same' crops;
+/// gathering (im2col) copies y into the patches, with zeros where a patch reaches past y.
+private func moveOverlappingPatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMutablePointer<Float>,
+                                    image: UnsafeMutablePointer<Float>, gather: Bool) {
+    let (k, stride, o, crop) = (g.kernelSize, g.stride, g.outputChannels, g.paddingBefore)
+    let (outputHeight, outputWidth) = (g.outputHeight, g.outputWidth)
+    for b in 0..<g.batch {
+        for h in 0..<g.height {
+            for w in 0..<g.width {
+                // patch: [k, k, out], the contribution of input pixel x[b, h, w, :]
+                let patch = patches + ((b * g.height + h) * g.width + w) * g.patchLength
+                for i in 0..<k {
+                    let row = h * stride + i - crop  // output row of kernel row i
+                    for j in 0..<k {
+                        let column = w * stride + j - crop
+                        let run = patch + (i * k + j) * o  // [out]
+                        guard row >= 0 && row < outputHeight && column >= 0 && column < outputWidth else {
+                            if gather { run.update(repeating: 0, count: o) }
+                            continue
+                        }
+                        // pixel: y[b, row, column, :], [out]
+                        let pixel = image + ((b * outputHeight + row) * outputWidth + column) * o
+                        if gather {
+                            run.update(from: pixel, count: o)
+                        } else {
+                            for c in 0..<o { pixel[c] += run[c] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, input: UnsafePointer<Float>,
                                          kernel: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                                          output: UnsafeMutablePointer<Float>) {
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
-    // patches [pixels, k*k*out] = x [pixels, in] * kernel^T [in, k*k*out]
-    if !(ConvolutionPrecision.current == .bf16 && DNNLConvolution.shared.bfloat16MatrixMultiply(
+    // patches [pixels, k*k*out] = x [pixels, in] * kernel^T [in, k*k*out]   (kernel: [k*k*out, in])
+    if !(g.isKernelEqualToStride && ConvolutionPrecision.current == .bf16 && DNNLConvolution.shared.bfloat16MatrixMultiply(
         m: g.pixels, n: g.patchLength, k: g.inputChannels, a: .float(input), b: .float(kernel), transposeB: true, c: patches)) {
         matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
     }
-    movePatches(g, patches: patches, image: output, gather: false)
+    if g.isKernelEqualToStride {
+        movePatches(g, patches: patches, image: output, gather: false)
+    } else {
+        // y: [batch, outputHeight, outputWidth, out], summed into from zero
+        output.initialize(repeating: 0, count: g.outputPixels * g.outputChannels)
+        moveOverlappingPatches(g, patches: patches, image: output, gather: false)
+    }
     if let bias {
-        let total = g.pixels * g.patchLength
+        // y: [outputPixels, out] += bias [out]
+        let total = g.outputPixels * g.outputChannels
         let o = g.outputChannels
         var i = 0
         while i < total {
@@ -76,8 +150,13 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
                                           biasGradient: UnsafeMutablePointer<Float>?) {
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
-    movePatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
-    if ConvolutionPrecision.current == .bf16 {
+    // dPatches [pixels, k*k*out] gathered from dy [batch, outputHeight, outputWidth, out]
+    if g.isKernelEqualToStride {
+        movePatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
+    } else {
+        moveOverlappingPatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
+    }
+    if g.isKernelEqualToStride && ConvolutionPrecision.current == .bf16 {
         // dPatches is read by both products: round it to bf16 once.
         let dnnl = DNNLConvolution.shared
         let roundedPatches = MatrixOperand.bfloat16(dnnl.bfloat16Copy(patches, count: g.pixels * g.patchLength))
@@ -92,7 +171,7 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
         }
         if done {
             if let biasGradient {
-                addColumnSums(outputGradient, rows: g.pixels * g.kernelSize * g.kernelSize, columns: g.outputChannels, into: biasGradient)
+                addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
             }
             return
         }
@@ -109,6 +188,6 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
                        b: input, c: kernelGradient, beta: 1)
     }
     if let biasGradient {
-        addColumnSums(outputGradient, rows: g.pixels * g.kernelSize * g.kernelSize, columns: g.outputChannels, into: biasGradient)
+        addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
     }
 }

@@ -118,4 +118,55 @@ struct KerasCompatibilityTests {
             #expect(process.terminationStatus == 0, "Keras (\(arguments[0])) differs from CryLab for \(kind)")
         }
     }
+
+    /// Two Conv2DTranspose layers with kernel != stride, 'same' then 'valid' padding.
+    static func transposedModel() throws -> Model {
+        var b = GraphBuilder(inputShape: [16, 16, 1], seed: 79)
+        let same = Conv2DTranspose(name: b.namer.next("conv2d_transpose"), inputChannels: 1, filters: 3, kernelSize: 3,
+                                   stride: 2, padding: .same, activation: .relu, generator: &b.generator)
+        let valid = Conv2DTranspose(name: b.namer.next("conv2d_transpose"), inputChannels: 3, filters: 2, kernelSize: 4,
+                                    stride: 3, generator: &b.generator)
+        for layer in [same, valid] { try layer.bias!.assign(Tensor(shape: [layer.filters], repeating: 0.05)) }
+        _ = try b.add(valid, inputs: [b.add(same, inputs: [0])])
+        return Model(inputShape: [16, 16, 1], nodes: b.nodes)
+    }
+
+    @Test("model_config describes a general Conv2DTranspose with its real kernel size, strides and padding")
+    func transposedConvolutionConfig() throws {
+        let json = try #require(try KerasModelConfig.json(for: try Self.transposedModel()))
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+        let layers = ((object["config"] as! [String: Any])["layers"] as! [[String: Any]]).dropFirst()
+        let configs = layers.map { $0["config"] as! [String: Any] }
+        #expect(layers.map { $0["class_name"] as! String } == ["Conv2DTranspose", "Conv2DTranspose"])
+        #expect(configs.map { $0["kernel_size"] as! [Int] } == [[3, 3], [4, 4]])
+        #expect(configs.map { $0["strides"] as! [Int] } == [[2, 2], [3, 3]])
+        #expect(configs.map { $0["padding"] as! String } == ["same", "valid"])
+        #expect(configs.map { $0["filters"] as! Int } == [3, 2])
+    }
+
+    /// Keras rebuilds the model above from the file alone (load_model) and reproduces CryLab's output.
+    @Test("Keras loads a CryLab file with general Conv2DTranspose layers (opt-in)",
+          .enabled(if: ProcessInfo.processInfo.environment["CRYLAB_KERAS_PYTHON"] != nil,
+                   "set CRYLAB_KERAS_PYTHON to a Python with keras to run the round trip through Keras"))
+    func transposedConvolutionToKeras() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let model = try Self.transposedModel()
+        let input = randomInput(batch: 2, seed: 6)
+        let output = model.predict(input)
+        #expect(output.shape == [2, 3 * 31 + 4, 3 * 31 + 4, 2])  // 16 -> 32 ('same', stride 2) -> 31*3+4 ('valid')
+        let checkpoint = folder.appendingPathComponent("crylab.h5").path
+        try Checkpoint.save(model, metadata: CheckpointMetadata(), to: checkpoint)
+        let files = [folder.appendingPathComponent("input.f32"), folder.appendingPathComponent("output.f32")]
+        try Data(input.values.withUnsafeBytes { Data($0) }).write(to: files[0])
+        try Data(output.values.withUnsafeBytes { Data($0) }).write(to: files[1])
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Scripts/keras/checkpoint_fixtures.py").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ProcessInfo.processInfo.environment["CRYLAB_KERAS_PYTHON"]!)
+        process.arguments = [script, "load", checkpoint] + files.map(\.path)
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "Keras's load_model differs from CryLab for general Conv2DTranspose layers")
+    }
 }

@@ -34,6 +34,31 @@ import Testing
         checkGradients(layer, inputs: [randomTensor([2, 3, 4, 3], seed: 4)], label: "Conv2DTranspose 2x2 stride 2 \(activation)")
     }
 
+    /// Kernels other than the stride: overlapping patches (k > s), gaps between them (k < s), 'same' cropping.
+    @Test(arguments: [
+        (kernel: 3, stride: 2, padding: Padding.same, activation: Activation.relu, bias: true),
+        (kernel: 3, stride: 2, padding: Padding.valid, activation: Activation.linear, bias: true),
+        (kernel: 3, stride: 1, padding: Padding.same, activation: Activation.sigmoid, bias: true),
+        (kernel: 4, stride: 2, padding: Padding.same, activation: Activation.linear, bias: false),
+        (kernel: 5, stride: 3, padding: Padding.valid, activation: Activation.tanh, bias: true),
+        (kernel: 5, stride: 3, padding: Padding.same, activation: Activation.linear, bias: true),
+        (kernel: 1, stride: 2, padding: Padding.valid, activation: Activation.linear, bias: true),
+        (kernel: 2, stride: 3, padding: Padding.same, activation: Activation.linear, bias: true),
+        (kernel: 2, stride: 2, padding: Padding.same, activation: Activation.relu, bias: true),
+    ])
+    func conv2DTransposeGeneral(kernel: Int, stride: Int, padding: Padding, activation: Activation, bias: Bool) throws {
+        var generator = SeededGenerator(seed: 14)
+        let layer = Conv2DTranspose(inputChannels: 3, filters: 4, kernelSize: kernel, stride: stride, padding: padding,
+                                    activation: activation, useBias: bias, generator: &generator)
+        try! layer.bias?.assign(randomTensor([4], seed: 15, scale: 0.1))
+        let x = randomTensor([2, 4, 3, 3], seed: 16)
+        // Keras: 'valid' (length - 1) * stride + kernel, but never less than length * stride; 'same' length * stride.
+        let valid = [2, max(3 * stride + kernel, 4 * stride), max(2 * stride + kernel, 3 * stride), 4]
+        #expect(try layer.outputShape(inputShapes: [x.shape]) == (padding == .same ? [2, 4 * stride, 3 * stride, 4] : valid))
+        let label = "Conv2DTranspose \(kernel)x\(kernel) stride \(stride) \(padding) \(activation)\(bias ? "" : " no bias")"
+        checkGradients(layer, inputs: [x], label: label)
+    }
+
     @Test func dense() {
         for activation in [Activation.linear, .relu, .sigmoid, .softmax, .tanh] {
             var generator = SeededGenerator(seed: 7)

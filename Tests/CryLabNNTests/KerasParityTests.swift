@@ -79,6 +79,20 @@ func compare(_ ours: Tensor, _ keras: Tensor, _ what: String, tolerance: Double 
         try check("conv_transpose", Conv2DTranspose(inputChannels: 6, filters: 4, activation: .relu, generator: &g))
     }
 
+    /// Conv2DTranspose with kernel != stride, both paddings: pins down how Keras crops 'same'.
+    @Test(arguments: ["conv_transpose_k3_s2_same", "conv_transpose_k3_s2_valid", "conv_transpose_k4_s2_same",
+                      "conv_transpose_k3_s1_same", "conv_transpose_k5_s3_valid", "conv_transpose_k5_s2_same",
+                      "conv_transpose_k2_s3_same", "conv_transpose_k1_s2_valid"])
+    func generalTransposedConvolution(name: String) throws {
+        let meta = try #require(f.cases[name], "fixture case \(name) missing; regenerate with Scripts/keras/make_fixtures.py")
+        let input = f.tensor("\(name)/input/0")
+        var g = SeededGenerator(seed: 0)
+        let layer = Conv2DTranspose(inputChannels: input.shape[3], filters: meta["filters"] as! Int, kernelSize: meta["kernel"] as! Int,
+                                    stride: meta["stride"] as! Int, padding: Padding(rawValue: meta["padding"] as! String)!,
+                                    activation: Activation(rawValue: meta["activation"] as! String)!, generator: &g)
+        try check(name, layer)
+    }
+
     @Test func weightlessLayers() throws {
         try check("max_pooling", MaxPool2D())
         try check("up_sampling", UpSampling2D())

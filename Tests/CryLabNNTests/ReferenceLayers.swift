@@ -45,9 +45,11 @@ func referenceForward(for layer: any Layer, training: Bool) -> ReferenceForward?
                             activation: activation)
         }
     case let transposed as Conv2DTranspose:
-        let (stride, activation, hasBias) = (transposed.stride, transposed.activation, transposed.bias != nil)
+        let (stride, padding, activation, hasBias) = (transposed.stride, transposed.padding, transposed.activation,
+                                                      transposed.bias != nil)
         return { x, w in
-            referenceConv2DTranspose(x[0], kernel: w[0], bias: hasBias ? w[1] : nil, stride: stride, activation: activation)
+            referenceConv2DTranspose(x[0], kernel: w[0], bias: hasBias ? w[1] : nil, stride: stride, padding: padding,
+                                     activation: activation)
         }
     case let dense as Dense:
         let (activation, hasBias) = (dense.activation, dense.bias != nil)
@@ -189,21 +191,26 @@ func referenceConv2D(_ x: DoubleTensor, kernel: DoubleTensor, bias: DoubleTensor
     return referenceActivation(y, activation)
 }
 
-/// Keras `Conv2DTranspose` ('valid' padding): every input pixel adds its kernel-sized patch,
-/// y[b, iy*stride + ky, ix*stride + kx, f] += Σ_c x[b, iy, ix, c] * kernel[ky, kx, f, c]; then bias and activation.
-/// Output size (length - 1) * stride + k.
-func referenceConv2DTranspose(_ x: DoubleTensor, kernel: DoubleTensor, bias: DoubleTensor?, stride: Int,
+/// Keras `Conv2DTranspose`: every input pixel adds its kernel-sized patch into the full output,
+/// full[b, iy*stride + ky, ix*stride + kx, f] += Σ_c x[b, iy, ix, c] * kernel[ky, kx, f, c], of size (length - 1) * stride + k.
+/// 'valid' keeps length * stride + max(k - stride, 0) rows and columns of it (Keras's deconv_output_length:
+/// the full output, plus stride - k zero rows when k < stride); 'same' keeps length * stride of them starting
+/// at max(k - stride, 0) / 2 (zeros past its end). Then bias and activation.
+func referenceConv2DTranspose(_ x: DoubleTensor, kernel: DoubleTensor, bias: DoubleTensor?, stride: Int, padding: Padding,
                               activation: Activation) -> DoubleTensor {
     let (batch, height, width, channels) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (k, filters) = (kernel.shape[0], kernel.shape[2])
-    let (outHeight, outWidth) = ((height - 1) * stride + k, (width - 1) * stride + k)
+    let (outHeight, outWidth) = padding == .same ? (height * stride, width * stride)
+                                                 : (height * stride + max(k - stride, 0), width * stride + max(k - stride, 0))
+    let crop = padding == .same ? max(k - stride, 0) / 2 : 0
     var y = DoubleTensor(zeros: [batch, outHeight, outWidth, filters])
     for b in 0..<batch {
         for iy in 0..<height {
             for ix in 0..<width {
                 for ky in 0..<k {
                     for kx in 0..<k {
-                        let (oy, ox) = (iy * stride + ky, ix * stride + kx)
+                        let (oy, ox) = (iy * stride + ky - crop, ix * stride + kx - crop)
+                        guard 0..<outHeight ~= oy && 0..<outWidth ~= ox else { continue }  // cropped by 'same'
                         for f in 0..<filters {  // y: [batch, outHeight, outWidth, filters]
                             var sum = 0.0
                             for c in 0..<channels {  // x: [batch, height, width, channels], kernel: [k, k, filters, channels]
