@@ -44,10 +44,7 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
         for c in 0..<k {
             let support = confusion[c].reduce(0, +)
             let predictedCount = (0..<k).reduce(0) { $0 + confusion[$1][c] }
-            let hits = confusion[c][c]
-            let precision = predictedCount > 0 ? Double(hits) / Double(predictedCount) : 0
-            let recall = support > 0 ? Double(hits) / Double(support) : 0
-            let f1 = precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0
+            let (precision, recall, f1) = classFigures(hits: confusion[c][c], support: support, answered: predictedCount)
             figures.append(ClassFigures(name: classNames[c], precision: precision, recall: recall, f1: f1,
                                         support: support, predicted: predictedCount))
         }
@@ -79,6 +76,14 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
         if !neverPredicted.isEmpty { lines.append("warning: never predicted: \(neverPredicted.joined(separator: ", "))") }
         return lines.joined(separator: "\n")
     }
+}
+
+/// Precision, recall and F1 of one class from its correct answers, its true clips and how often it
+/// was answered; 0 where a ratio is undefined. Shared by the report and its chance test.
+private func classFigures(hits: Int, support: Int, answered: Int) -> (precision: Double, recall: Double, f1: Double) {
+    let precision = answered > 0 ? Double(hits) / Double(answered) : 0
+    let recall = support > 0 ? Double(hits) / Double(support) : 0
+    return (precision, recall, precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0)
 }
 
 /// A permutation test: the answers are shuffled against the true labels, keeping how often each
@@ -140,10 +145,9 @@ public struct ChanceLevel: Codable, Sendable, Equatable {
             for (t, p) in zip(truth, shuffled) where t == p { hits[t] += 1 }
             var recallSum = 0.0, f1Sum = 0.0
             for c in present {
-                let recall = Double(hits[c]) / Double(support[c])
-                let precision = answered[c] > 0 ? Double(hits[c]) / Double(answered[c]) : 0
-                recallSum += recall
-                f1Sum += precision + recall > 0 ? 2 * precision * recall / (precision + recall) : 0
+                let figures = classFigures(hits: hits[c], support: support[c], answered: answered[c])
+                recallSum += figures.recall
+                f1Sum += figures.f1
             }
             balanced.append(present.isEmpty ? 0 : recallSum / Double(present.count))
             macro.append(present.isEmpty ? 0 : f1Sum / Double(present.count))
