@@ -27,9 +27,8 @@ public final class MaxPool2D: Layer {
     }
 
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
-        guard training else { return maxPool2DInference(inputs[0], pool: poolSize, stride: stride, padding: padding) }
-        let (y, argmax) = maxPool2DForward(inputs[0], pool: poolSize, stride: stride, padding: padding)
-        cache = (argmax, inputs[0].shape)
+        let (y, argmax) = maxPool2DForward(inputs[0], pool: poolSize, stride: stride, padding: padding, recordingArgmax: training)
+        if training { cache = (argmax, inputs[0].shape) }
         return y
     }
 

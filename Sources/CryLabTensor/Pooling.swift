@@ -3,14 +3,16 @@
 ///     x: [batch, height, width, channels] -> y: [batch, outputHeight, outputWidth, channels]
 ///
 /// Also returns, for every output value, the flat index into `x` of the maximum it copied; the
-/// backward pass routes each gradient there. Padding pixels never win (they count as -infinity).
-public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Padding) -> (output: Tensor, argmax: [Int32]) {
+/// backward pass routes each gradient there (empty when `recordingArgmax` is false: inference, where
+/// the common 2x2 case then skips writing them). Padding pixels never win (they count as -infinity).
+public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Padding,
+                             recordingArgmax: Bool = true) -> (output: Tensor, argmax: [Int32]) {
     precondition(x.shape.count == 4, "max pooling expects [batch, height, width, channels], got \(x.shape)")
     let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let g = ConvolutionGeometry(batch: n, inputHeight: h, inputWidth: w, inputChannels: c, outputChannels: c,
                                 kernelHeight: pool, kernelWidth: pool, stride: stride, padding: padding)
     if pool == 2 && stride == 2 && g.padTop == 0 && g.padLeft == 0 {
-        return maxPool2x2Forward(x, g, recordArgmax: true)
+        return maxPool2x2Forward(x, g, recordArgmax: recordingArgmax)
     }
     var argmax = [Int32](repeating: 0, count: n * g.outputHeight * g.outputWidth * c)
     let output = Tensor(shape: g.outputShape) { y in
@@ -51,7 +53,7 @@ public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Paddi
             }
         }
     }
-    return (output, argmax)
+    return (output, recordingArgmax ? argmax : [])
 }
 
 /// The U-Net's 2x2 stride-2 pooling, written so the channel loop vectorises (selects, no branches).
@@ -109,17 +111,6 @@ private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry, recordArgm
         }
     }
     return (output, argmax)
-}
-
-/// Max pooling without the positions a backward pass needs (inference).
-///     x: [batch, height, width, channels] -> y: [batch, outputHeight, outputWidth, channels]
-public func maxPool2DInference(_ x: Tensor, pool: Int, stride: Int, padding: Padding) -> Tensor {
-    let g = ConvolutionGeometry(batch: x.shape[0], inputHeight: x.shape[1], inputWidth: x.shape[2], inputChannels: x.shape[3],
-                                outputChannels: x.shape[3], kernelHeight: pool, kernelWidth: pool, stride: stride, padding: padding)
-    if pool == 2 && stride == 2 && g.padTop == 0 && g.padLeft == 0 {
-        return maxPool2x2Forward(x, g, recordArgmax: false).output
-    }
-    return maxPool2DForward(x, pool: pool, stride: stride, padding: padding).output
 }
 
 /// dx[argmax[i]] += dy[i];  dy: [batch, outputHeight, outputWidth, channels] -> dx: inputShape.
