@@ -1,6 +1,41 @@
 import CryLabFeatures
 import Foundation
 
+/// What a clip's class is read from.
+public enum LabelSource: String, Sendable, CaseIterable, Codable {
+    /// The class folder the clip was found in (the feature store's labels).
+    case folder
+    /// The baby's age in a Donate-a-Cry file name (`uuid-timestamp-version-gender-age-reason`):
+    /// 04 (0-4 weeks), 48 (4-8 weeks), 26 (2-6 months), 72 (7 months-2 years), 22 (over 2 years).
+    case age
+    /// The baby's gender in a Donate-a-Cry file name: m or f.
+    case gender
+
+    /// The classes this source can give, in their natural order.
+    public var allClasses: [String]? {
+        switch self {
+        case .folder: nil
+        case .age: ["04", "48", "26", "72", "22"]
+        case .gender: ["m", "f"]
+        }
+    }
+
+    /// The class of the clip stored from `path`, or an error naming the file and the expected form.
+    public func label(ofPath path: String) throws -> String {
+        let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        let fields = name.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+        let value: String? = switch self {
+        case .folder: nil
+        case .age: fields.count >= 3 ? fields[fields.count - 2] : nil
+        case .gender: fields.count >= 3 ? fields[fields.count - 3] : nil
+        }
+        guard let value, let classes = allClasses, classes.contains(value) else {
+            throw FeatureError.invalidOption("'\(path)': no \(rawValue) in the file name; --probe-target \(rawValue) reads Donate-a-Cry names (uuid-timestamp-version-gender-age-reason, e.g. ...-1.7-m-26-hu.3gp), where \(rawValue) is one of \((allClasses ?? []).joined(separator: ", "))")
+        }
+        return value
+    }
+}
+
 /// The clips of a feature store that a classification run uses, with labels remapped to the
 /// chosen classes (in the order given), and everything else dropped.
 public struct LabeledSet: Sendable {
@@ -32,6 +67,33 @@ public struct LabeledSet: Sendable {
         guard !indices.isEmpty else {
             throw FeatureError.invalidOption("no labeled clip of the classes \(wanted.joined(separator: ", ")) in the feature store")
         }
+    }
+
+    /// Every clip of `store` labeled by `source` read from its file name (folder labels play no
+    /// part), keeping `classes` (in that order; `nil` keeps every class that occurs).
+    public init(store: FeatureStore, source: LabelSource, classes: [String]?) throws {
+        guard let all = source.allClasses else {
+            try self.init(store: store, classes: classes)
+            return
+        }
+        let names = try store.paths.map { try source.label(ofPath: $0) }
+        if let classes, let unknown = classes.first(where: { !all.contains($0) }) {
+            throw FeatureError.invalidOption("class '\(unknown)' is not among the \(source.rawValue) classes \(all.joined(separator: ", "))")
+        }
+        let wanted = classes ?? all.filter(names.contains)
+        let kept = names.indices.filter { wanted.contains(names[$0]) }
+        guard !kept.isEmpty else {
+            throw FeatureError.invalidOption("no clip of the \(source.rawValue) classes \(wanted.joined(separator: ", ")) in the feature store")
+        }
+        self.init(classNames: wanted, indices: kept, labels: kept.map { wanted.firstIndex(of: names[$0])! },
+                  groups: kept.map { store.groups[$0] })
+    }
+
+    init(classNames: [String], indices: [Int], labels: [Int], groups: [String]) {
+        self.classNames = classNames
+        self.indices = indices
+        self.labels = labels
+        self.groups = groups
     }
 
     public var count: Int { indices.count }

@@ -17,6 +17,8 @@ public struct PretrainOptions: Sendable {
     /// A labeled feature store for the linear probe (same front end as the training data).
     public var probe: FeatureStore?
     public var probeClasses: [String]?
+    /// What the probe predicts: the class folders, or the age or gender in Donate-a-Cry file names.
+    public var probeTarget = LabelSource.folder
     public var probeFolds = 5
 
     public init(output: URL) { self.output = output }
@@ -47,6 +49,7 @@ public struct PretrainSummary: Codable, Sendable {
 
 /// Balanced accuracy of a linear probe on pooled encoder features, pretrained against random weights.
 public struct ProbeResult: Codable, Sendable {
+    public var target: LabelSource
     public var classes: [String]
     public var folds: Int
     public var pretrained: ClassificationReport

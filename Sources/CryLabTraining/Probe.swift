@@ -4,40 +4,61 @@ import CryLabFeatures
 import CryLabNN
 import Foundation
 
-extension Pretrainer {
-    /// Pooled encoder features (mean and standard deviation of each channel over time and
-    /// frequency) for every clip of `set`, through `encoder`.
-    static func pooledFeatures(encoder: Model, store: FeatureStore, set: LabeledSet, batcher: SpectrogramBatcher, batchSize: Int) -> [[Double]] {
-        let (rows, shape) = batcher.predict(encoder, indices: set.indices, batchSize: batchSize)
-        return rows.map { row in
-            let (means, stds) = channelMeansAndStds(row, channels: shape.last!)
-            return means + stds
-        }
+/// Pooled encoder features (mean and standard deviation of each channel over time and
+/// frequency) for every clip of `set`.
+func pooledFeatures(encoder: Model, set: LabeledSet, batcher: SpectrogramBatcher, batchSize: Int) -> [[Double]] {
+    let (rows, shape) = batcher.predict(encoder, indices: set.indices, batchSize: batchSize)
+    return rows.map { row in
+        let (means, stds) = channelMeansAndStds(row, channels: shape.last!)
+        return means + stds
     }
+}
 
-    /// Linear probe: logistic regression on pooled features, grouped cross-validation, for the
-    /// pretrained encoder and for the same architecture with its initial random weights.
+/// Linear probe: logistic regression on pooled encoder features, cross-validated on folds
+/// grouped by recording source, for `encoder` and for the same architecture with random
+/// weights (`randomWeights`, normally its initial weights). Both see the same folds.
+/// - Parameters:
+///   - frames: the encoder's input width; longer clips are cut from their start.
+///   - normalization: subtracted and divided before the encoder, as in pretraining.
+public func linearProbe(encoder: Model, randomWeights: Model, store: FeatureStore, set: LabeledSet, source: LabelSource,
+                        frames: Int, normalization: (mean: Float, std: Float), folds k: Int, seed: UInt64,
+                        batchSize: Int = 32) -> ProbeResult {
+    let folds = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: k, seed: seed)
+    let batcher = SpectrogramBatcher(store: store, frames: frames, mean: normalization.mean, std: normalization.std)
+    func probe(_ model: Model, name: String) -> ClassificationReport {
+        let features = pooledFeatures(encoder: model, set: set, batcher: batcher, batchSize: batchSize)
+        return crossValidate(set, folds: folds, method: name) { train, _ in
+            let regression = LogisticRegression(x: train.map { features[$0] }, y: train.map { set.labels[$0] }, classes: set.classNames.count)
+            return { positions in positions.map { regression.probabilities(features[$0]) } }
+        }.pooled
+    }
+    return ProbeResult(target: source, classes: set.classNames, folds: folds.count,
+                       pretrained: probe(encoder, name: "pretrained"), randomWeights: probe(randomWeights, name: "random weights"))
+}
+
+extension ProbeResult {
+    /// One line: both balanced accuracies with their p-values, and both macro-F1s.
+    public var text: String {
+        String(format: "linear probe on %@ (%@; %d-fold, grouped): balanced accuracy %.3f pretrained (p = %.3f) vs %.3f random weights (p = %.3f); macro-F1 %.3f vs %.3f; p against shuffled answers",
+               target.rawValue, classes.joined(separator: ", "), folds,
+               pretrained.balancedAccuracy, pretrained.chance.balancedAccuracyPValue,
+               randomWeights.balancedAccuracy, randomWeights.chance.balancedAccuracyPValue,
+               pretrained.macroF1, randomWeights.macroF1)
+    }
+}
+
+extension Pretrainer {
+    /// The linear probe at the end of a run, on the encoder just trained and its initial weights.
     func linearProbe(encoder: Model, configuration: UNetConfiguration, probeStore: FeatureStore, stats: (mean: Float, std: Float)) throws -> ProbeResult {
         guard probeStore.mels == store.mels, probeStore.frames >= modelFrames, probeStore.frontEnd == store.frontEnd else {
             throw RecipeError(file: "probe", message: "the probe's feature store has another front end (\(describeDifference(probeStore.frontEnd, store.frontEnd))); make it with the same preset as the pretraining data")
         }
-        let set = try LabeledSet(store: probeStore, classes: options.probeClasses)
-        let folds = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: options.probeFolds, seed: recipe.training.seed)
-        let batcher = SpectrogramBatcher(store: probeStore, frames: modelFrames, mean: stats.mean, std: stats.std)
-        let random = try Model.encoder(configuration, levels: configuration.depth)
-        func probe(_ model: Model, name: String) -> ClassificationReport {
-            let features = Self.pooledFeatures(encoder: model, store: probeStore, set: set, batcher: batcher, batchSize: recipe.training.batchSize)
-            return crossValidate(set, folds: folds, method: name) { train, _ in
-                let regression = LogisticRegression(x: train.map { features[$0] }, y: train.map { set.labels[$0] }, classes: set.classNames.count)
-                return { positions in positions.map { regression.probabilities(features[$0]) } }
-            }.pooled
-        }
-        let result = ProbeResult(classes: set.classNames, folds: folds.count,
-                                 pretrained: probe(encoder, name: "pretrained"), randomWeights: probe(random, name: "random weights"))
-        log(String(format: "linear probe (%d-fold, grouped): balanced accuracy %.3f pretrained (p = %.3f) vs %.3f random weights (p = %.3f); macro-F1 %.3f vs %.3f; p against shuffled answers",
-                   folds.count, result.pretrained.balancedAccuracy, result.pretrained.chance.balancedAccuracyPValue,
-                   result.randomWeights.balancedAccuracy, result.randomWeights.chance.balancedAccuracyPValue,
-                   result.pretrained.macroF1, result.randomWeights.macroF1))
+        let set = try LabeledSet(store: probeStore, source: options.probeTarget, classes: options.probeClasses)
+        let result = CryLabTraining.linearProbe(encoder: encoder, randomWeights: try Model.encoder(configuration, levels: configuration.depth),
+                                                store: probeStore, set: set, source: options.probeTarget, frames: modelFrames,
+                                                normalization: stats, folds: options.probeFolds, seed: recipe.training.seed,
+                                                batchSize: recipe.training.batchSize)
+        log(result.text)
         return result
     }
 
@@ -56,7 +77,7 @@ extension Pretrainer {
         }
         if let probe = summary.probe {
             report.heading("Linear probe")
-            report.paragraph("Logistic regression on pooled encoder features, \(probe.folds)-fold cross-validation grouped by recording source, classes \(probe.classes.joined(separator: ", ")).")
+            report.paragraph("Logistic regression on pooled encoder features, \(probe.folds)-fold cross-validation grouped by recording source; target: \(probe.target.rawValue), classes \(probe.classes.joined(separator: ", ")).")
             func row(_ name: String, _ r: ClassificationReport) -> [String] {
                 [name, String(format: "%.3f", r.balancedAccuracy), String(format: "%.3f", r.macroF1),
                  String(format: "%.3f", r.chance.balancedAccuracy95thPercentile), String(format: "%.3f", r.chance.balancedAccuracyPValue)]

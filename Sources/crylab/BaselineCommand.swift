@@ -15,6 +15,9 @@ struct BaselineCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "A labeled feature store from `crylab features`.")
     var data: String
 
+    @Option(help: "What to predict: folder (the class folders), age or gender (from Donate-a-Cry file names).")
+    var target: LabelSource = .folder
+
     @Option(help: "Comma-separated classes to use, in order (default: every labeled class).")
     var classes: String?
 
@@ -32,7 +35,7 @@ struct BaselineCommand: ParsableCommand {
 
     func run() throws {
         let store = try FeatureStore.read(from: data)
-        let set = try LabeledSet(store: store, classes: classes?.split(separator: ",").map(String.init))
+        let set = try LabeledSet(store: store, source: target, classes: classes?.split(separator: ",").map(String.init))
         let split = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: folds, seed: seed)
         let result = logisticRegressionBaseline(store: store, set: set, folds: split, l2: l2)
         if json {

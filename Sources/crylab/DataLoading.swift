@@ -1,5 +1,8 @@
+import ArgumentParser
 import CryLabDSP
 import CryLabFeatures
+import CryLabNN
+import CryLabTraining
 import Foundation
 
 /// Reads `paths` as training data: one feature store (`.h5`), or audio files and folders that
@@ -18,6 +21,17 @@ func loadData(_ paths: [String], frontEnd: FrontEnd, unlabeled: Bool, threads: I
         FileHandle.standardError.write(Data("skipped \(store.skipped.count) unusable files (first: \(store.skipped[0].path): \(store.skipped[0].reason))\n".utf8))
     }
     return store
+}
+
+/// A CryLab encoder file and labeled data computed with its front end (a store must match it).
+/// `command` names the subcommand in the error for a file without a front end.
+func loadEncoderAndData(encoder path: String, data: [String], command: String, threads: Int, quiet: Bool) throws -> (EncoderFile, FeatureStore) {
+    ComputeThreads.set(threads)
+    let file = try EncoderFile(path: path, kerasArchitecture: .story, kerasLevels: 4)
+    guard let frontEnd = file.frontEnd else {
+        throw ValidationError("\(path) has no front end (a Keras file?); \(command) needs a CryLab encoder, e.g. Checkpoints/<run>/encoder.h5")
+    }
+    return (file, try loadData(data, frontEnd: frontEnd, unlabeled: false, threads: threads, quiet: quiet))
 }
 
 func printJSON<T: Encodable>(_ value: T) throws {

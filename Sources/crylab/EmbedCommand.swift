@@ -31,12 +31,7 @@ struct EmbedCommand: ParsableCommand {
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     func run() throws {
-        ComputeThreads.set(threads)
-        let file = try EncoderFile(path: encoder, kerasArchitecture: .story, kerasLevels: 4)
-        guard let frontEnd = file.frontEnd else {
-            throw ValidationError("\(encoder) has no front end (a Keras file?); embed needs a CryLab encoder")
-        }
-        let store = try loadData(inputs, frontEnd: frontEnd, unlabeled: false, threads: threads, quiet: false)
+        let (file, store) = try loadEncoderAndData(encoder: encoder, data: inputs, command: "embed", threads: threads, quiet: false)
         let embeddings = try Embeddings(encoder: file, store: store, pool: pool)
         try embeddings.write(to: output)
         print("wrote \(output): \(store.count) clips x \(embeddings.shape.dropFirst().map(String.init).joined(separator: " x "))")

@@ -47,6 +47,9 @@ struct PretrainCommand: ParsableCommand {
     @Option(name: .customLong("probe-classes"), help: "Comma-separated classes for the probe (default: all).")
     var probeClasses: String?
 
+    @Option(name: .customLong("probe-target"), help: "What the probe predicts: folder (the class folders), age or gender (from Donate-a-Cry file names).")
+    var probeTarget: LabelSource = .folder
+
     @Flag(help: "Print a JSON summary on standard output.")
     var json = false
 
@@ -74,6 +77,7 @@ struct PretrainCommand: ParsableCommand {
         if let probe {
             options.probe = try loadData([probe], frontEnd: recipe.frontEnd, unlabeled: false, threads: threads, quiet: quiet)
             options.probeClasses = probeClasses?.split(separator: ",").map(String.init)
+            options.probeTarget = probeTarget
         }
         let summary = try Pretrainer(recipe: recipe, recipeText: text, store: store, options: options).run()
         if json {
@@ -83,9 +87,7 @@ struct PretrainCommand: ParsableCommand {
             if let v = summary.validationLoss { lines.append(String(format: "validation loss %.5f (best %.5f)", v, summary.bestValidationLoss ?? v)) }
             if let v = summary.validationLossWithoutSkips { lines.append(String(format: "validation loss with skip connections cut: %.5f", v)) }
             if let p = summary.probe {
-                lines.append(String(format: "linear probe balanced accuracy: %.3f pretrained (p = %.3f), %.3f random weights (p = %.3f); p against shuffled answers",
-                                    p.pretrained.balancedAccuracy, p.pretrained.chance.balancedAccuracyPValue,
-                                    p.randomWeights.balancedAccuracy, p.randomWeights.chance.balancedAccuracyPValue))
+                lines.append(p.text)
             }
             for (name, path) in [("checkpoint", summary.checkpoint), ("encoder", summary.encoder), ("report", summary.report)] {
                 if let path { lines.append("\(name): \(path)") }
