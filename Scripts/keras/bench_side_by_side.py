@@ -5,10 +5,11 @@ in a fresh process), and prints the ratios.
 
     swift build -c release --product crylab-engine-bench
     $(Scripts/python-env.sh tensorflow-cpu keras) Scripts/keras/bench_side_by_side.py [--rounds 2] [--steps 5] [--threads 2] \
-        [--torch-python /path/to/python-with-torch]
+        [--torch-python /path/to/python-with-torch] [--precisions fp32,fast]
 
 Ratio = CryLab samples/s / reference samples/s, from the median round of each (rounds are
 interleaved, so load from other processes hits every framework alike); RSS ratio = CryLab / reference.
+--precisions runs CryLab once per listed convolution precision in every round (fp32, bf16, fast).
 Every child gets OMP_WAIT_POLICY=PASSIVE unless it is already set (TensorFlow does not use OpenMP).
 """
 import argparse
@@ -26,6 +27,7 @@ parser.add_argument("--batch", type=int, default=32)
 parser.add_argument("--binary", default=os.path.join(root, ".build", "release", "crylab-engine-bench"))
 parser.add_argument("--workloads", default="unet-train,small-unet-train,classifier-infer")
 parser.add_argument("--torch-python", default=None)
+parser.add_argument("--precisions", default="fp32", help="CryLab convolution precisions, comma-separated")
 args = parser.parse_args()
 
 common = [f"--steps", str(args.steps), "--threads", str(args.threads), "--batch", str(args.batch)]
@@ -39,9 +41,9 @@ def run(command):
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
-print(f"{'workload':<18} {'framework':<8} {'samples/s':>10} {'GFLOP/s':>8} {'peak GiB':>9}")
-frameworks = [("crylab", [args.binary]),
-              ("keras", [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py")])]
+print(f"{'workload':<18} {'framework':<12} {'samples/s':>10} {'GFLOP/s':>8} {'peak GiB':>9}")
+crylabs = [("crylab" if p == "fp32" else f"crylab-{p}", [args.binary, "--precision", p]) for p in args.precisions.split(",")]
+frameworks = crylabs + [("keras", [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py")])]
 if args.torch_python:
     frameworks.append(("torch", [args.torch_python, os.path.join(root, "Scripts/keras/bench_torch.py")]))
 
@@ -49,13 +51,14 @@ for workload in args.workloads.split(","):
     runs = {name: [] for name, _ in frameworks}
     for _ in range(args.rounds):
         for name, command in frameworks:
-            r = run(command + [workload] + common)
-            print(f"{workload:<18} {name:<8} {r['samples_per_second']:>10.2f} {r['gflops_per_second']:>8.1f} {r['peak_rss_gib']:>9.2f}",
+            r = run(command[:1] + [workload] + command[1:] + common)
+            print(f"{workload:<18} {name:<12} {r['samples_per_second']:>10.2f} {r['gflops_per_second']:>8.1f} {r['peak_rss_gib']:>9.2f}",
                   flush=True)
             runs[name].append(r)
     median = {name: sorted(rs, key=lambda r: r["samples_per_second"])[len(rs) // 2] for name, rs in runs.items()}
-    c = median["crylab"]
-    for name, r in median.items():
-        if name != "crylab":
-            print(f"{workload:<18} crylab/{name:<6} speed {c['samples_per_second'] / r['samples_per_second']:.2f}x   "
-                  f"peak RSS {c['peak_rss_gib'] / r['peak_rss_gib']:.2f}x   (median rounds)", flush=True)
+    for mine, _ in crylabs:
+        c = median[mine]
+        for name, r in median.items():
+            if not name.startswith("crylab"):
+                print(f"{workload:<18} {mine}/{name:<6} speed {c['samples_per_second'] / r['samples_per_second']:.2f}x   "
+                      f"peak RSS {c['peak_rss_gib'] / r['peak_rss_gib']:.2f}x   (median rounds)", flush=True)

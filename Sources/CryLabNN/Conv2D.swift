@@ -64,7 +64,7 @@ public final class Conv2D: ActivatedLayer {
         let fuse = activation == .relu
         let kernels = backend.kernels(for: g)
         // oneDNN in bf16 can keep the input's bf16 copy for backward-weights (training only).
-        let keepRounded = training && trainable && kernels is DNNLConvolution && ConvolutionPrecision.current == .bf16
+        let keepRounded = training && trainable && kernels is DNNLConvolution && ConvolutionPrecision.current != .fp32
         var roundedInput: BFloat16Copy?
         var y = Tensor(shape: g.outputShape) { out in
             x.values.withUnsafeBufferPointer { input in

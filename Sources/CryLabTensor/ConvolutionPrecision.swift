@@ -8,10 +8,16 @@ import Synchronization
 ///   digits per operand, so single results differ from fp32 by ~1e-2 relative. Fast only on CPUs
 ///   with AVX512-BF16 (`avx512_bf16` in /proc/cpuinfo); elsewhere oneDNN emulates it.
 ///
+/// - `fast`: each oneDNN pass (forward, backward-data, backward-weights of each shape) and each
+///   transposed convolution runs in whichever of fp32 and bf16 was faster when both were timed on
+///   this machine, once, when the shape was first seen. On a CPU where bf16 kernels are slower than
+///   fp32 ones (measured: some AVX512-BF16 hosts run them at half the fp32 speed) this is fp32;
+///   where they are faster it is bf16. Results are those of the precision chosen for each pass.
+///
 /// Transposed convolutions run their matrix products in bf16 too; 1x1 stride-1 convolutions (one
 /// sgemm) still run in fp32.
 public enum ConvolutionPrecision: String, Sendable, CaseIterable {
-    case fp32, bf16
+    case fp32, bf16, fast
 
     private static let processWide = Mutex<ConvolutionPrecision>(.fp32)
     @TaskLocal private static var scoped: ConvolutionPrecision?

@@ -1,3 +1,6 @@
+import Foundation
+import Synchronization
+
 /// Keras's transposed convolution (`Conv2DTranspose`, output_padding None): square kernels and strides
 /// of any size, 'valid' or 'same' padding. Every input pixel adds its kernel-sized patch, stride apart:
 ///
@@ -15,6 +18,7 @@
 /// nothing, so each input pixel paints its own k x k patch and the whole pass is one sgemm plus a
 /// copy. In `ConvolutionPrecision.bf16` that path runs its products on bfloat16 operands with fp32
 /// accumulation (`DNNLConvolution.bfloat16MatrixMultiply`); the scatter, gather and bias stay fp32.
+/// In `.fast` it does so if its forward product timed faster in bf16 than in fp32 on this machine.
 /// Every other kernel/stride pair runs in fp32 whatever the precision: an sgemm, then a scatter-add
 /// of overlapping patches (col2im); backward gathers dy into patches (im2col), then two sgemms.
 public struct TransposedConvolutionGeometry: Hashable, Sendable {
@@ -113,13 +117,57 @@ private func moveOverlappingPatches(_ g: TransposedConvolutionGeometry, patches:
     }
 }
 
+/// Whether `g`'s products run on bfloat16 operands at the current precision (kernel == stride only).
+func usesBFloat16Products(_ g: TransposedConvolutionGeometry) -> Bool {
+    guard g.isKernelEqualToStride else { return false }
+    switch ConvolutionPrecision.current {
+    case .fp32: return false
+    case .bf16: return true
+    case .fast:
+        let key = [g.pixels, g.patchLength, g.inputChannels, ComputeThreads.count]
+        if let known = productPrecisionChoices.withLock({ $0[key] }) { return known }
+        let choice = bfloat16ProductIsFaster(m: g.pixels, n: g.patchLength, k: g.inputChannels)
+        productPrecisionChoices.withLock { $0[key] = choice }
+        return choice
+    }
+}
+
+/// `.fast`'s choices for transposed-convolution products, per [m, n, k, threads].
+private let productPrecisionChoices = Mutex<[[Int]: Bool]>([:])
+
+/// Times the forward product c [m, n] = a [m, k] * b [n, k]^T on zeroed operands in bf16 (oneDNN)
+/// and in fp32 (OpenBLAS): one untimed run each, then the better of two alternating runs each.
+/// bf16 must win by 10 %, since it also pays for rounding its operands.
+private func bfloat16ProductIsFaster(m: Int, n: Int, k: Int) -> Bool {
+    let a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: n * k)
+    var c = [Float](repeating: 0, count: m * n)
+    var best = (bf16: Double.infinity, fp32: Double.infinity)
+    for round in 0..<3 {
+        let (bf16, fp32) = a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                c.withUnsafeMutableBufferPointer { c in
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    let available = DNNLConvolution.shared.bfloat16MatrixMultiply(
+                        m: m, n: n, k: k, a: .float(a.baseAddress!), b: .float(b.baseAddress!), transposeB: true, c: c.baseAddress!)
+                    let middle = DispatchTime.now().uptimeNanoseconds
+                    matrixMultiply(m: m, n: n, k: k, a: a.baseAddress!, b: b.baseAddress!, transposeB: true, c: c.baseAddress!)
+                    let end = DispatchTime.now().uptimeNanoseconds
+                    return (available ? Double(middle - start) : .infinity, Double(end - middle))
+                }
+            }
+        }
+        if round > 0 { best = (min(best.bf16, bf16), min(best.fp32, fp32)) }
+    }
+    return best.bf16 < 0.9 * best.fp32
+}
+
 public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, input: UnsafePointer<Float>,
                                          kernel: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                                          output: UnsafeMutablePointer<Float>) {
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
     // patches [pixels, k*k*out] = x [pixels, in] * kernel^T [in, k*k*out]   (kernel: [k*k*out, in])
-    if !(g.isKernelEqualToStride && ConvolutionPrecision.current == .bf16 && DNNLConvolution.shared.bfloat16MatrixMultiply(
+    if !(usesBFloat16Products(g) && DNNLConvolution.shared.bfloat16MatrixMultiply(
         m: g.pixels, n: g.patchLength, k: g.inputChannels, a: .float(input), b: .float(kernel), transposeB: true, c: patches)) {
         matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
     }
@@ -156,7 +204,7 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
     } else {
         moveOverlappingPatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
     }
-    if g.isKernelEqualToStride && ConvolutionPrecision.current == .bf16 {
+    if usesBFloat16Products(g) {
         // dPatches is read by both products: round it to bf16 once.
         let dnnl = DNNLConvolution.shared
         let roundedPatches = MatrixOperand.bfloat16(dnnl.bfloat16Copy(patches, count: g.pixels * g.patchLength))

@@ -35,7 +35,7 @@ struct PretrainCommand: ParsableCommand {
     @Option(help: "Threads for the engine (default: every core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(help: "Convolution arithmetic: fp32 (default) or bf16 (fast mode: bfloat16 inputs and weights, fp32 accumulation, results, master weights and optimiser).")
+    @Option(help: "Convolution arithmetic: fp32 (default), bf16 (bfloat16 inputs and weights, fp32 accumulation, results, master weights and optimiser) or fast (each convolution pass in whichever of the two timed faster on this machine).")
     var precision: ConvolutionPrecision = .fp32
 
     @Flag(help: "Continue the run in the output folder from its last.h5.")

@@ -35,6 +35,35 @@ import Testing
         #expect(fp32.allSatisfy { !$0.contains("bf16") }, "fp32 must not pick bf16 kernels, got \(fp32)")
     }
 
+    /// The fast mode runs every pass in fp32 or bf16, whichever it timed faster: each result must be
+    /// bit for bit the one of the precision whose kernel it reports.
+    @Test(arguments: ConvolutionCrossCheckTests.geometries)
+    func fastRunsEachPassInTheChosenPrecision(_ g: ConvolutionGeometry) {
+        let x = randomTensor(g.inputShape, seed: 31), kernel = randomTensor(g.kernelShape, seed: 32, scale: 0.3)
+        let bias = randomTensor([g.outputChannels], seed: 33), dy = randomTensor(g.outputShape, seed: 34)
+        func run(_ precision: ConvolutionPrecision) -> (results: [[Float]], names: [String]) {
+            var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: g.inputShape)
+            var dk = Tensor(zeros: g.kernelShape), db = Tensor(zeros: [g.outputChannels])
+            let names = ConvolutionPrecision.withPrecision(precision) {
+                let dnnl = DNNLConvolution.shared
+                dnnl.forward(g, input: x.values, kernel: kernel.values, bias: bias.values, fuseReLU: true, output: &y.values)
+                dnnl.backwardData(g, outputGradient: dy.values, kernel: kernel.values, inputGradient: &dx.values)
+                dnnl.backwardWeights(g, input: x.values, outputGradient: dy.values, kernelGradient: &dk.values, biasGradient: &db.values)
+                return dnnl.implementationNames(g)
+            }
+            return ([y.values, dx.values, dk.values + db.values], names)
+        }
+        let fp32 = run(.fp32), bf16 = run(.bf16), fast = run(.fast)
+        print("fast mode for \(g): \(fast.names) (fp32 \(fp32.names), bf16 \(bf16.names))")
+        for pass in 0..<3 {
+            let chosen = fast.names[pass] == bf16.names[pass] ? bf16 : fp32
+            let named = fast.names[pass] == bf16.names[pass] || fast.names[pass] == fp32.names[pass]
+            #expect(named, "pass \(pass): fast chose \(fast.names[pass]), neither the fp32 nor the bf16 kernel")
+            let same = fast.results[pass] == chosen.results[pass]
+            #expect(same, "pass \(pass): fast reports \(fast.names[pass]) but its result differs from that precision's")
+        }
+    }
+
     /// The combined backward (the output gradient rounded to bf16 once for both passes) against the
     /// reference; in fp32 it must equal the two separate passes bit for bit.
     @Test(arguments: [ConvolutionPrecision.fp32, .bf16])
@@ -134,6 +163,10 @@ import Testing
         print("Conv2DTranspose bf16 vs fp32: relative errors y, dx, dkernel, dbias \(errors)")
         #expect(errors.allSatisfy { $0 < Self.bf16Tolerance }, "\(errors)")
         #expect(errors[0] > 0, "bf16 should round the operands; identical results mean it ran in fp32")
+        // The fast mode picks one precision for the layer's products: its results are that one's, bit for bit.
+        let fast = run(.fast)
+        let sameAsOne = fast == fp32 || fast == bf16
+        #expect(sameAsOne, "fast mode must give exactly the fp32 or the bf16 results")
     }
 
     @Test(.enabled(if: cpuHasBF16, "this CPU lacks avx512_bf16 (see /proc/cpuinfo): oneDNN has no native bf16 kernels here"))
