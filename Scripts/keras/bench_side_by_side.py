@@ -42,21 +42,22 @@ def run(command):
 
 
 print(f"{'workload':<18} {'framework':<12} {'samples/s':>10} {'GFLOP/s':>8} {'peak GiB':>9}")
-crylabs = [("crylab" if p == "fp32" else f"crylab-{p}", [args.binary, "--precision", p]) for p in args.precisions.split(",")]
-frameworks = crylabs + [("keras", [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py")])]
+# (name, command, options after the workload)
+crylabs = [("crylab" if p == "fp32" else f"crylab-{p}", [args.binary], ["--precision", p]) for p in args.precisions.split(",")]
+frameworks = crylabs + [("keras", [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py")], [])]
 if args.torch_python:
-    frameworks.append(("torch", [args.torch_python, os.path.join(root, "Scripts/keras/bench_torch.py")]))
+    frameworks.append(("torch", [args.torch_python, os.path.join(root, "Scripts/keras/bench_torch.py")], []))
 
 for workload in args.workloads.split(","):
-    runs = {name: [] for name, _ in frameworks}
+    runs = {name: [] for name, _, _ in frameworks}
     for _ in range(args.rounds):
-        for name, command in frameworks:
-            r = run(command[:1] + [workload] + command[1:] + common)
+        for name, command, options in frameworks:
+            r = run(command + [workload] + options + common)
             print(f"{workload:<18} {name:<12} {r['samples_per_second']:>10.2f} {r['gflops_per_second']:>8.1f} {r['peak_rss_gib']:>9.2f}",
                   flush=True)
             runs[name].append(r)
     median = {name: sorted(rs, key=lambda r: r["samples_per_second"])[len(rs) // 2] for name, rs in runs.items()}
-    for mine, _ in crylabs:
+    for mine, _, _ in crylabs:
         c = median[mine]
         for name, r in median.items():
             if not name.startswith("crylab"):
