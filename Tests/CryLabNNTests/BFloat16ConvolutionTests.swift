@@ -189,7 +189,7 @@ import Testing
     }
 
     /// A small U-Net trained for 40 Adam steps from the same weights on the same data in fp32 and in
-    /// bf16 ends at nearly the same loss: bf16 rounding must not change where training goes.
+    /// bf16 (and in the fast mode) ends at nearly the same loss: bf16 rounding must not change where training goes.
     @Test func bf16TrainingFollowsFP32() throws {
         let configuration = UNetConfiguration(inputShape: [32, 32, 1], widths: [8, 16, 32], seed: 7)
         // Targets: smooth blobs; inputs: the blobs plus fixed noise (a denoising task).
@@ -217,10 +217,12 @@ import Testing
                 }
             }
         }
-        let fp32 = try train(.fp32), bf16 = try train(.bf16)
+        let fp32 = try train(.fp32), bf16 = try train(.bf16), fast = try train(.fast)
         let difference = abs(bf16.last! - fp32.last!) / fp32.last!
-        print("U-Net 32x32 (8-16-32), 40 Adam steps: loss fp32 \(fp32.first!) -> \(fp32.last!), bf16 \(bf16.first!) -> \(bf16.last!), relative difference \(difference)")
+        let fastDifference = abs(fast.last! - fp32.last!) / fp32.last!
+        print("U-Net 32x32 (8-16-32), 40 Adam steps: loss fp32 \(fp32.first!) -> \(fp32.last!), bf16 \(bf16.first!) -> \(bf16.last!), relative difference \(difference); fast -> \(fast.last!), \(fastDifference)")
         #expect(fp32.last! < 0.5 * fp32.first!, "fp32 training should at least halve the loss")
         #expect(difference < 0.05, "final losses should agree within 5%: fp32 \(fp32.last!), bf16 \(bf16.last!)")
+        #expect(fastDifference < 0.05, "fast mode mixes the two; its final loss should agree within 5% too: fp32 \(fp32.last!), fast \(fast.last!)")
     }
 }
