@@ -7,7 +7,10 @@ random-number features give the spread of chance under the same protocol. The sa
 with ungrouped folds show how much family leakage inflates the figures.
 
     PY=$(Scripts/python-env.sh librosa scikit-learn)
-    $PY Scripts/analysis/separability.py ../shared/data/donateacry/labeled
+    $PY Scripts/analysis/separability.py ../shared/data/donateacry/labeled [--target age]
+
+--target age predicts the baby's age from the Donate-a-Cry file name instead of the cry class
+(every labeled clip, whatever its folder; ages 04, 48, 26 and 72: the 22 group has 10 clips).
 """
 import argparse
 import pathlib
@@ -25,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 CLASSES = ["hungry", "belly_pain", "discomfort", "tired"]
+AGES = ["04", "48", "26", "72"]  # 0-4 weeks, 4-8 weeks, 2-6 months, 7 months-2 years
 
 
 def clip_features(path):
@@ -71,19 +75,28 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("labeled", help="the labeled folder: one subfolder per class")
     parser.add_argument("--seeds", type=int, default=10, help="fold seeds to average over")
+    parser.add_argument("--target", choices=["reason", "age"], default="reason",
+                        help="the cry class folders (reason) or the age in the file names")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
     table, labels, groups = {}, [], []
-    for index, name in enumerate(CLASSES):
-        for path in sorted(pathlib.Path(args.labeled, name).glob("*.wav")):
-            for feature_name, values in clip_features(str(path)).items():
-                table.setdefault(feature_name, []).append(values)
-            labels.append(index)
-            groups.append(path.name[:36])  # the app-instance id: one family's phone
+    if args.target == "reason":
+        names = CLASSES
+        clips = [(index, path) for index, name in enumerate(CLASSES)
+                 for path in sorted(pathlib.Path(args.labeled, name).glob("*.wav"))]
+    else:
+        names = AGES
+        clips = [(AGES.index(path.stem.split("-")[-2]), path) for path in sorted(pathlib.Path(args.labeled).glob("*/*.wav"))
+                 if path.stem.split("-")[-2] in AGES]
+    for index, path in clips:
+        for feature_name, values in clip_features(str(path)).items():
+            table.setdefault(feature_name, []).append(values)
+        labels.append(index)
+        groups.append(path.name[:36])  # the app-instance id: one family's phone
     labels, groups = np.array(labels), np.array(groups)
     print(f"{len(labels)} clips, {len(set(groups))} families, per class "
-          + ", ".join(f"{name} {count}" for name, count in zip(CLASSES, np.bincount(labels))))
+          + ", ".join(f"{name} {count}" for name, count in zip(names, np.bincount(labels))))
     print(f"pooled out-of-fold figures, mean ± sd over {args.seeds} fold seeds; chance is 0.25 balanced accuracy\n")
     print("| features | classifier | grouped BA | grouped macro-F1 | ungrouped BA |")
     print("|---|---|---|---|---|")
