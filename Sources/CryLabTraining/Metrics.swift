@@ -177,3 +177,46 @@ public struct ChanceLevel: Codable, Sendable, Equatable {
                indistinguishableFromChance ? ": not distinguishable from chance" : "")
     }
 }
+
+/// Whether one model's answers beat another's on the same clips by more than chance: a paired
+/// permutation test. Each shuffle swaps the two models' answers for every clip of a random half
+/// of the families (a family's clips move together, as they are not independent) and recomputes
+/// the difference in balanced accuracy. p is the share of shuffles, counting the observed
+/// answers, whose difference is at least the observed one: one-sided, `first` better than `second`.
+public struct PairedComparison: Codable, Sendable, Equatable {
+    public var permutations: Int
+    /// Balanced accuracy of `first` minus that of `second`.
+    public var balancedAccuracyDifference: Double
+    public var pValue: Double
+
+    /// Deterministic: the swaps come from a fixed seed.
+    public init(truth: [Int], first: [Int], second: [Int], classes: Int, groups: [String],
+                permutations: Int = 1000, seed: UInt64 = 0x9A1_2ED) {
+        precondition(truth.count == first.count && truth.count == second.count && truth.count == groups.count,
+                     "one answer of each model and one group per clip")
+        self.permutations = permutations
+        let support = (0..<classes).map { c in truth.reduce(0) { $0 + ($1 == c ? 1 : 0) } }
+        let present = (0..<classes).filter { support[$0] > 0 }
+        // Per clip: 1 where only the first model is right, -1 where only the second is, scaled by
+        // the clip's class weight in balanced accuracy; the difference is their sum.
+        let weights = truth.map { 1 / (Double(support[$0]) * Double(max(present.count, 1))) }
+        let contribution = truth.indices.map { i in
+            ((first[i] == truth[i] ? 1.0 : 0) - (second[i] == truth[i] ? 1.0 : 0)) * weights[i]
+        }
+        var familyOf: [String: Int] = [:]
+        var families: [Double] = []
+        for (i, group) in groups.enumerated() {
+            if let f = familyOf[group] { families[f] += contribution[i] } else { familyOf[group] = families.count; families.append(contribution[i]) }
+        }
+        let observed = families.reduce(0, +)
+        var generator = SeededGenerator(seed: seed)
+        var atLeast = 1  // the observed answers count as one arrangement
+        for _ in 0..<permutations {
+            var difference = 0.0
+            for value in families { difference += Bool.random(using: &generator) ? -value : value }
+            if difference >= observed - 1e-12 { atLeast += 1 }
+        }
+        balancedAccuracyDifference = observed
+        pValue = Double(atLeast) / Double(permutations + 1)
+    }
+}

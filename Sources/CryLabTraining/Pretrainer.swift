@@ -54,6 +54,8 @@ public struct ProbeResult: Codable, Sendable {
     public var folds: Int
     public var pretrained: ClassificationReport
     public var randomWeights: ClassificationReport
+    /// Whether the pretrained encoder's answers beat the random weights' on the same clips.
+    public var pretrainedVersusRandom: PairedComparison
 }
 
 /// Self-supervised pretraining of a U-Net autoencoder on stored spectrograms.

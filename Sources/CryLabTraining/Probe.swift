@@ -25,25 +25,29 @@ public func linearProbe(encoder: Model, randomWeights: Model, store: FeatureStor
                         batchSize: Int = 32) -> ProbeResult {
     let folds = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: k, seed: seed)
     let batcher = SpectrogramBatcher(store: store, frames: frames, mean: normalization.mean, std: normalization.std)
-    func probe(_ model: Model, name: String) -> ClassificationReport {
+    func probe(_ model: Model, name: String) -> CrossValidationResult {
         let features = pooledFeatures(encoder: model, set: set, batcher: batcher, batchSize: batchSize)
         return crossValidate(set, folds: folds, method: name) { train, _ in
             let regression = LogisticRegression(x: train.map { features[$0] }, y: train.map { set.labels[$0] }, classes: set.classNames.count)
             return { positions in positions.map { regression.probabilities(features[$0]) } }
-        }.pooled
+        }
     }
-    return ProbeResult(target: source, classes: set.classNames, folds: folds.count,
-                       pretrained: probe(encoder, name: "pretrained"), randomWeights: probe(randomWeights, name: "random weights"))
+    let pretrained = probe(encoder, name: "pretrained"), random = probe(randomWeights, name: "random weights")
+    let comparison = PairedComparison(truth: set.labels, first: pretrained.probabilities.map(argmax),
+                                      second: random.probabilities.map(argmax), classes: set.classNames.count, groups: set.groups)
+    return ProbeResult(target: source, classes: set.classNames, folds: folds.count, pretrained: pretrained.pooled,
+                       randomWeights: random.pooled, pretrainedVersusRandom: comparison)
 }
 
 extension ProbeResult {
     /// One line: both balanced accuracies with their p-values, and both macro-F1s.
     public var text: String {
-        String(format: "linear probe on %@ (%@; %d-fold, grouped): balanced accuracy %.3f pretrained (p = %.3f) vs %.3f random weights (p = %.3f); macro-F1 %.3f vs %.3f; p against shuffled answers",
+        String(format: "linear probe on %@ (%@; %d-fold, grouped): balanced accuracy %.3f pretrained (p = %.3f) vs %.3f random weights (p = %.3f); macro-F1 %.3f vs %.3f; p against shuffled answers. Pretrained minus random weights: %+.3f (p = %.3f, answers swapped between the two family by family)",
                target.rawValue, classes.joined(separator: ", "), folds,
                pretrained.balancedAccuracy, pretrained.chance.balancedAccuracyPValue,
                randomWeights.balancedAccuracy, randomWeights.chance.balancedAccuracyPValue,
-               pretrained.macroF1, randomWeights.macroF1)
+               pretrained.macroF1, randomWeights.macroF1,
+               pretrainedVersusRandom.balancedAccuracyDifference, pretrainedVersusRandom.pValue)
     }
 }
 
@@ -84,6 +88,9 @@ extension Pretrainer {
             }
             report.table(header: ["encoder", "balanced accuracy", "macro-F1", "chance: 95th percentile", "p"],
                          rows: [row("pretrained", probe.pretrained), row("random weights", probe.randomWeights)])
+            report.paragraph(String(format: "Pretrained minus random weights: %+.3f balanced accuracy; p = %.3f that random weights' answers would do as well, from %d swaps of the two encoders' answers family by family.",
+                                    probe.pretrainedVersusRandom.balancedAccuracyDifference, probe.pretrainedVersusRandom.pValue,
+                                    probe.pretrainedVersusRandom.permutations))
         }
         if !validation.isEmpty {
             report.heading("Reconstructions of validation clips")

@@ -36,6 +36,32 @@ struct SplitAndMetricTests {
         #expect(report.confusion[0][0] == 85 && report.confusion[1][0] == 5)
     }
 
+    @Test("paired comparison: a better model gets a small p, an equal one p = 1, families move together")
+    func pairedComparison() {
+        // 60 families of 3 clips, 4 classes by family.
+        let truth = (0..<180).map { ($0 / 3) % 4 }
+        let groups = (0..<180).map { "family-\($0 / 3)" }
+        var generator = SeededGenerator(seed: 3)
+        let guesses = truth.map { _ in Int.random(in: 0..<4, using: &generator) }
+        // Right on 40 of the 60 families, else the guess.
+        let better = truth.indices.map { ($0 / 3) % 3 != 0 ? truth[$0] : guesses[$0] }
+        let clear = PairedComparison(truth: truth, first: better, second: guesses, classes: 4, groups: groups)
+        let expectedDifference = ClassificationReport(truth: truth, predicted: better, classNames: ["a", "b", "c", "d"]).balancedAccuracy
+            - ClassificationReport(truth: truth, predicted: guesses, classNames: ["a", "b", "c", "d"]).balancedAccuracy
+        #expect(abs(clear.balancedAccuracyDifference - expectedDifference) < 1e-12)
+        #expect(clear.pValue < 0.01, "\(clear)")
+        let reversed = PairedComparison(truth: truth, first: guesses, second: better, classes: 4, groups: groups)
+        #expect(reversed.pValue > 0.99, "one-sided: the worse model first")
+        let same = PairedComparison(truth: truth, first: better, second: better, classes: 4, groups: groups)
+        #expect(same.balancedAccuracyDifference == 0 && same.pValue == 1)
+        // Better on just one family of 3 clips (out of 60 families): swapping that family alone
+        // undoes the whole difference half the time, so p stays near 0.5 at the family level.
+        var oneFamily = guesses
+        for i in 0..<3 { oneFamily[i] = truth[i] }
+        let weak = PairedComparison(truth: truth, first: oneFamily, second: guesses, classes: 4, groups: groups)
+        #expect(weak.balancedAccuracyDifference > 0 && weak.pValue > 0.3, "\(weak)")
+    }
+
     @Test("per-class precision, recall and F1")
     func perClass() {
         let report = ClassificationReport(truth: [0, 0, 1, 1], predicted: [0, 1, 1, 1], classNames: ["x", "y"])
