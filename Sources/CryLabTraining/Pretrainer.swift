@@ -56,6 +56,9 @@ public struct ProbeResult: Codable, Sendable {
     public var randomWeights: ClassificationReport
     /// Whether the pretrained encoder's answers beat the random weights' on the same clips.
     public var pretrainedVersusRandom: PairedComparison
+    /// The pretrained encoder's out-of-fold answer (class index) for every clip of the probe, in
+    /// the store's order: for comparing encoders on the same clips.
+    public var pretrainedAnswers: [Int]
 }
 
 /// Self-supervised pretraining of a U-Net autoencoder on stored spectrograms.

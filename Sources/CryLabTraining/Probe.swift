@@ -36,7 +36,8 @@ public func linearProbe(encoder: Model, randomWeights: Model, store: FeatureStor
     let comparison = PairedComparison(truth: set.labels, first: pretrained.probabilities.map(argmax),
                                       second: random.probabilities.map(argmax), classes: set.classNames.count, groups: set.groups)
     return ProbeResult(target: source, classes: set.classNames, folds: folds.count, pretrained: pretrained.pooled,
-                       randomWeights: random.pooled, pretrainedVersusRandom: comparison)
+                       randomWeights: random.pooled, pretrainedVersusRandom: comparison,
+                       pretrainedAnswers: pretrained.probabilities.map(argmax))
 }
 
 extension ProbeResult {

@@ -7,21 +7,23 @@ import Foundation
 struct ProbeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "probe",
-        abstract: "Linear probe of an encoder: what its pooled features tell about labeled clips, against random weights.",
+        abstract: "Linear probe of encoders: what their pooled features tell about labeled clips, against random weights and each other.",
         discussion: """
         Logistic regression on the mean and standard deviation of every encoder channel, \
-        cross-validated with folds grouped by recording source, for the encoder and for the same \
+        cross-validated with folds grouped by recording source, for each encoder and for the same \
         architecture with its initial random weights; balanced accuracy and macro-F1 come with \
-        p-values against shuffled answers. The same probe runs at the end of `crylab pretrain \
-        --probe`; this command compares encoders trained elsewhere or with other front ends. \
-        --target age or gender reads the baby's age or gender from Donate-a-Cry file names \
-        instead of the class folders.
+        p-values against shuffled answers, and the pretrained answers are compared with the random \
+        weights' on the same clips. With several --encoder, every encoder sees the same clips in \
+        the same folds (each through its own front end) and each is compared with the first, \
+        family by family. The same probe runs at the end of `crylab pretrain --probe`. --target \
+        age or gender reads the baby's age or gender from Donate-a-Cry file names instead of the \
+        class folders.
         """)
 
-    @Option(help: "Encoder file from `crylab pretrain` or `crylab export-encoder`.")
-    var encoder: String
+    @Option(name: .customLong("encoder"), help: "Encoder file from `crylab pretrain` or `crylab export-encoder`; repeat to compare encoders.")
+    var encoders: [String]
 
-    @Argument(help: "Labeled audio folders, or one feature store (.h5) made with the encoder's front end.")
+    @Argument(help: "Labeled audio folders, or one feature store (.h5) per encoder made with its front end.")
     var data: [String]
 
     @Option(help: "What to predict: folder (the class folders), age or gender (from Donate-a-Cry file names).")
@@ -39,31 +41,63 @@ struct ProbeCommand: ParsableCommand {
     @Option(help: "Threads (default: every core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Flag(help: "Print the result as JSON on standard output.")
+    @Flag(help: "Print the results as JSON on standard output.")
     var json = false
 
     func validate() throws {
+        if encoders.isEmpty { throw ValidationError("--encoder is required") }
         if folds < 2 { throw ValidationError("--folds must be at least 2") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
+        let stores = data.filter { $0.hasSuffix(".h5") }
+        if !stores.isEmpty && (stores.count != data.count || stores.count != encoders.count) {
+            throw ValidationError("give audio folders, or exactly one feature store per encoder (\(encoders.count)), not \(data.joined(separator: " "))")
+        }
+    }
+
+    struct Output: Encodable {
+        var encoders: [String]
+        var probes: [ProbeResult]
+        /// Pretrained answers of each later encoder against the first's: entry i compares encoder i + 1.
+        var againstFirst: [PairedComparison]
     }
 
     func run() throws {
-        let (file, store) = try loadEncoderAndData(encoder: encoder, data: data, command: "probe", threads: threads, quiet: json)
-        let frames = file.configuration.inputShape[1]
-        guard store.frontEnd == file.frontEnd, store.frames >= frames else {
-            throw ValidationError("\(data.joined(separator: " ")) was made with another front end than \(encoder)'s; pass the audio folder instead, so it is computed with the encoder's")
+        let classList = classes?.split(separator: ",").map(String.init)
+        var probes: [ProbeResult] = [], first: (paths: [String], set: LabeledSet)?
+        for (index, encoder) in encoders.enumerated() {
+            let inputs = data.allSatisfy { $0.hasSuffix(".h5") } ? [data[index]] : data
+            let (file, store) = try loadEncoderAndData(encoder: encoder, data: inputs, command: "probe", threads: threads, quiet: json)
+            let frames = file.configuration.inputShape[1]
+            guard store.frontEnd == file.frontEnd, store.frames >= frames else {
+                throw ValidationError("\(inputs.joined(separator: " ")) was made with another front end than \(encoder)'s; pass the audio folders instead, so they are analysed with the encoder's")
+            }
+            let set = try LabeledSet(store: store, source: target, classes: classList)
+            if let first, first.paths != set.indices.map({ store.paths[$0] }) {
+                throw ValidationError("\(encoder) sees other clips than \(encoders[0]) (\(set.count) against \(first.set.count), or in another order); compare encoders on feature stores made from the same files")
+            }
+            if first == nil { first = (set.indices.map { store.paths[$0] }, set) }
+            let result = linearProbe(encoder: file.model, randomWeights: try Model.encoder(file.configuration, levels: file.levels),
+                                     store: store, set: set, source: target, frames: frames,
+                                     normalization: (file.normalization?.mean ?? 0, file.normalization?.std ?? 1),
+                                     folds: folds, seed: seed)
+            probes.append(result)
+            if !json {
+                print("\(encoder): \(result.text)")
+                print("pretrained:\n" + result.pretrained.text)
+                print("random weights:\n" + result.randomWeights.text)
+            }
         }
-        let set = try LabeledSet(store: store, source: target, classes: classes?.split(separator: ",").map(String.init))
-        let result = linearProbe(encoder: file.model, randomWeights: try Model.encoder(file.configuration, levels: file.levels),
-                                 store: store, set: set, source: target, frames: frames,
-                                 normalization: (file.normalization?.mean ?? 0, file.normalization?.std ?? 1),
-                                 folds: folds, seed: seed)
+        let comparisons = probes.dropFirst().map { probe in
+            PairedComparison(truth: first!.set.labels, first: probe.pretrainedAnswers, second: probes[0].pretrainedAnswers,
+                             classes: first!.set.classNames.count, groups: first!.set.groups)
+        }
         if json {
-            try printJSON(result)
+            try printJSON(Output(encoders: encoders, probes: probes, againstFirst: comparisons))
         } else {
-            print(result.text)
-            print("pretrained:\n" + result.pretrained.text)
-            print("random weights:\n" + result.randomWeights.text)
+            for (encoder, comparison) in zip(encoders.dropFirst(), comparisons) {
+                print(String(format: "pretrained %@ minus pretrained %@: %+.3f balanced accuracy (one-sided p = %.3f, answers swapped between the two family by family)",
+                             encoder, encoders[0], comparison.balancedAccuracyDifference, comparison.pValue))
+            }
         }
     }
 }

@@ -69,6 +69,10 @@ struct ProbeTargetTests {
         #expect(result.target == .age && result.classes == ["04", "48", "26", "72"])
         #expect(result.pretrained.perClass.map(\.name) == ["04", "48", "26", "72"])
         #expect(result.pretrained.balancedAccuracy > 0.5, "age follows pitch here: \(result.text)")
+        // The answers kept for comparing encoders are the ones the report scored.
+        let rescored = ClassificationReport(truth: set.labels, predicted: result.pretrainedAnswers, classNames: set.classNames)
+        #expect(result.pretrainedAnswers.count == set.count && rescored.balancedAccuracy == result.pretrained.balancedAccuracy)
+        #expect(result.pretrainedVersusRandom.balancedAccuracyDifference == 0, "the same weights twice: no difference")
     }
 
     @Test("every labeled Donate-a-Cry clip has an age and a gender in its name",
