@@ -63,21 +63,25 @@ struct ProbeCommand: ParsableCommand {
 
     func run() throws {
         let classList = classes?.split(separator: ",").map(String.init)
-        var probes: [ProbeResult] = [], first: (paths: [String], set: LabeledSet)?
+        // Every encoder's data first, so that clips that do not match fail before any probe runs.
+        var prepared: [(file: EncoderFile, store: FeatureStore, set: LabeledSet)] = []
         for (index, encoder) in encoders.enumerated() {
             let inputs = data.allSatisfy { $0.hasSuffix(".h5") } ? [data[index]] : data
             let (file, store) = try loadEncoderAndData(encoder: encoder, data: inputs, command: "probe", threads: threads, quiet: json)
-            let frames = file.configuration.inputShape[1]
-            guard store.frontEnd == file.frontEnd, store.frames >= frames else {
+            guard store.frontEnd == file.frontEnd, store.frames >= file.configuration.inputShape[1] else {
                 throw ValidationError("\(inputs.joined(separator: " ")) was made with another front end than \(encoder)'s; pass the audio folders instead, so they are analysed with the encoder's")
             }
             let set = try LabeledSet(store: store, source: target, classes: classList)
-            if let first, first.paths != set.indices.map({ store.paths[$0] }) {
+            if let first = prepared.first,
+               first.set.indices.map({ first.store.paths[$0] }) != set.indices.map({ store.paths[$0] }) {
                 throw ValidationError("\(encoder) sees other clips than \(encoders[0]) (\(set.count) against \(first.set.count), or in another order); compare encoders on feature stores made from the same files")
             }
-            if first == nil { first = (set.indices.map { store.paths[$0] }, set) }
+            prepared.append((file, store, set))
+        }
+        var probes: [ProbeResult] = []
+        for (encoder, (file, store, set)) in zip(encoders, prepared) {
             let result = linearProbe(encoder: file.model, randomWeights: try Model.encoder(file.configuration, levels: file.levels),
-                                     store: store, set: set, source: target, frames: frames,
+                                     store: store, set: set, source: target, frames: file.configuration.inputShape[1],
                                      normalization: (file.normalization?.mean ?? 0, file.normalization?.std ?? 1),
                                      folds: folds, seed: seed)
             probes.append(result)
@@ -87,9 +91,10 @@ struct ProbeCommand: ParsableCommand {
                 print("random weights:\n" + result.randomWeights.text)
             }
         }
+        let first = prepared[0]
         let comparisons = probes.dropFirst().map { probe in
-            PairedComparison(truth: first!.set.labels, first: probe.pretrainedAnswers, second: probes[0].pretrainedAnswers,
-                             classes: first!.set.classNames.count, groups: first!.set.groups)
+            PairedComparison(truth: first.set.labels, first: probe.pretrainedAnswers, second: probes[0].pretrainedAnswers,
+                             classes: first.set.classNames.count, groups: first.set.groups)
         }
         if json {
             try printJSON(Output(encoders: encoders, probes: probes, againstFirst: comparisons))
