@@ -19,6 +19,10 @@ import Synchronization
 public enum ConvolutionPrecision: String, Sendable, CaseIterable {
     case fp32, bf16, fast
 
+    /// In `fast`, bf16 is kept only if its timed run took less than this share of fp32's: it
+    /// also pays for rounding its operands, which the timing leaves out.
+    static let fastModeBFloat16Margin = 0.9
+
     private static let processWide = Mutex<ConvolutionPrecision>(.fp32)
     @TaskLocal private static var scoped: ConvolutionPrecision?
 

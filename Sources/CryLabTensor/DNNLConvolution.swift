@@ -419,8 +419,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     /// Whichever of two ready passes (bf16 first, fp32 second) runs faster here, timed on zeroed
     /// buffers: one untimed run each, then one timed run each, and a second when the two are
-    /// within 30 % (the better of the two counts). bf16 must win by 10 %, since it also pays for
-    /// rounding its operands. The other one is destroyed.
+    /// within 30 % (the better of the two counts). bf16 must win by
+    /// `ConvolutionPrecision.fastModeBFloat16Margin`. The other one is destroyed.
     private func faster(_ bf16: Prepared, _ fp32: Prepared, _ g: ConvolutionGeometry, _ pass: Pass) -> Prepared {
         let inputBytes = g.inputShape.reduce(1, *) * 4, outputBytes = g.outputShape.reduce(1, *) * 4
         let weightsBytes = max(bf16.weightsBytes, fp32.weightsBytes), biasBytes = g.outputChannels * 4
@@ -459,7 +459,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             best.bf16 = min(best.bf16, run(bf16))
             best.fp32 = min(best.fp32, run(fp32))
         }
-        let (kept, dropped) = best.bf16 < 0.9 * best.fp32 ? (bf16, fp32) : (fp32, bf16)
+        let (kept, dropped) = best.bf16 < ConvolutionPrecision.fastModeBFloat16Margin * best.fp32 ? (bf16, fp32) : (fp32, bf16)
         destroy(dropped)
         return kept
     }

@@ -137,7 +137,7 @@ private let productPrecisionChoices = Mutex<[[Int]: Bool]>([:])
 
 /// Times the forward product c [m, n] = a [m, k] * b [n, k]^T on zeroed operands in bf16 (oneDNN)
 /// and in fp32 (OpenBLAS): one untimed run each, then the better of two alternating runs each.
-/// bf16 must win by 10 %, since it also pays for rounding its operands.
+/// bf16 must win by `ConvolutionPrecision.fastModeBFloat16Margin`.
 private func bfloat16ProductIsFaster(m: Int, n: Int, k: Int) -> Bool {
     let a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: n * k)
     var c = [Float](repeating: 0, count: m * n)
@@ -158,7 +158,7 @@ private func bfloat16ProductIsFaster(m: Int, n: Int, k: Int) -> Bool {
         }
         if round > 0 { best = (min(best.bf16, bf16), min(best.fp32, fp32)) }
     }
-    return best.bf16 < 0.9 * best.fp32
+    return best.bf16 < ConvolutionPrecision.fastModeBFloat16Margin * best.fp32
 }
 
 public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, input: UnsafePointer<Float>,

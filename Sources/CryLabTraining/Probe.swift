@@ -33,11 +33,11 @@ public func linearProbe(encoder: Model, randomWeights: Model, store: FeatureStor
         }
     }
     let pretrained = probe(encoder, name: "pretrained"), random = probe(randomWeights, name: "random weights")
-    let comparison = PairedComparison(truth: set.labels, first: pretrained.probabilities.map(argmax),
-                                      second: random.probabilities.map(argmax), classes: set.classNames.count, groups: set.groups)
+    let answers = pretrained.probabilities.map(argmax)
+    let comparison = PairedComparison(truth: set.labels, first: answers, second: random.probabilities.map(argmax),
+                                      classes: set.classNames.count, groups: set.groups)
     return ProbeResult(target: source, classes: set.classNames, folds: folds.count, pretrained: pretrained.pooled,
-                       randomWeights: random.pooled, pretrainedVersusRandom: comparison,
-                       pretrainedAnswers: pretrained.probabilities.map(argmax))
+                       randomWeights: random.pooled, pretrainedVersusRandom: comparison, pretrainedAnswers: answers)
 }
 
 extension ProbeResult {

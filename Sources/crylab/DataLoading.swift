@@ -8,10 +8,10 @@ import Foundation
 /// Reads `paths` as training data: one feature store (`.h5`), or audio files and folders that
 /// are analysed now with `frontEnd` (labels from class folders unless `unlabeled`).
 func loadData(_ paths: [String], frontEnd: FrontEnd, unlabeled: Bool, threads: Int, quiet: Bool) throws -> FeatureStore {
-    if paths.count == 1, paths[0].hasSuffix(".h5") || paths[0].hasSuffix(".hdf5") {
+    if paths.count == 1, isFeatureStore(paths[0]) {
         return try FeatureStore.read(from: paths[0])
     }
-    if let store = paths.first(where: { $0.hasSuffix(".h5") }) {
+    if let store = paths.first(where: isFeatureStore) {
         throw FeatureError.invalidOption("give either one feature store or audio folders, not both ('\(store)' with \(paths.count - 1) more)")
     }
     let sources = try discoverAudio(paths.map { URL(fileURLWithPath: $0) }, unlabeled: unlabeled)
@@ -21,6 +21,11 @@ func loadData(_ paths: [String], frontEnd: FrontEnd, unlabeled: Bool, threads: I
         FileHandle.standardError.write(Data("skipped \(store.skipped.count) unusable files (first: \(store.skipped[0].path): \(store.skipped[0].reason))\n".utf8))
     }
     return store
+}
+
+/// Whether `path` names a feature store (HDF5) rather than audio.
+func isFeatureStore(_ path: String) -> Bool {
+    path.hasSuffix(".h5") || path.hasSuffix(".hdf5")
 }
 
 /// A CryLab encoder file and labeled data computed with its front end (a store must match it).

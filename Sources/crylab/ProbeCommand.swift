@@ -48,7 +48,7 @@ struct ProbeCommand: ParsableCommand {
         if encoders.isEmpty { throw ValidationError("--encoder is required") }
         if folds < 2 { throw ValidationError("--folds must be at least 2") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
-        let stores = data.filter { $0.hasSuffix(".h5") }
+        let stores = data.filter(isFeatureStore)
         if !stores.isEmpty && (stores.count != data.count || stores.count != encoders.count) {
             throw ValidationError("give audio folders, or exactly one feature store per encoder (\(encoders.count)), not \(data.joined(separator: " "))")
         }
@@ -66,7 +66,7 @@ struct ProbeCommand: ParsableCommand {
         // Every encoder's data first, so that clips that do not match fail before any probe runs.
         var prepared: [(file: EncoderFile, store: FeatureStore, set: LabeledSet)] = []
         for (index, encoder) in encoders.enumerated() {
-            let inputs = data.allSatisfy { $0.hasSuffix(".h5") } ? [data[index]] : data
+            let inputs = data.allSatisfy(isFeatureStore) ? [data[index]] : data
             let (file, store) = try loadEncoderAndData(encoder: encoder, data: inputs, command: "probe", threads: threads, quiet: json)
             guard store.frontEnd == file.frontEnd, store.frames >= file.configuration.inputShape[1] else {
                 throw ValidationError("\(inputs.joined(separator: " ")) was made with another front end than \(encoder)'s; pass the audio folders instead, so they are analysed with the encoder's")
