@@ -10,7 +10,8 @@
 // --precision bf16 runs the oneDNN convolutions in bfloat16 with fp32 accumulation (ConvolutionPrecision);
 // --precision fast runs each in whichever of fp32 and bf16 timed faster when first seen;
 // --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up;
-// --passes times every oneDNN pass of every convolution shape in fp32 and bf16, alternately.
+// --passes times every oneDNN pass of every convolution shape in fp32, bf16 and winograd, in turn
+// (winograd's times include its activation reorders; "-" where oneDNN has no Winograd kernel).
 // Runs with OMP_WAIT_POLICY=PASSIVE unless the variable is set (e.g. OMP_WAIT_POLICY=ACTIVE to compare).
 // Run one workload per process: peak RSS (VmHWM) is per process. Scripts/keras/bench_side_by_side.py
 // runs these and Scripts/keras/bench_keras.py one after the other and prints the ratios.
@@ -130,10 +131,10 @@ if arguments.contains("--implementations") {
     }
 }
 if arguments.contains("--passes") {
-    // Each oneDNN pass of each distinct convolution shape, fp32 and bf16 alternately (so load from
-    // other processes hits both alike): median milliseconds over `steps` repetitions.
+    // Each oneDNN pass of each distinct convolution shape, the precisions in turn (so load from
+    // other processes hits all alike): median milliseconds over `steps` repetitions.
     var seen = Set<String>()
-    print("shape                                   pass             fp32 ms   bf16 ms   fp32/bf16")
+    print("shape                                   pass             fp32 ms   bf16 ms   wino ms   fp32/bf16  fp32/wino")
     for (_, g) in try convolutions(model, batch: batch) where seen.insert("\(g)").inserted {
         var values = SeededGenerator(seed: 3)
         // Inputs as after a ReLU (half zeros), small gradients of both signs, Glorot-sized weights.
@@ -149,15 +150,22 @@ if arguments.contains("--passes") {
         for (name, pass) in passes {
             var times: [ConvolutionPrecision: [Double]] = [:]
             for _ in 0...steps {  // the first round creates the primitives and is not counted
-                for precision in [ConvolutionPrecision.fp32, .bf16] {
+                for precision in [ConvolutionPrecision.fp32, .bf16, .winograd] {
                     let start = now()
                     ConvolutionPrecision.withPrecision(precision) { pass() }
                     times[precision, default: []].append(now() - start)
                 }
             }
-            let fp32 = times[.fp32]!.dropFirst().sorted()[steps / 2] * 1000, bf16 = times[.bf16]!.dropFirst().sorted()[steps / 2] * 1000
+            func median(_ precision: ConvolutionPrecision) -> Double { times[precision]!.dropFirst().sorted()[steps / 2] * 1000 }
+            let (fp32, bf16) = (median(.fp32), median(.bf16))
+            let hasWinograd = ConvolutionPrecision.withPrecision(.winograd) {
+                DNNLConvolution.shared.implementationNames(g).contains { $0.contains("wino") }
+            }
+            let winograd = hasWinograd ? String(format: "%8.1f", median(.winograd)) : "       -"
+            let ratio = hasWinograd ? String(format: "%6.2f", fp32 / median(.winograd)) : "     -"
             let shape = "\(g.inputShape) -> \(g.outputChannels)"
-            print(String(format: "%-40@ %-16@ %8.1f  %8.1f  %6.2f", shape as NSString, name as NSString, fp32, bf16, fp32 / bf16))
+            print(String(format: "%-40@ %-16@ %8.1f  %8.1f  %@  %6.2f     %@", shape as NSString, name as NSString, fp32, bf16,
+                         winograd as NSString, fp32 / bf16, ratio as NSString))
         }
     }
     exit(0)

@@ -9,7 +9,7 @@ in a fresh process), and prints the ratios.
 
 Ratio = CryLab samples/s / reference samples/s, from the median round of each (rounds are
 interleaved, so load from other processes hits every framework alike); RSS ratio = CryLab / reference.
---precisions runs CryLab once per listed convolution precision in every round (fp32, bf16, fast).
+--precisions runs CryLab once per listed convolution precision in every round (fp32, bf16, winograd, fast).
 Every child gets OMP_WAIT_POLICY=PASSIVE unless it is already set (TensorFlow does not use OpenMP).
 """
 import argparse

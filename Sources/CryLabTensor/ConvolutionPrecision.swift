@@ -8,16 +8,23 @@ import Synchronization
 ///   digits per operand, so single results differ from fp32 by ~1e-2 relative. Fast only on CPUs
 ///   with AVX512-BF16 (`avx512_bf16` in /proc/cpuinfo); elsewhere oneDNN emulates it.
 ///
-/// - `fast`: each oneDNN pass (forward, backward-data, backward-weights of each shape) and each
-///   transposed convolution runs in whichever of fp32 and bf16 was faster when both were timed on
-///   this machine, once, when the shape was first seen. On a CPU where bf16 kernels are slower than
-///   fp32 ones (measured: some AVX512-BF16 hosts run them at half the fp32 speed) this is fp32;
-///   where they are faster it is bf16. Results are those of the precision chosen for each pass.
+/// - `winograd`: fp32, but each pass of a 3x3 stride-1 convolution runs through oneDNN's Winograd
+///   F(4x4, 3x3) kernel wherever oneDNN offers one (AVX-512 CPUs): 4x4 output tiles from 36
+///   products each instead of 144, with the activations reordered between NHWC and oneDNN's
+///   blocked layout around the call. The transforms cost some accuracy (tests allow 1e-4 relative,
+///   against 1e-5 for direct fp32). Passes oneDNN declines run direct fp32.
+///
+/// - `fast`: each oneDNN pass (forward, backward-data, backward-weights of each shape) runs in
+///   whichever of direct fp32, direct bf16 and fp32 Winograd (with its reorders) was fastest when
+///   they were timed on this machine, once, when the shape was first seen; each transposed
+///   convolution likewise in fp32 or bf16. On a CPU where bf16 kernels are slower than fp32 ones
+///   (measured: some AVX512-BF16 hosts run them at half the fp32 speed) bf16 loses everywhere;
+///   where they are faster it wins. Results are those of the kernel chosen for each pass.
 ///
 /// Transposed convolutions run their matrix products in bf16 too; 1x1 stride-1 convolutions (one
 /// sgemm) still run in fp32.
 public enum ConvolutionPrecision: String, Sendable, CaseIterable {
-    case fp32, bf16, fast
+    case fp32, bf16, winograd, fast
 
     /// In `fast`, bf16 is kept only if its timed run took less than this share of fp32's: it
     /// also pays for rounding its operands, which the timing leaves out.

@@ -23,13 +23,33 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         case forward(bias: Bool, relu: Bool)
         case backwardData
         case backwardWeights(bias: Bool)
+
+        var isForward: Bool { if case .forward = self { true } else { false } }
     }
+
+    /// An output gradient already reordered into a Winograd pass's blocked layout, shared by the two
+    /// backward passes of one call.
+    private typealias BlockedCopy = (descriptor: dnnl_memory_desc_t, pointer: UnsafeMutableRawPointer)
 
     private struct Key: Hashable {
         let geometry: ConvolutionGeometry
         let pass: Pass
         let threads: Int
         let precision: ConvolutionPrecision
+    }
+
+    /// Winograd kernels read and write blocked activations (oneDNN's nChw16c), not NHWC: the layouts
+    /// of one pass's two activation operands, and the reorders between them and NHWC.
+    private struct BlockedActivations {
+        /// src (forward, backward-weights) or diff_src (backward-data).
+        let source: dnnl_memory_desc_t
+        /// dst (forward) or diff_dst (backward passes).
+        let destination: dnnl_memory_desc_t
+        /// NHWC -> blocked where the pass reads the operand, blocked -> NHWC where it writes it.
+        let sourceReorder: dnnl_primitive_t
+        let destinationReorder: dnnl_primitive_t
+        var sourceBytes: Int { dnnl_memory_desc_get_size([source]) }
+        var destinationBytes: Int { dnnl_memory_desc_get_size([destination]) }
     }
 
     /// One ready-to-run pass: the primitive, and how its weights differ from Keras's layout.
@@ -45,11 +65,15 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         let weightsBytes: Int
         let scratchpadBytes: Int
         let implementation: String
+        /// Set for Winograd passes (always fp32); nil for direct ones, which read and write NHWC.
+        let blocked: BlockedActivations?
         var operandType: dnnl_data_type_t { precision == .bf16 ? dnnl_bf16 : dnnl_f32 }
 
         init(precision: ConvolutionPrecision, primitiveDescriptor: dnnl_primitive_desc_t, primitive: dnnl_primitive_t,
              weightsDescriptor: dnnl_memory_desc_t, kerasWeightsDescriptor: dnnl_memory_desc_t,
-             weightsReorder: dnnl_primitive_t?, weightsBytes: Int, scratchpadBytes: Int, implementation: String) {
+             weightsReorder: dnnl_primitive_t?, weightsBytes: Int, scratchpadBytes: Int, implementation: String,
+             blocked: BlockedActivations?) {
+            self.blocked = blocked
             self.precision = precision
             self.primitiveDescriptor = primitiveDescriptor
             self.primitive = primitive
@@ -75,6 +99,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     /// bf16 copies of matrix-product operands (see DNNLMatrixMultiply.swift).
     var leftBF16Buffer = GrowingBuffer()
     var rightBF16Buffer = GrowingBuffer()
+    /// Blocked activations for Winograd passes: src or diff_src, and dst or diff_dst.
+    private var blockedSourceBuffer = GrowingBuffer()
+    private var blockedDestinationBuffer = GrowingBuffer()
     /// The fp32 gradient through ReLU, when `backward(reluOutput:)` cannot fuse it into the rounding.
     private var reluGradientBuffer = GrowingBuffer()
     /// bf16 matrix-product primitives, nil where oneDNN has only a reference kernel.
@@ -105,7 +132,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                         bias: UnsafePointer<Float>?, fuseReLU: Bool, output: UnsafeMutablePointer<Float>,
                         keepingRoundedInput: Bool) -> BFloat16Copy? {
         lock.withLock {
-            let p = prepared(g, .forward(bias: bias != nil, relu: fuseReLU))
+            let p = prepared(g, .forward(bias: bias != nil, relu: fuseReLU),
+                             timingOn: (UnsafeMutableRawPointer(mutating: input), UnsafeMutableRawPointer(output)))
             let weights = kernelInKernelLayout(p, kernel: kernel)
             var kept: BFloat16Copy?
             let source: UnsafeMutableRawPointer
@@ -117,15 +145,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             } else {
                 source = operand(p, input, count: g.inputShape.reduce(1, *), buffer: \.inputBF16Buffer)
             }
-            var arguments = [
-                argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g, p.operandType), pointer: source),
-                argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
-                argument(Int32(DNNL_ARG_DST_0), descriptor: destinationDescriptor(g), pointer: UnsafeMutableRawPointer(output)),
-            ]
-            if let bias {
-                arguments.append(argument(41, descriptor: biasDescriptor(g), pointer: UnsafeMutableRawPointer(mutating: bias)))
-            }
-            execute(p, arguments)
+            var unused: BlockedCopy?
+            perform(p, .forward(bias: bias != nil, relu: fuseReLU), g, source: source, destination: UnsafeMutableRawPointer(output),
+                    weights: weights, bias: bias.map { UnsafeMutableRawPointer(mutating: $0) }, blockedOutputGradient: &unused)
             return kept
         }
     }
@@ -134,8 +156,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                              kernel: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>) {
         lock.withLock {
             var roundedOutputGradient: UnsafeMutableRawPointer?
+            var blockedOutputGradient: BlockedCopy?
             backwardDataPass(g, outputGradient: outputGradient, roundedOutputGradient: &roundedOutputGradient,
-                             kernel: kernel, inputGradient: inputGradient)
+                             blockedOutputGradient: &blockedOutputGradient, kernel: kernel, inputGradient: inputGradient)
         }
     }
 
@@ -144,8 +167,10 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                                 kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?) {
         lock.withLock {
             var roundedOutputGradient: UnsafeMutableRawPointer?
+            var blockedOutputGradient: BlockedCopy?
             backwardWeightsPass(g, input: input, roundedInput: nil, outputGradient: outputGradient,
-                                roundedOutputGradient: &roundedOutputGradient, kernelGradient: kernelGradient, biasGradient: biasGradient)
+                                roundedOutputGradient: &roundedOutputGradient, blockedOutputGradient: &blockedOutputGradient,
+                                kernelGradient: kernelGradient, biasGradient: biasGradient)
         }
     }
 
@@ -167,11 +192,14 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                          inputGradient: UnsafeMutablePointer<Float>?) {
         lock.withLock {
             var roundedOutputGradient: UnsafeMutableRawPointer?
+            var blockedOutputGradient: BlockedCopy?
             var outputGradient = outputGradient
             if let reluOutput {
                 let count = g.outputShape.reduce(1, *)
-                let allBF16 = (kernelGradient == nil || prepared(g, .backwardWeights(bias: biasGradient != nil)).precision == .bf16)
-                    && (inputGradient == nil || prepared(g, .backwardData).precision == .bf16)
+                let gradient = UnsafeMutableRawPointer(mutating: outputGradient)
+                let allBF16 = (kernelGradient == nil || prepared(g, .backwardWeights(bias: biasGradient != nil),
+                                                                 timingOn: (UnsafeMutableRawPointer(mutating: input), gradient)).precision == .bf16)
+                    && (inputGradient == nil || prepared(g, .backwardData, timingOn: (UnsafeMutableRawPointer(inputGradient!), gradient)).precision == .bf16)
                 if allBF16 {
                     let target = outputGradientBF16Buffer.reserve(bytes: count * 2)
                     reluBackwardToBFloat16(gradient: outputGradient, output: reluOutput, count: count, into: target)
@@ -185,11 +213,12 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             }
             if let kernelGradient {
                 backwardWeightsPass(g, input: input, roundedInput: roundedInput, outputGradient: outputGradient,
-                                    roundedOutputGradient: &roundedOutputGradient, kernelGradient: kernelGradient, biasGradient: biasGradient)
+                                    roundedOutputGradient: &roundedOutputGradient, blockedOutputGradient: &blockedOutputGradient,
+                                    kernelGradient: kernelGradient, biasGradient: biasGradient)
             }
             if let inputGradient {
                 backwardDataPass(g, outputGradient: outputGradient, roundedOutputGradient: &roundedOutputGradient,
-                                 kernel: kernel, inputGradient: inputGradient)
+                                 blockedOutputGradient: &blockedOutputGradient, kernel: kernel, inputGradient: inputGradient)
             }
         }
     }
@@ -197,28 +226,27 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     // MARK: Passes, called with the lock held
 
     /// `roundedOutputGradient`: the bf16 copy of `outputGradient` if a pass already made it; set when this one does.
+    /// `blockedOutputGradient`: likewise its copy in a Winograd pass's blocked layout.
     private func backwardDataPass(_ g: ConvolutionGeometry, outputGradient: UnsafePointer<Float>,
                                   roundedOutputGradient: inout UnsafeMutableRawPointer?,
+                                  blockedOutputGradient: inout BlockedCopy?,
                                   kernel: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>) {
-        do {
-            let p = prepared(g, .backwardData)
-            let weights = kernelInKernelLayout(p, kernel: kernel)
-            let diffDestination = outputGradientOperand(p, outputGradient, count: g.outputShape.reduce(1, *),
-                                                        rounded: &roundedOutputGradient)
-            execute(p, [
-                argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g, p.operandType), pointer: diffDestination),
-                argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
-                argument(Int32(DNNL_ARG_DIFF_SRC_0), descriptor: sourceDescriptor(g), pointer: UnsafeMutableRawPointer(inputGradient)),
-            ])
-        }
+        let p = prepared(g, .backwardData, timingOn: (UnsafeMutableRawPointer(inputGradient), UnsafeMutableRawPointer(mutating: outputGradient)))
+        let weights = kernelInKernelLayout(p, kernel: kernel)
+        let diffDestination = outputGradientOperand(p, outputGradient, count: g.outputShape.reduce(1, *),
+                                                    rounded: &roundedOutputGradient)
+        perform(p, .backwardData, g, source: UnsafeMutableRawPointer(inputGradient), destination: diffDestination,
+                weights: weights, bias: nil, blockedOutputGradient: &blockedOutputGradient)
     }
 
     private func backwardWeightsPass(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, roundedInput: BFloat16Copy?,
                                      outputGradient: UnsafePointer<Float>,
                                      roundedOutputGradient: inout UnsafeMutableRawPointer?,
+                                     blockedOutputGradient: inout BlockedCopy?,
                                      kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?) {
         do {
-            let p = prepared(g, .backwardWeights(bias: biasGradient != nil))
+            let p = prepared(g, .backwardWeights(bias: biasGradient != nil),
+                             timingOn: (UnsafeMutableRawPointer(mutating: input), UnsafeMutableRawPointer(mutating: outputGradient)))
             // oneDNN overwrites its outputs; ours accumulate, so compute into scratch and add.
             let kernelCount = g.kernelHeight * g.kernelWidth * g.inputChannels * g.outputChannels
             let fresh = weightsGradientBuffer.reserve(bytes: (p.weightsBytes + 63) / 64 * 64 + (g.outputChannels + kernelCount) * 4)
@@ -229,15 +257,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                 ? roundedInput!.bytes : operand(p, input, count: inputCount, buffer: \.inputBF16Buffer)
             let diffDestination = outputGradientOperand(p, outputGradient, count: g.outputShape.reduce(1, *),
                                                         rounded: &roundedOutputGradient)
-            var arguments = [
-                argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g, p.operandType), pointer: source),
-                argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g, p.operandType), pointer: diffDestination),
-                argument(Int32(DNNL_ARG_DIFF_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: freshKernel),
-            ]
-            if biasGradient != nil {
-                arguments.append(argument(169, descriptor: biasDescriptor(g), pointer: freshBias))
-            }
-            execute(p, arguments)
+            perform(p, .backwardWeights(bias: biasGradient != nil), g, source: source, destination: diffDestination,
+                    weights: freshKernel, bias: biasGradient == nil ? nil : freshBias, blockedOutputGradient: &blockedOutputGradient)
             var kerasKernel = freshKernel.assumingMemoryBound(to: Float.self)
             if let reorder = p.weightsReorder {
                 // Blocked gradient -> Keras layout, into the space after the bias.
@@ -345,6 +366,64 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         Self.check(dnnl_stream_wait(stream), "waiting for a reorder")
     }
 
+    /// Runs `p` on NHWC activations (in `p`'s operand type where the pass reads them). `source` is
+    /// the input (forward, backward-weights: read) or the input gradient (backward-data: written);
+    /// `destination` is the output (forward: written) or the output gradient (backward: read).
+    /// `weights` and `bias` are the weights (gradients, for backward-weights) in `p`'s layout.
+    /// A Winograd pass reorders what it reads into blocked buffers first and what it writes back to
+    /// NHWC after, using `blockedOutputGradient` if an earlier pass of the same call made it.
+    private func perform(_ p: Prepared, _ pass: Pass, _ g: ConvolutionGeometry,
+                         source: UnsafeMutableRawPointer, destination: UnsafeMutableRawPointer,
+                         weights: UnsafeMutableRawPointer, bias: UnsafeMutableRawPointer?,
+                         blockedOutputGradient: inout BlockedCopy?) {
+        let nhwcSource = sourceDescriptor(g, pass == .backwardData ? dnnl_f32 : p.operandType)
+        let nhwcDestination = destinationDescriptor(g, pass.isForward ? dnnl_f32 : p.operandType)
+        var src = (descriptor: nhwcSource, pointer: source), dst = (descriptor: nhwcDestination, pointer: destination)
+        if let b = p.blocked {
+            src = (b.source, blockedSourceBuffer.reserve(bytes: b.sourceBytes))
+            if pass != .backwardData { reorderActivations(b.sourceReorder, from: (nhwcSource, source), to: src) }
+            if pass.isForward {
+                dst = (b.destination, blockedDestinationBuffer.reserve(bytes: b.destinationBytes))
+            } else if let shared = blockedOutputGradient, dnnl_memory_desc_equal([shared.descriptor], [b.destination]) != 0 {
+                dst = shared
+            } else {
+                dst = (b.destination, blockedDestinationBuffer.reserve(bytes: b.destinationBytes))
+                reorderActivations(b.destinationReorder, from: (nhwcDestination, destination), to: dst)
+                blockedOutputGradient = dst
+            }
+        }
+        var arguments: [dnnl_exec_arg_t]
+        switch pass {
+        case .forward:
+            arguments = [argument(Int32(DNNL_ARG_SRC_0), descriptor: src.descriptor, pointer: src.pointer),
+                         argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
+                         argument(Int32(DNNL_ARG_DST_0), descriptor: dst.descriptor, pointer: dst.pointer)]
+            if let bias { arguments.append(argument(41, descriptor: biasDescriptor(g), pointer: bias)) }
+        case .backwardData:
+            arguments = [argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: dst.descriptor, pointer: dst.pointer),
+                         argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
+                         argument(Int32(DNNL_ARG_DIFF_SRC_0), descriptor: src.descriptor, pointer: src.pointer)]
+        case .backwardWeights:
+            arguments = [argument(Int32(DNNL_ARG_SRC_0), descriptor: src.descriptor, pointer: src.pointer),
+                         argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: dst.descriptor, pointer: dst.pointer),
+                         argument(Int32(DNNL_ARG_DIFF_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights)]
+            if let bias { arguments.append(argument(169, descriptor: biasDescriptor(g), pointer: bias)) }
+        }
+        execute(p, arguments)
+        if let b = p.blocked {
+            if pass == .backwardData { reorderActivations(b.sourceReorder, from: src, to: (nhwcSource, source)) }
+            if pass.isForward { reorderActivations(b.destinationReorder, from: dst, to: (nhwcDestination, destination)) }
+        }
+    }
+
+    /// An activation reorder (tens of MB): with every compute thread, unlike weight reorders.
+    private func reorderActivations(_ reorder: dnnl_primitive_t,
+                                    from: (dnnl_memory_desc_t, UnsafeMutableRawPointer),
+                                    to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
+        OpenMP.applyToCurrentThread()
+        run(reorder, from: from, to: to)
+    }
+
     private func execute(_ p: Prepared, _ arguments: [dnnl_exec_arg_t]) {
         OpenMP.applyToCurrentThread()
         var all = arguments
@@ -376,13 +455,15 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     }
 
     // x: [batch, height, width, channels]
-    private func sourceDescriptor(_ g: ConvolutionGeometry, _ type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
-        descriptor([g.batch, g.inputChannels, g.inputHeight, g.inputWidth], dnnl_nhwc, type: type)
+    private func sourceDescriptor(_ g: ConvolutionGeometry, _ type: dnnl_data_type_t = dnnl_f32,
+                                  _ tag: dnnl_format_tag_t = dnnl_nhwc) -> dnnl_memory_desc_t {
+        descriptor([g.batch, g.inputChannels, g.inputHeight, g.inputWidth], tag, type: type)
     }
 
     // y: [batch, outputHeight, outputWidth, outputChannels]
-    private func destinationDescriptor(_ g: ConvolutionGeometry, _ type: dnnl_data_type_t = dnnl_f32) -> dnnl_memory_desc_t {
-        descriptor([g.batch, g.outputChannels, g.outputHeight, g.outputWidth], dnnl_nhwc, type: type)
+    private func destinationDescriptor(_ g: ConvolutionGeometry, _ type: dnnl_data_type_t = dnnl_f32,
+                                       _ tag: dnnl_format_tag_t = dnnl_nhwc) -> dnnl_memory_desc_t {
+        descriptor([g.batch, g.outputChannels, g.outputHeight, g.outputWidth], tag, type: type)
     }
 
     private func weightsDescriptor(_ g: ConvolutionGeometry, _ tag: dnnl_format_tag_t,
@@ -396,91 +477,106 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     // MARK: Primitive creation (once per key)
 
-    private func prepared(_ g: ConvolutionGeometry, _ pass: Pass) -> Prepared {
+    /// `timingOn`: the NHWC activations of the call being served (input or input gradient, output
+    /// or output gradient), which `fastest` may time candidates on; each candidate writes only what
+    /// the call itself then overwrites. Without them it allocates its own.
+    private func prepared(_ g: ConvolutionGeometry, _ pass: Pass,
+                          timingOn activations: (source: UnsafeMutableRawPointer, destination: UnsafeMutableRawPointer)? = nil) -> Prepared {
         let key = Key(geometry: g, pass: pass, threads: ComputeThreads.count, precision: ConvolutionPrecision.current)
         if let hit = cache[key] { return hit }
         OpenMP.applyToCurrentThread()
-        var made: Prepared? = nil
-        if key.precision != .fp32 {
-            made = make(g, pass, operandType: dnnl_bf16)
-            if let chosen = made, chosen.implementation.hasPrefix("ref") {
+        // The candidates the precision allows, where oneDNN has them; fp32 direct always exists.
+        var candidates: [Prepared] = []
+        if key.precision == .bf16 || key.precision == .fast, let bf16 = make(g, pass, operandType: dnnl_bf16) {
+            if bf16.implementation.hasPrefix("ref") {
                 // oneDNN's reference loops are orders of magnitude slower than fp32 JIT.
-                destroy(chosen)
-                made = nil
+                destroy(bf16)
+            } else {
+                candidates.append(bf16)
             }
         }
-        var result = made ?? make(g, pass, operandType: dnnl_f32)!
-        if key.precision == .fast, let bf16 = made {
-            result = faster(bf16, make(g, pass, operandType: dnnl_f32)!, g, pass)
+        if key.precision == .winograd || key.precision == .fast,
+           let winograd = make(g, pass, operandType: dnnl_f32, algorithm: dnnl_convolution_winograd) {
+            candidates.append(winograd)
         }
+        if key.precision == .fast || candidates.isEmpty {
+            candidates.append(make(g, pass, operandType: dnnl_f32)!)
+        }
+        let result = candidates.count == 1 ? candidates[0] : fastest(candidates, g, pass, activations)
         cache[key] = result
         return result
     }
 
-    /// Whichever of two ready passes (bf16 first, fp32 second) runs faster here, timed on zeroed
-    /// buffers: one untimed run each, then one timed run each, and a second when the two are
-    /// within 30 % (the better of the two counts). bf16 must win by
-    /// `ConvolutionPrecision.fastModeBFloat16Margin`. The other one is destroyed.
-    private func faster(_ bf16: Prepared, _ fp32: Prepared, _ g: ConvolutionGeometry, _ pass: Pass) -> Prepared {
-        let inputBytes = g.inputShape.reduce(1, *) * 4, outputBytes = g.outputShape.reduce(1, *) * 4
-        let weightsBytes = max(bf16.weightsBytes, fp32.weightsBytes), biasBytes = g.outputChannels * 4
-        let memory = UnsafeMutableRawPointer.allocate(byteCount: inputBytes + outputBytes + weightsBytes + biasBytes, alignment: 64)
+    /// Whichever of the ready passes runs fastest here, timed including the activation reorders a
+    /// Winograd pass needs: one untimed run each, then one timed run each, and a second when the
+    /// two fastest are within 30 % (the better of the two counts). A bf16 pass must win by
+    /// `ConvolutionPrecision.fastModeBFloat16Margin`, since the timing leaves out the rounding of its
+    /// operands. The others are destroyed.
+    ///
+    /// The runs use the call's own activations when given (a bf16 candidate reads them as bf16
+    /// bits: the values do not matter, only the time), so timing needs no activation-sized memory
+    /// beyond what training holds anyway; weights and bias are zeroed buffers of their own.
+    private func fastest(_ candidates: [Prepared], _ g: ConvolutionGeometry, _ pass: Pass,
+                         _ activations: (source: UnsafeMutableRawPointer, destination: UnsafeMutableRawPointer)?) -> Prepared {
+        let activationBytes = activations == nil ? (g.inputShape.reduce(1, *) + g.outputShape.reduce(1, *)) * 4 : 0
+        let weightsBytes = candidates.map(\.weightsBytes).max()!, biasBytes = g.outputChannels * 4
+        let total = activationBytes + weightsBytes + biasBytes
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 64)
         defer { memory.deallocate() }
-        memory.initializeMemory(as: UInt8.self, repeating: 0, count: inputBytes + outputBytes + weightsBytes + biasBytes)
-        let (input, output) = (memory, memory + inputBytes)
-        let (weights, bias) = (output + outputBytes, output + outputBytes + weightsBytes)
-        func run(_ p: Prepared) -> Double {
-            var arguments: [dnnl_exec_arg_t]
-            switch pass {
-            case let .forward(hasBias, _):
-                arguments = [argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g, p.operandType), pointer: input),
-                             argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
-                             argument(Int32(DNNL_ARG_DST_0), descriptor: destinationDescriptor(g), pointer: output)]
-                if hasBias { arguments.append(argument(41, descriptor: biasDescriptor(g), pointer: bias)) }
-            case .backwardData:
-                arguments = [argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g, p.operandType), pointer: output),
-                             argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights),
-                             argument(Int32(DNNL_ARG_DIFF_SRC_0), descriptor: sourceDescriptor(g), pointer: input)]
-            case let .backwardWeights(hasBias):
-                arguments = [argument(Int32(DNNL_ARG_SRC_0), descriptor: sourceDescriptor(g, p.operandType), pointer: input),
-                             argument(Int32(DNNL_ARG_DIFF_DST_0), descriptor: destinationDescriptor(g, p.operandType), pointer: output),
-                             argument(Int32(DNNL_ARG_DIFF_WEIGHTS_0), descriptor: p.weightsDescriptor, pointer: weights)]
-                if hasBias { arguments.append(argument(169, descriptor: biasDescriptor(g), pointer: bias)) }
-            }
+        memory.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+        let (weights, bias) = (memory, memory + weightsBytes)
+        let (input, output) = activations ?? (bias + biasBytes, bias + biasBytes + g.inputShape.reduce(1, *) * 4)
+        let hasBias = switch pass {
+        case let .forward(bias, _), let .backwardWeights(bias): bias
+        case .backwardData: false
+        }
+        func time(_ p: Prepared) -> Double {
+            var blockedOutputGradient: BlockedCopy?
             let start = DispatchTime.now().uptimeNanoseconds
-            execute(p, arguments)
-            return Double(DispatchTime.now().uptimeNanoseconds - start)
+            perform(p, pass, g, source: input, destination: output, weights: weights, bias: hasBias ? bias : nil,
+                    blockedOutputGradient: &blockedOutputGradient)
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start)
+            return p.precision == .bf16 ? elapsed / ConvolutionPrecision.fastModeBFloat16Margin : elapsed
         }
-        _ = run(bf16)
-        _ = run(fp32)
-        var best = (bf16: Double.infinity, fp32: Double.infinity)
+        for p in candidates { _ = time(p) }
+        var best = [Double](repeating: .infinity, count: candidates.count)
         for round in 0..<2 {
-            if round == 1 && max(best.bf16, best.fp32) > 1.3 * min(best.bf16, best.fp32) { break }
-            best.bf16 = min(best.bf16, run(bf16))
-            best.fp32 = min(best.fp32, run(fp32))
+            let sorted = best.sorted()
+            if round == 1 && sorted[1] > 1.3 * sorted[0] { break }
+            for (i, p) in candidates.enumerated() { best[i] = min(best[i], time(p)) }
         }
-        let (kept, dropped) = best.bf16 < ConvolutionPrecision.fastModeBFloat16Margin * best.fp32 ? (bf16, fp32) : (fp32, bf16)
-        destroy(dropped)
-        return kept
+        let winner = best.indices.min { best[$0] < best[$1] }!
+        for (i, p) in candidates.enumerated() where i != winner { destroy(p) }
+        return candidates[winner]
     }
 
     private func destroy(_ p: Prepared) {
         if let reorder = p.weightsReorder { dnnl_primitive_destroy(reorder) }
+        if let blocked = p.blocked {
+            dnnl_primitive_destroy(blocked.sourceReorder)
+            dnnl_primitive_destroy(blocked.destinationReorder)
+        }
         dnnl_primitive_destroy(p.primitive)
         dnnl_primitive_desc_destroy(p.primitiveDescriptor)
     }
 
+    /// Activations are NHWC for direct kernels; Winograd ones choose their own (blocked) layout.
+    private func activationTag(_ algorithm: dnnl_alg_kind_t) -> dnnl_format_tag_t {
+        algorithm == dnnl_convolution_winograd ? dnnl_format_tag_any : dnnl_nhwc
+    }
+
     /// `operandType` is the type of what the kernel reads (input, weights, output gradient);
     /// what it writes is always fp32.
-    private func forwardDescriptor(_ g: ConvolutionGeometry, bias: Bool, operandType: dnnl_data_type_t) -> dnnl_convolution_desc_t {
-        var source = sourceDescriptor(g, operandType)
-        var destination = destinationDescriptor(g)
+    private func forwardDescriptor(_ g: ConvolutionGeometry, bias: Bool, operandType: dnnl_data_type_t,
+                                   algorithm: dnnl_alg_kind_t) -> dnnl_convolution_desc_t {
+        var source = sourceDescriptor(g, operandType, activationTag(algorithm))
+        var destination = destinationDescriptor(g, dnnl_f32, activationTag(algorithm))
         var weights = weightsDescriptor(g, dnnl_format_tag_any, operandType)
         var biasMD = biasDescriptor(g)
         var d = dnnl_convolution_desc_t()
         let status = withUnsafePointer(to: &biasMD) { biasPointer in
             dnnl_convolution_forward_desc_init(
-                &d, dnnl_forward_training, dnnl_convolution_direct, &source, &weights, bias ? biasPointer : nil,
+                &d, dnnl_forward_training, algorithm, &source, &weights, bias ? biasPointer : nil,
                 &destination, strides(g), [Int64(g.padTop), Int64(g.padLeft)], [Int64(g.padBottom), Int64(g.padRight)])
         }
         Self.check(status, "describing \(g)")
@@ -489,10 +585,12 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     private func strides(_ g: ConvolutionGeometry) -> [Int64] { [Int64(g.stride), Int64(g.stride)] }
 
-    /// nil if oneDNN has no bf16 kernel for this shape (fp32 always has one).
-    private func make(_ g: ConvolutionGeometry, _ pass: Pass, operandType: dnnl_data_type_t) -> Prepared? {
+    /// nil if oneDNN has no kernel for this shape in bf16 or with Winograd (fp32 direct always has one).
+    private func make(_ g: ConvolutionGeometry, _ pass: Pass, operandType: dnnl_data_type_t,
+                      algorithm: dnnl_alg_kind_t = dnnl_convolution_direct) -> Prepared? {
+        let optional = operandType == dnnl_bf16 || algorithm == dnnl_convolution_winograd
         func created(_ status: dnnl_status_t, _ what: @autoclosure () -> String) -> Bool {
-            if status == dnnl_unimplemented && operandType == dnnl_bf16 { return false }
+            if status == dnnl_unimplemented && optional { return false }
             Self.check(status, what())
             return true
         }
@@ -501,8 +599,11 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         defer { dnnl_primitive_attr_destroy(attributes) }
         Self.check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "scratchpad mode")
 
+        let activations = activationTag(algorithm)
         var descriptor: dnnl_primitive_desc_t?
         let weightsQuery: dnnl_query_t
+        // The activation operands' queries: src or diff_src, dst or diff_dst.
+        let sourceQuery: dnnl_query_t, destinationQuery: dnnl_query_t
         switch pass {
         case let .forward(bias, relu):
             if relu {
@@ -512,40 +613,40 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                 Self.check(dnnl_primitive_attr_set_post_ops(attributes, postOps), "setting post-ops")
                 dnnl_post_ops_destroy(postOps)
             }
-            var d = forwardDescriptor(g, bias: bias, operandType: operandType)
+            var d = forwardDescriptor(g, bias: bias, operandType: operandType, algorithm: algorithm)
             guard created(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil), "choosing a forward kernel for \(g)")
             else { return nil }
-            weightsQuery = dnnl_query_weights_md
+            (weightsQuery, sourceQuery, destinationQuery) = (dnnl_query_weights_md, dnnl_query_src_md, dnnl_query_dst_md)
         case .backwardData:
-            guard let hint = forwardHint(g, operandType: operandType) else { return nil }
+            guard let hint = forwardHint(g, operandType: operandType, algorithm: algorithm) else { return nil }
             defer { dnnl_primitive_desc_destroy(hint) }
-            var diffSource = sourceDescriptor(g)
-            var diffDestination = destinationDescriptor(g, operandType)
+            var diffSource = sourceDescriptor(g, dnnl_f32, activations)
+            var diffDestination = destinationDescriptor(g, operandType, activations)
             var weights = weightsDescriptor(g, dnnl_format_tag_any, operandType)
             var d = dnnl_convolution_desc_t()
             Self.check(dnnl_convolution_backward_data_desc_init(
-                &d, dnnl_convolution_direct, &diffSource, &weights, &diffDestination, strides(g),
+                &d, algorithm, &diffSource, &weights, &diffDestination, strides(g),
                 [Int64(g.padTop), Int64(g.padLeft)], [Int64(g.padBottom), Int64(g.padRight)]), "describing backward-data \(g)")
             guard created(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, hint), "choosing a backward-data kernel for \(g)")
             else { return nil }
-            weightsQuery = dnnl_query_weights_md
+            (weightsQuery, sourceQuery, destinationQuery) = (dnnl_query_weights_md, dnnl_query_diff_src_md, dnnl_query_diff_dst_md)
         case let .backwardWeights(bias):
-            guard let hint = forwardHint(g, operandType: operandType) else { return nil }
+            guard let hint = forwardHint(g, operandType: operandType, algorithm: algorithm) else { return nil }
             defer { dnnl_primitive_desc_destroy(hint) }
-            var source = sourceDescriptor(g, operandType)
-            var diffDestination = destinationDescriptor(g, operandType)
+            var source = sourceDescriptor(g, operandType, activations)
+            var diffDestination = destinationDescriptor(g, operandType, activations)
             var diffWeights = weightsDescriptor(g, dnnl_format_tag_any)
             var diffBias = biasDescriptor(g)
             var d = dnnl_convolution_desc_t()
             let status = withUnsafePointer(to: &diffBias) { biasPointer in
                 dnnl_convolution_backward_weights_desc_init(
-                    &d, dnnl_convolution_direct, &source, &diffWeights, bias ? biasPointer : nil, &diffDestination,
+                    &d, algorithm, &source, &diffWeights, bias ? biasPointer : nil, &diffDestination,
                     strides(g), [Int64(g.padTop), Int64(g.padLeft)], [Int64(g.padBottom), Int64(g.padRight)])
             }
             Self.check(status, "describing backward-weights \(g)")
             guard created(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, hint), "choosing a backward-weights kernel for \(g)")
             else { return nil }
-            weightsQuery = dnnl_query_diff_weights_md
+            (weightsQuery, sourceQuery, destinationQuery) = (dnnl_query_diff_weights_md, dnnl_query_src_md, dnnl_query_diff_dst_md)
         }
         var primitive: dnnl_primitive_t?
         Self.check(dnnl_primitive_create(&primitive, descriptor), "creating a primitive for \(g)")
@@ -554,14 +655,25 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         var keras = weightsDescriptor(g, dnnl_hwio)
         var reorder: dnnl_primitive_t?
         if dnnl_memory_desc_equal(&chosen, &keras) == 0 {
-            var reorderDescriptor: dnnl_primitive_desc_t?
             if case .backwardWeights = pass {
-                Self.check(dnnl_reorder_primitive_desc_create(&reorderDescriptor, &chosen, engine, &keras, engine, nil), "weights reorder")
+                reorder = reorderPrimitive(from: chosen, to: keras, "weights reorder")
             } else {
-                Self.check(dnnl_reorder_primitive_desc_create(&reorderDescriptor, &keras, engine, &chosen, engine, nil), "weights reorder")
+                reorder = reorderPrimitive(from: keras, to: chosen, "weights reorder")
             }
-            Self.check(dnnl_primitive_create(&reorder, reorderDescriptor), "creating a weights reorder")
-            dnnl_primitive_desc_destroy(reorderDescriptor)
+        }
+        var blocked: BlockedActivations?
+        if algorithm == dnnl_convolution_winograd {
+            let source = dnnl_primitive_desc_query_md(descriptor, sourceQuery, 0)!.pointee
+            let destination = dnnl_primitive_desc_query_md(descriptor, destinationQuery, 0)!.pointee
+            let nhwcSource = sourceDescriptor(g), nhwcDestination = destinationDescriptor(g)
+            blocked = BlockedActivations(
+                source: source, destination: destination,
+                sourceReorder: pass == .backwardData
+                    ? reorderPrimitive(from: source, to: nhwcSource, "blocked -> NHWC input-gradient reorder")
+                    : reorderPrimitive(from: nhwcSource, to: source, "NHWC -> blocked input reorder"),
+                destinationReorder: pass.isForward
+                    ? reorderPrimitive(from: destination, to: nhwcDestination, "blocked -> NHWC output reorder")
+                    : reorderPrimitive(from: nhwcDestination, to: destination, "NHWC -> blocked output-gradient reorder"))
         }
         let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
         var name: UnsafePointer<CChar>?
@@ -569,14 +681,24 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         return Prepared(precision: operandType == dnnl_bf16 ? .bf16 : .fp32, primitiveDescriptor: descriptor!, primitive: primitive!,
                         weightsDescriptor: chosen, kerasWeightsDescriptor: keras, weightsReorder: reorder,
                         weightsBytes: dnnl_memory_desc_get_size(&chosen), scratchpadBytes: scratchpadBytes,
-                        implementation: name.map { String(cString: $0) } ?? "?")
+                        implementation: name.map { String(cString: $0) } ?? "?", blocked: blocked)
     }
 
-    private func forwardHint(_ g: ConvolutionGeometry, operandType: dnnl_data_type_t) -> dnnl_primitive_desc_t? {
-        var d = forwardDescriptor(g, bias: true, operandType: operandType)
+    private func reorderPrimitive(from: dnnl_memory_desc_t, to: dnnl_memory_desc_t, _ what: String) -> dnnl_primitive_t {
+        var (from, to) = (from, to)
+        var reorderDescriptor: dnnl_primitive_desc_t?
+        Self.check(dnnl_reorder_primitive_desc_create(&reorderDescriptor, &from, engine, &to, engine, nil), what)
+        defer { dnnl_primitive_desc_destroy(reorderDescriptor) }
+        var reorder: dnnl_primitive_t?
+        Self.check(dnnl_primitive_create(&reorder, reorderDescriptor), "creating a \(what)")
+        return reorder!
+    }
+
+    private func forwardHint(_ g: ConvolutionGeometry, operandType: dnnl_data_type_t, algorithm: dnnl_alg_kind_t) -> dnnl_primitive_desc_t? {
+        var d = forwardDescriptor(g, bias: true, operandType: operandType, algorithm: algorithm)
         var hint: dnnl_primitive_desc_t?
         let status = dnnl_primitive_desc_create(&hint, &d, nil, engine, nil)
-        if status == dnnl_unimplemented && operandType == dnnl_bf16 { return nil }
+        if status == dnnl_unimplemented && (operandType == dnnl_bf16 || algorithm == dnnl_convolution_winograd) { return nil }
         Self.check(status, "forward hint for \(g)")
         return hint!
     }

@@ -121,7 +121,7 @@ private func moveOverlappingPatches(_ g: TransposedConvolutionGeometry, patches:
 func usesBFloat16Products(_ g: TransposedConvolutionGeometry) -> Bool {
     guard g.isKernelEqualToStride else { return false }
     switch ConvolutionPrecision.current {
-    case .fp32: return false
+    case .fp32, .winograd: return false
     case .bf16: return true
     case .fast:
         let key = [g.pixels, g.patchLength, g.inputChannels, ComputeThreads.count]

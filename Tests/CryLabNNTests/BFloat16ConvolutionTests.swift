@@ -35,8 +35,8 @@ import Testing
         #expect(fp32.allSatisfy { !$0.contains("bf16") }, "fp32 must not pick bf16 kernels, got \(fp32)")
     }
 
-    /// The fast mode runs every pass in fp32 or bf16, whichever it timed faster: each result must be
-    /// bit for bit the one of the precision whose kernel it reports.
+    /// The fast mode runs every pass in direct fp32, direct bf16 or fp32 Winograd, whichever it timed
+    /// fastest: each result must be bit for bit the one of the precision whose kernel it reports.
     @Test(arguments: ConvolutionCrossCheckTests.geometries)
     func fastRunsEachPassInTheChosenPrecision(_ g: ConvolutionGeometry) {
         let x = randomTensor(g.inputShape, seed: 31), kernel = randomTensor(g.kernelShape, seed: 32, scale: 0.3)
@@ -53,13 +53,12 @@ import Testing
             }
             return ([y.values, dx.values, dk.values + db.values], names)
         }
-        let fp32 = run(.fp32), bf16 = run(.bf16), fast = run(.fast)
-        print("fast mode for \(g): \(fast.names) (fp32 \(fp32.names), bf16 \(bf16.names))")
+        let fp32 = run(.fp32), bf16 = run(.bf16), winograd = run(.winograd), fast = run(.fast)
+        print("fast mode for \(g): \(fast.names) (fp32 \(fp32.names), bf16 \(bf16.names), winograd \(winograd.names))")
         for pass in 0..<3 {
-            let chosen = fast.names[pass] == bf16.names[pass] ? bf16 : fp32
-            let named = fast.names[pass] == bf16.names[pass] || fast.names[pass] == fp32.names[pass]
-            #expect(named, "pass \(pass): fast chose \(fast.names[pass]), neither the fp32 nor the bf16 kernel")
-            let same = fast.results[pass] == chosen.results[pass]
+            let chosen = [fp32, bf16, winograd].first { $0.names[pass] == fast.names[pass] }
+            #expect(chosen != nil, "pass \(pass): fast chose \(fast.names[pass]), none of the fp32, bf16 or Winograd kernels")
+            let same = fast.results[pass] == chosen?.results[pass]
             #expect(same, "pass \(pass): fast reports \(fast.names[pass]) but its result differs from that precision's")
         }
     }
@@ -189,7 +188,8 @@ import Testing
     }
 
     /// A small U-Net trained for 40 Adam steps from the same weights on the same data in fp32 and in
-    /// bf16 (and in the fast mode) ends at nearly the same loss: bf16 rounding must not change where training goes.
+    /// bf16 (and with Winograd, and in the fast mode) ends at nearly the same loss: neither bf16
+    /// rounding nor Winograd's transforms may change where training goes.
     @Test func bf16TrainingFollowsFP32() throws {
         let configuration = UNetConfiguration(inputShape: [32, 32, 1], widths: [8, 16, 32], seed: 7)
         // Targets: smooth blobs; inputs: the blobs plus fixed noise (a denoising task).
@@ -217,12 +217,14 @@ import Testing
                 }
             }
         }
-        let fp32 = try train(.fp32), bf16 = try train(.bf16), fast = try train(.fast)
+        let fp32 = try train(.fp32), bf16 = try train(.bf16), winograd = try train(.winograd), fast = try train(.fast)
         let difference = abs(bf16.last! - fp32.last!) / fp32.last!
+        let winogradDifference = abs(winograd.last! - fp32.last!) / fp32.last!
         let fastDifference = abs(fast.last! - fp32.last!) / fp32.last!
-        print("U-Net 32x32 (8-16-32), 40 Adam steps: loss fp32 \(fp32.first!) -> \(fp32.last!), bf16 \(bf16.first!) -> \(bf16.last!), relative difference \(difference); fast -> \(fast.last!), \(fastDifference)")
+        print("U-Net 32x32 (8-16-32), 40 Adam steps: loss fp32 \(fp32.first!) -> \(fp32.last!), bf16 \(bf16.first!) -> \(bf16.last!), relative difference \(difference); winograd -> \(winograd.last!), \(winogradDifference); fast -> \(fast.last!), \(fastDifference)")
         #expect(fp32.last! < 0.5 * fp32.first!, "fp32 training should at least halve the loss")
         #expect(difference < 0.05, "final losses should agree within 5%: fp32 \(fp32.last!), bf16 \(bf16.last!)")
-        #expect(fastDifference < 0.05, "fast mode mixes the two; its final loss should agree within 5% too: fp32 \(fp32.last!), fast \(fast.last!)")
+        #expect(winogradDifference < 0.01, "Winograd is fp32 with other rounding; final losses should agree within 1%: fp32 \(fp32.last!), winograd \(winograd.last!)")
+        #expect(fastDifference < 0.05, "fast mode mixes the three; its final loss should agree within 5% too: fp32 \(fp32.last!), fast \(fast.last!)")
     }
 }
