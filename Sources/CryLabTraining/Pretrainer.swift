@@ -32,8 +32,12 @@ public struct PretrainSummary: Codable, Sendable {
     public var trainingClips: Int
     public var validationClips: Int
     public var parameters: Int
-    /// Training samples per second over the optimisation steps alone (no validation, no I/O).
+    /// Training samples per second over the optimisation steps alone (no validation, no I/O),
+    /// leaving out the run's first step unless it is the only one.
     public var samplesPerSecond: Double
+    /// The run's first optimisation step: kernel creation, first allocations and, with
+    /// `--precision fast`, timing the candidate kernels of every convolution.
+    public var firstStepSeconds: Double?
     public var secondsPerEpoch: Double?
     public var trainLoss: Double?
     public var validationLoss: Double?
@@ -129,6 +133,7 @@ public final class Pretrainer {
         var steps = firstEpoch * stepsPerEpoch
         var trainedSamples = 0
         var trainingSeconds = 0.0
+        var firstStep: (samples: Int, seconds: Double)?
         var completedEpochs = firstEpoch
         var interrupted = false
         var epochsWithoutImprovement = 0
@@ -146,13 +151,17 @@ public final class Pretrainer {
                 let loss = model.trainingStep(input: input, optimizer: optimizer, clipNorm: training.optimizer.clipNorm) { output in
                     meanSquaredError(prediction: output, target: target, mask: lossMask)
                 }
-                trainingSeconds += Date().timeIntervalSince(stepStarted)
-                trainedSamples += batch.count
+                if firstStep == nil {
+                    firstStep = (batch.count, Date().timeIntervalSince(stepStarted))
+                } else {
+                    trainingSeconds += Date().timeIntervalSince(stepStarted)
+                    trainedSamples += batch.count
+                }
                 steps += 1
                 lossSum += loss * Double(batch.count)
                 seen += batch.count
-                progress.advance(by: batch.count, note: String(format: "loss %.4f %.1f samples/s", lossSum / Double(seen),
-                                                               Double(trainedSamples) / max(trainingSeconds, 1e-9)))
+                progress.advance(by: batch.count, note: String(format: "loss %.4f", lossSum / Double(seen))
+                                 + (trainedSamples == 0 ? "" : String(format: " %.1f samples/s", Double(trainedSamples) / trainingSeconds)))
                 if let maxSteps = options.maxSteps, steps - firstEpoch * stepsPerEpoch >= maxSteps { break epochLoop }
                 if interrupt.isRaised { interrupted = true; break epochLoop }
             }
@@ -181,7 +190,9 @@ public final class Pretrainer {
         var summary = PretrainSummary(
             runFolder: options.output.path, epochs: completedEpochs, steps: steps, trainingClips: trainIndices.count,
             validationClips: validationIndices.count, parameters: model.parameterCount,
-            samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9),
+            samplesPerSecond: trainedSamples > 0 ? Double(trainedSamples) / trainingSeconds
+                : firstStep.map { Double($0.samples) / $0.seconds } ?? 0,
+            firstStepSeconds: firstStep?.seconds,
             secondsPerEpoch: history["seconds"]?.isEmpty == false ? history["seconds"]!.reduce(0, +) / Double(history["seconds"]!.count) : nil,
             trainLoss: history["train_loss"]?.last, validationLoss: history["val_loss"]?.last.flatMap { $0.isNaN ? nil : $0 },
             bestValidationLoss: best.isFinite ? best : nil, validationLossWithoutSkips: nil, checkpoint: nil, encoder: nil,

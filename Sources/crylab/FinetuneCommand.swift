@@ -44,7 +44,7 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Threads for the engine (default: every core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(help: "Convolution arithmetic: fp32 (default), bf16 (bfloat16 inputs and weights, fp32 accumulation, results, master weights and optimiser) or fast (each convolution pass in whichever of the two timed faster on this machine).")
+    @Option(help: ConvolutionPrecision.help)
     var precision: ConvolutionPrecision = .fp32
 
     @Flag(help: "Continue an interrupted run in the same --output folder: folds it finished are reused, the rest trained.")

@@ -75,4 +75,12 @@ struct FrontEndOptions: ParsableArguments {
 extension MelNorm: ExpressibleByArgument {}
 extension FrameFit: ExpressibleByArgument {}
 
-extension ConvolutionPrecision: ExpressibleByArgument {}
+extension ConvolutionPrecision: ExpressibleByArgument {
+    /// The help text of every command's --precision.
+    static let help: ArgumentHelp = """
+        Convolution arithmetic: fp32 (default); bf16 (bfloat16 inputs and weights, fp32 accumulation, \
+        results, master weights and optimiser); winograd (fp32 with oneDNN's Winograd kernels for 3x3 \
+        stride-1 convolutions, on AVX-512 CPUs); or fast (each convolution pass in whichever of direct fp32, \
+        bf16 and Winograd timed fastest on this machine).
+        """
+}

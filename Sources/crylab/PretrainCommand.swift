@@ -26,7 +26,7 @@ struct PretrainCommand: ParsableCommand {
     @Option(help: "Override the recipe's number of epochs.")
     var epochs: Int?
 
-    @Option(name: .customLong("max-steps"), help: "Stop after N optimisation steps and report samples/s (for timing).")
+    @Option(name: .customLong("max-steps"), help: "Stop after N optimisation steps and report samples/s (for timing; the first step, which creates the kernels, is timed apart).")
     var maxSteps: Int?
 
     @Option(help: "Override the recipe's seed.")
@@ -35,7 +35,7 @@ struct PretrainCommand: ParsableCommand {
     @Option(help: "Threads for the engine (default: every core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(help: "Convolution arithmetic: fp32 (default), bf16 (bfloat16 inputs and weights, fp32 accumulation, results, master weights and optimiser) or fast (each convolution pass in whichever of the two timed faster on this machine).")
+    @Option(help: ConvolutionPrecision.help)
     var precision: ConvolutionPrecision = .fp32
 
     @Flag(help: "Continue the run in the output folder from its last.h5.")
@@ -83,7 +83,8 @@ struct PretrainCommand: ParsableCommand {
         if json {
             try printJSON(summary)
         } else {
-            var lines = [String(format: "%d epochs, %d steps, %.1f samples/s", summary.epochs, summary.steps, summary.samplesPerSecond)]
+            var lines = [String(format: "%d epochs, %d steps, %.1f samples/s", summary.epochs, summary.steps, summary.samplesPerSecond)
+                + (summary.firstStepSeconds.map { String(format: " after a first step of %.1f s", $0) } ?? "")]
             if let v = summary.validationLoss { lines.append(String(format: "validation loss %.5f (best %.5f)", v, summary.bestValidationLoss ?? v)) }
             if let v = summary.validationLossWithoutSkips { lines.append(String(format: "validation loss with skip connections cut: %.5f", v)) }
             if let p = summary.probe {

@@ -77,6 +77,20 @@ struct PretrainerTests {
         #expect(summary.probe?.pretrained.perClass.count == 4)
     }
 
+    @Test("--max-steps stops early and times the steady steps apart from the first")
+    func maxStepsTiming() throws {
+        let folder = try runFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (recipe, text) = try tinyRecipe(epochs: 12)
+        var options = PretrainOptions(output: folder)
+        options.quiet = true
+        options.maxSteps = 4
+        let summary = try Pretrainer(recipe: recipe, recipeText: text, store: syntheticStore(), options: options, log: { _ in }).run()
+        #expect(summary.steps == 4)
+        let first = try #require(summary.firstStepSeconds)
+        #expect(first > 0 && summary.samplesPerSecond > 0 && summary.samplesPerSecond.isFinite)
+    }
+
     @Test("resuming after an interruption gives bit-identical weights")
     func resumeIsExact() throws {
         let straight = try runFolder(), resumed = try runFolder()
