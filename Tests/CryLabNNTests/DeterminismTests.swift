@@ -1,10 +1,12 @@
 import CryLabNN
 import Testing
 
-/// Same seed and thread count => bit-identical losses and weights.
+/// Same seed and thread count => bit-identical losses and weights, in each convolution precision
+/// (the fast mode excepted: its choice of kernels depends on timing).
 @Suite struct DeterminismTests {
+    /// Widths of 16 and more, so that the Winograd kernels take part.
     func run() throws -> (losses: [Double], weights: [Tensor]) {
-        let config = UNetConfiguration(inputShape: [16, 16, 1], widths: [4, 8, 16], batchNormalization: true,
+        let config = UNetConfiguration(inputShape: [16, 16, 1], widths: [16, 32, 48], batchNormalization: true,
                                        dropoutRate: 0.2, seed: 42)
         let model = try Model.uNet(config)
         let optimizer = Adam(schedule: .cosine(peak: 1e-3, warmupSteps: 1, totalSteps: 4, minimum: 1e-5))
@@ -19,11 +21,12 @@ import Testing
         return (losses, model.namedWeights.map(\.parameter.value))
     }
 
-    @Test func twoRunsAreBitIdentical() throws {
+    @Test(arguments: [ConvolutionPrecision.fp32, .bf16, .winograd])
+    func twoRunsAreBitIdentical(_ precision: ConvolutionPrecision) throws {
         ComputeThreads.set(2)
-        let first = try run()
-        let second = try run()
-        print("determinism: losses \(first.losses) and \(second.losses)")
+        let first = try ConvolutionPrecision.withPrecision(precision) { try run() }
+        let second = try ConvolutionPrecision.withPrecision(precision) { try run() }
+        print("determinism (\(precision)): losses \(first.losses) and \(second.losses)")
         #expect(first.losses == second.losses)
         #expect(first.weights == second.weights)
         #expect(first.losses[2] < first.losses[0])
