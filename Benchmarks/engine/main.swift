@@ -1,6 +1,6 @@
 // Engine benchmark: samples/s, GFLOP/s and peak RSS for the three reference workloads.
 //
-//     swift run -c release crylab-engine-bench <workload> [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|fast]
+//     swift run -c release crylab-engine-bench <workload> [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast]
 //
 // workloads:
 //   unet-train        story U-Net 128x128x1 (32-64-128-256 / 512), MSE + Adam training step
@@ -8,7 +8,8 @@
 //   classifier-infer  story encoder + story head (Flatten, Dense 1024, BN, Dropout, 512, 128, 4), inference
 //
 // --precision bf16 runs the oneDNN convolutions in bfloat16 with fp32 accumulation (ConvolutionPrecision);
-// --precision fast runs each in whichever of fp32 and bf16 timed faster when first seen;
+// --precision winograd runs 3x3 stride-1 passes through oneDNN's Winograd kernels where it has them;
+// --precision fast runs each pass with whichever of direct fp32, bf16 and Winograd timed fastest when first seen;
 // --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up;
 // --passes times every oneDNN pass of every convolution shape in fp32, bf16 and winograd, in turn
 // (winograd's times include its activation reorders; "-" where oneDNN has no Winograd kernel).
@@ -60,7 +61,7 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 guard arguments.count >= 2 else {
-    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|fast]")
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast]")
     exit(2)
 }
 let workload = arguments[1]
