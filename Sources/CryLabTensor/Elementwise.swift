@@ -36,13 +36,25 @@ private func reluBackwardSerial(gradient: UnsafeMutablePointer<Float>, output: U
 /// Splits 0..<count into one contiguous chunk per compute thread and runs them concurrently.
 /// For loops whose iterations write disjoint outputs, so the result does not depend on the split.
 public func parallelChunks(_ count: Int, minimumChunk: Int = 4096, _ body: (Range<Int>) -> Void) {
-    let chunks = min(ComputeThreads.count, max(1, count / minimumChunk))
-    guard chunks > 1 else { return body(0..<count) }
+    parallelChunks(count, chunks: chunkCount(count, minimumChunk: minimumChunk)) { _, range in body(range) }
+}
+
+/// How many chunks `parallelChunks` splits `count` iterations into: one per compute thread, each
+/// at least `minimumChunk` long (one chunk if `count` is smaller).
+public func chunkCount(_ count: Int, minimumChunk: Int) -> Int {
+    min(ComputeThreads.count, max(1, count / minimumChunk))
+}
+
+/// Runs `body(chunk, range)` for `chunks` contiguous ranges covering 0..<count, concurrently. The
+/// split depends only on `count` and `chunks`, so per-chunk partial results combined in chunk order
+/// are reproducible.
+public func parallelChunks(_ count: Int, chunks: Int, _ body: (Int, Range<Int>) -> Void) {
+    guard chunks > 1 else { return body(0, 0..<count) }
     withoutActuallyEscaping(body) { escapable in
         // The chunks touch disjoint memory; the box only silences the Sendable check.
         let box = UncheckedSendable(value: escapable)
         DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-            box.value((count * chunk / chunks)..<(count * (chunk + 1) / chunks))
+            box.value(chunk, (count * chunk / chunks)..<(count * (chunk + 1) / chunks))
         }
     }
 }

@@ -111,14 +111,24 @@ public struct ReferenceConvolution: ConvolutionKernels {
 }
 
 /// sums[c] += Σ_r matrix[r, c] for a row-major [rows, columns] matrix (bias gradients).
+/// Rows are split across the compute threads, each summing its own in Double; the partial sums are
+/// then added in chunk order, so a thread count always gives the same result.
 public func addColumnSums(_ matrix: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
     // Accumulate in Double so the order of a long sum barely matters.
-    var totals = [Double](repeating: 0, count: columns)
-    totals.withUnsafeMutableBufferPointer { t in
-        for r in 0..<rows {
+    let chunks = chunkCount(rows * columns, minimumChunk: 1 << 16)
+    let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks * columns)
+    defer { partial.deallocate() }
+    partial.initialize(repeating: 0, count: chunks * columns)
+    parallelChunks(rows, chunks: chunks) { chunk, rowRange in
+        let t = partial + chunk * columns
+        for r in rowRange {
             let row = matrix + r * columns
             for c in 0..<columns { t[c] += Double(row[c]) }
         }
     }
-    for c in 0..<columns { sums[c] += Float(totals[c]) }
+    for c in 0..<columns {
+        var total = 0.0
+        for chunk in 0..<chunks { total += partial[chunk * columns + c] }
+        sums[c] += Float(total)
+    }
 }

@@ -63,19 +63,29 @@ public struct TransposedConvolutionGeometry: Hashable, Sendable {
     public var forwardFlops: Double { 2 * Double(pixels) * Double(patchLength * inputChannels) }
 }
 
-/// Kernel == stride: patches [pixels, k*k*out] <-> y [batch, height*k, width*k, out]; `gather` reads y into patches.
+/// Kernel == stride: patches [pixels, k*k*out] <-> y [batch, height*k, width*k, out]; `gather` reads y into
+/// patches. Scattering adds `bias` [out] on the way, if given. Input rows are split across the compute threads.
 private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMutablePointer<Float>,
-                         image: UnsafeMutablePointer<Float>, gather: Bool) {
+                         image: UnsafeMutablePointer<Float>, gather: Bool, bias: UnsafePointer<Float>? = nil) {
     let k = g.kernelSize, o = g.outputChannels
     let outputWidth = g.width * k
-    for b in 0..<g.batch {
-        for h in 0..<g.height {
+    parallelChunks(g.batch * g.height, minimumChunk: 8) { inputRows in
+        for inputRow in inputRows {
+            let (b, h) = inputRow.quotientAndRemainder(dividingBy: g.height)
             for w in 0..<g.width {
                 let patch = patches + ((b * g.height + h) * g.width + w) * g.patchLength
                 for i in 0..<k {
                     let row = image + ((b * g.height * k + h * k + i) * outputWidth + w * k) * o
                     let run = patch + i * k * o
-                    if gather { run.update(from: row, count: k * o) } else { row.update(from: run, count: k * o) }
+                    if gather {
+                        run.update(from: row, count: k * o)
+                    } else if let bias {
+                        for j in 0..<k {
+                            for c in 0..<o { row[j * o + c] = run[j * o + c] + bias[c] }
+                        }
+                    } else {
+                        row.update(from: run, count: k * o)
+                    }
                 }
             }
         }
@@ -172,12 +182,12 @@ public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, inp
         matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
     }
     if g.isKernelEqualToStride {
-        movePatches(g, patches: patches, image: output, gather: false)
-    } else {
-        // y: [batch, outputHeight, outputWidth, out], summed into from zero
-        output.initialize(repeating: 0, count: g.outputPixels * g.outputChannels)
-        moveOverlappingPatches(g, patches: patches, image: output, gather: false)
+        movePatches(g, patches: patches, image: output, gather: false, bias: bias)
+        return
     }
+    // y: [batch, outputHeight, outputWidth, out], summed into from zero
+    output.initialize(repeating: 0, count: g.outputPixels * g.outputChannels)
+    moveOverlappingPatches(g, patches: patches, image: output, gather: false)
     if let bias {
         // y: [outputPixels, out] += bias [out]
         let total = g.outputPixels * g.outputChannels
