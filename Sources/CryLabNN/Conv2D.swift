@@ -223,22 +223,23 @@ public final class Conv2DTranspose: ActivatedLayer {
         precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
         let g = geometry(x.shape)
+        let fuse = activation == .relu
         var y = Tensor(shape: g.outputShape) { out in
             x.values.withUnsafeBufferPointer { input in
                 kernel.value.values.withUnsafeBufferPointer { k in
                     if let bias {
                         bias.value.values.withUnsafeBufferPointer { b in
                             transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                         bias: b.baseAddress!, output: out.baseAddress!)
+                                                         bias: b.baseAddress!, output: out.baseAddress!, fuseReLU: fuse)
                         }
                     } else {
                         transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                     bias: nil, output: out.baseAddress!)
+                                                     bias: nil, output: out.baseAddress!, fuseReLU: fuse)
                     }
                 }
             }
         }
-        activation.apply(&y)
+        if !fuse { activation.apply(&y) }
         if training {
             cachedInput = x
             cachedOutput = y
@@ -248,15 +249,25 @@ public final class Conv2DTranspose: ActivatedLayer {
 
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
         guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        if activation == .relu {
+            // The kernels apply ReLU's backward while gathering the gradient.
+            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients)
+        }
         return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
                         needsInputGradients: needsInputGradients)
     }
 
     public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
+        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients)
+    }
+
+    /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
+    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool) -> [Tensor] {
         guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         let g = geometry(x.shape)
-        var dx = needsInputGradients ? Tensor(zeros: x.shape) : nil
+        // Every value of dx is written by the kernels: no need to zero it first.
+        var dx = needsInputGradients ? Tensor(shape: x.shape) { _ in } : nil
         let weightGradients = trainable
         x.values.withUnsafeBufferPointer { input in
             kernel.value.values.withUnsafeBufferPointer { k in
@@ -264,9 +275,16 @@ public final class Conv2DTranspose: ActivatedLayer {
                     withOptionalPointer(&dx) { dxp in
                         withOptionalGradient(weightGradients ? kernel : nil) { dk in
                             withOptionalGradient(weightGradients ? bias : nil) { db in
-                                transposedConvolutionBackward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                              outputGradient: dzp.baseAddress!, inputGradient: dxp,
-                                                              kernelGradient: dk, biasGradient: db)
+                                func run(_ relu: UnsafePointer<Float>?) {
+                                    transposedConvolutionBackward(g, input: input.baseAddress!, kernel: k.baseAddress!,
+                                                                  outputGradient: dzp.baseAddress!, inputGradient: dxp,
+                                                                  kernelGradient: dk, biasGradient: db, reluOutput: relu)
+                                }
+                                if let reluOutput {
+                                    reluOutput.values.withUnsafeBufferPointer { run($0.baseAddress!) }
+                                } else {
+                                    run(nil)
+                                }
                             }
                         }
                     }

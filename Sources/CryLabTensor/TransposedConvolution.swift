@@ -64,9 +64,12 @@ public struct TransposedConvolutionGeometry: Hashable, Sendable {
 }
 
 /// Kernel == stride: patches [pixels, k*k*out] <-> y [batch, height*k, width*k, out]; `gather` reads y into
-/// patches. Scattering adds `bias` [out] on the way, if given. Input rows are split across the compute threads.
+/// patches. Scattering adds `bias` [out] on the way, if given, then applies ReLU if `relu`; gathering
+/// zeroes the values where `reluOutput` (laid out as y) is not positive, if given: ReLU's backward.
+/// Input rows are split across the compute threads.
 private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMutablePointer<Float>,
-                         image: UnsafeMutablePointer<Float>, gather: Bool, bias: UnsafePointer<Float>? = nil) {
+                         image: UnsafeMutablePointer<Float>, gather: Bool, bias: UnsafePointer<Float>? = nil,
+                         relu: Bool = false, reluOutput: UnsafePointer<Float>? = nil) {
     let k = g.kernelSize, o = g.outputChannels
     let outputWidth = g.width * k
     parallelChunks(g.batch * g.height, minimumChunk: 8) { inputRows in
@@ -75,10 +78,19 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
             for w in 0..<g.width {
                 let patch = patches + ((b * g.height + h) * g.width + w) * g.patchLength
                 for i in 0..<k {
-                    let row = image + ((b * g.height * k + h * k + i) * outputWidth + w * k) * o
+                    let offset = ((b * g.height * k + h * k + i) * outputWidth + w * k) * o
+                    let row = image + offset
                     let run = patch + i * k * o
-                    if gather {
+                    if gather, let mask = reluOutput.map({ $0 + offset }) {
+                        for c in 0..<(k * o) { run[c] = mask[c] <= 0 ? 0 : row[c] }  // as reluBackwardInPlace
+                    } else if gather {
                         run.update(from: row, count: k * o)
+                    } else if relu, let bias {  // max(v, 0) keeps NaN, as Activation.relu does
+                        for j in 0..<k {
+                            for c in 0..<o { row[j * o + c] = max(run[j * o + c] + bias[c], 0) }
+                        }
+                    } else if relu {
+                        for c in 0..<(k * o) { row[c] = max(run[c], 0) }
                     } else if let bias {
                         for j in 0..<k {
                             for c in 0..<o { row[j * o + c] = run[j * o + c] + bias[c] }
@@ -173,7 +185,7 @@ private func bfloat16ProductIsFaster(m: Int, n: Int, k: Int) -> Bool {
 
 public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, input: UnsafePointer<Float>,
                                          kernel: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                                         output: UnsafeMutablePointer<Float>) {
+                                         output: UnsafeMutablePointer<Float>, fuseReLU: Bool = false) {
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
     // patches [pixels, k*k*out] = x [pixels, in] * kernel^T [in, k*k*out]   (kernel: [k*k*out, in])
@@ -182,7 +194,7 @@ public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, inp
         matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
     }
     if g.isKernelEqualToStride {
-        movePatches(g, patches: patches, image: output, gather: false, bias: bias)
+        movePatches(g, patches: patches, image: output, gather: false, bias: bias, relu: fuseReLU)
         return
     }
     // y: [batch, outputHeight, outputWidth, out], summed into from zero
@@ -198,21 +210,55 @@ public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, inp
             i += o
         }
     }
+    if fuseReLU {
+        for i in 0..<(g.outputPixels * g.outputChannels) { output[i] = max(output[i], 0) }
+    }
 }
 
 /// inputGradient (overwritten) and kernel/bias gradients (accumulated) from dy.
+///
+/// With `reluOutput` (y of a forward pass run with `fuseReLU`), `outputGradient` is the gradient of
+/// the ReLU's output and ReLU's backward is applied first; for kernel == stride it is done while
+/// gathering the patches.
 public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, input: UnsafePointer<Float>,
                                           kernel: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
                                           inputGradient: UnsafeMutablePointer<Float>?,
                                           kernelGradient: UnsafeMutablePointer<Float>?,
-                                          biasGradient: UnsafeMutablePointer<Float>?) {
+                                          biasGradient: UnsafeMutablePointer<Float>?,
+                                          reluOutput: UnsafePointer<Float>? = nil) {
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
+    var outputGradient = outputGradient
+    var masked: UnsafeMutablePointer<Float>?
+    defer { masked?.deallocate() }
+    if let reluOutput, !g.isKernelEqualToStride {
+        let count = g.outputPixels * g.outputChannels
+        masked = .allocate(capacity: count)
+        masked!.update(from: outputGradient, count: count)
+        reluBackwardInPlace(gradient: masked!, output: reluOutput, count: count)
+        outputGradient = UnsafePointer(masked!)
+    }
     // dPatches [pixels, k*k*out] gathered from dy [batch, outputHeight, outputWidth, out]
     if g.isKernelEqualToStride {
-        movePatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
+        movePatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true,
+                    reluOutput: reluOutput)
     } else {
         moveOverlappingPatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
+    }
+    /// dBias [out] += Σ dy over pixels; when ReLU's backward happened in the gather, dy exists only
+    /// as the patches [pixels, k*k*out], whose k*k positions are summed per channel.
+    func addBiasGradient(_ biasGradient: UnsafeMutablePointer<Float>) {
+        guard reluOutput != nil && g.isKernelEqualToStride else {
+            return addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
+        }
+        let o = g.outputChannels, positions = g.kernelSize * g.kernelSize
+        var perPosition = [Float](repeating: 0, count: g.patchLength)
+        addColumnSums(patches, rows: g.pixels, columns: g.patchLength, into: &perPosition)
+        for c in 0..<o {
+            var total = 0.0
+            for position in 0..<positions { total += Double(perPosition[position * o + c]) }
+            biasGradient[c] += Float(total)
+        }
     }
     if usesBFloat16Products(g) {
         // dPatches is read by both products: round it to bf16 once.
@@ -228,9 +274,7 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
                                                transposeA: true, b: .float(input), c: kernelGradient, accumulate: true)
         }
         if done {
-            if let biasGradient {
-                addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
-            }
+            if let biasGradient { addBiasGradient(biasGradient) }
             return
         }
         // oneDNN has no fast bf16 kernel for a product: redo in fp32 (dx is overwritten, and the
@@ -245,7 +289,5 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
         matrixMultiply(m: g.patchLength, n: g.inputChannels, k: g.pixels, a: patches, transposeA: true,
                        b: input, c: kernelGradient, beta: 1)
     }
-    if let biasGradient {
-        addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
-    }
+    if let biasGradient { addBiasGradient(biasGradient) }
 }

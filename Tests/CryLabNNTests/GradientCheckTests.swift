@@ -34,6 +34,18 @@ import Testing
         checkGradients(layer, inputs: [randomTensor([2, 3, 4, 3], seed: 4)], label: "Conv2DTranspose 2x2 stride 2 \(activation)")
     }
 
+    /// The U-Net's upsampling path on enough input rows (batch x height = 32) that its scatter and
+    /// gather split across threads, with ReLU fused into both, with and without bias.
+    @Test(arguments: [true, false])
+    func conv2DTransposeSplitAcrossThreads(bias: Bool) {
+        var generator = SeededGenerator(seed: 21)
+        let layer = Conv2DTranspose(inputChannels: 3, filters: 4, kernelSize: 2, stride: 2, activation: .relu, useBias: bias,
+                                    generator: &generator)
+        try! layer.bias?.assign(randomTensor([4], seed: 22, scale: 0.1))
+        checkGradients(layer, inputs: [randomTensor([4, 8, 5, 3], seed: 23)],
+                       label: "Conv2DTranspose 2x2 stride 2 relu\(bias ? "" : " no bias"), 32 input rows")
+    }
+
     /// Kernels other than the stride: overlapping patches (k > s), gaps between them (k < s), 'same' cropping.
     @Test(arguments: [
         (kernel: 3, stride: 2, padding: Padding.same, activation: Activation.relu, bias: true),
