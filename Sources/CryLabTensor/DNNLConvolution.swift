@@ -1,11 +1,15 @@
 import CDNNL
 import Foundation
 
-/// Convolutions through oneDNN's direct kernels (AVX-512 / AVX2 JIT, picked by oneDNN).
+/// Convolutions through oneDNN's direct kernels (AVX-512 / AVX2 JIT, picked by oneDNN), or its
+/// Winograd ones.
 ///
-/// Activations stay in Keras's NHWC in memory and are handed to oneDNN as they are; only the
+/// Activations stay in Keras's NHWC in memory and are handed to direct kernels as they are; only the
 /// weights may be reordered into the blocked format the chosen kernel wants, and only when that
 /// format differs from Keras's [kernelHeight, kernelWidth, inputChannels, outputChannels].
+/// Winograd kernels (`ConvolutionPrecision.winograd`, and `.fast` where they time fastest) take
+/// blocked activations only: each call reorders what it reads from NHWC into two reused buffers
+/// and what it writes back (`BlockedActivations`).
 /// Primitives are created once per (geometry, pass, thread count, precision) and cached. All
 /// primitives share one scratchpad owned here, so memory does not grow with the number of layers.
 ///
