@@ -197,13 +197,18 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         lock.withLock {
             var roundedOutputGradient: UnsafeMutableRawPointer?
             var blockedOutputGradient: BlockedCopy?
+            // Both passes are prepared before either runs: the fast mode's first-call timing runs
+            // Winograd candidates through the blocked buffers, which must stay untouched once the
+            // first pass has left the blocked output gradient there for the second.
+            let gradient = UnsafeMutableRawPointer(mutating: outputGradient)
+            let weightsPass = kernelGradient.map { _ in
+                prepared(g, .backwardWeights(bias: biasGradient != nil), timingOn: (UnsafeMutableRawPointer(mutating: input), gradient))
+            }
+            let dataPass = inputGradient.map { prepared(g, .backwardData, timingOn: (UnsafeMutableRawPointer($0), gradient)) }
             var outputGradient = outputGradient
             if let reluOutput {
                 let count = g.outputShape.reduce(1, *)
-                let gradient = UnsafeMutableRawPointer(mutating: outputGradient)
-                let allBF16 = (kernelGradient == nil || prepared(g, .backwardWeights(bias: biasGradient != nil),
-                                                                 timingOn: (UnsafeMutableRawPointer(mutating: input), gradient)).precision == .bf16)
-                    && (inputGradient == nil || prepared(g, .backwardData, timingOn: (UnsafeMutableRawPointer(inputGradient!), gradient)).precision == .bf16)
+                let allBF16 = [weightsPass, dataPass].allSatisfy { $0 == nil || $0!.precision == .bf16 }
                 if allBF16 {
                     let target = outputGradientBF16Buffer.reserve(bytes: count * 2)
                     reluBackwardToBFloat16(gradient: outputGradient, output: reluOutput, count: count, into: target)

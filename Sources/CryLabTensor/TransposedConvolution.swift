@@ -85,18 +85,16 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
                         for c in 0..<(k * o) { run[c] = mask[c] <= 0 ? 0 : row[c] }  // as reluBackwardInPlace
                     } else if gather {
                         run.update(from: row, count: k * o)
-                    } else if relu, let bias {  // max(v, 0) keeps NaN, as Activation.relu does
-                        for j in 0..<k {
-                            for c in 0..<o { row[j * o + c] = max(run[j * o + c] + bias[c], 0) }
-                        }
-                    } else if relu {
-                        for c in 0..<(k * o) { row[c] = max(run[c], 0) }
-                    } else if let bias {
-                        for j in 0..<k {
-                            for c in 0..<o { row[j * o + c] = run[j * o + c] + bias[c] }
-                        }
                     } else {
-                        row.update(from: run, count: k * o)
+                        if let bias {
+                            for j in 0..<k {
+                                for c in 0..<o { row[j * o + c] = run[j * o + c] + bias[c] }
+                            }
+                        } else {
+                            row.update(from: run, count: k * o)
+                        }
+                        // max(v, 0) keeps NaN, as Activation.relu does; the run is still in cache.
+                        if relu { for c in 0..<(k * o) { row[c] = max(row[c], 0) } }
                     }
                 }
             }
