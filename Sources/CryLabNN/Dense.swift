@@ -42,7 +42,8 @@ public final class Dense: ActivatedLayer {
             x.values.withUnsafeBufferPointer { input in
                 kernel.value.values.withUnsafeBufferPointer { k in
                     // y [rows, units] = x [rows, in] * kernel [in, units]
-                    matrixMultiply(m: rows, n: units, k: inputFeatures, a: input.baseAddress!, b: k.baseAddress!, c: out.baseAddress!)
+                    matrixMultiply(m: rows, n: units, k: inputFeatures, a: input.baseAddress!, b: k.baseAddress!, c: out.baseAddress!,
+                                   method: .matmul)
                 }
                 if let bias {
                     bias.value.values.withUnsafeBufferPointer { b in
@@ -87,7 +88,7 @@ public final class Dense: ActivatedLayer {
                 kernel.value.values.withUnsafeBufferPointer { k in
                     // dx [rows, in] = dz [rows, units] * kernel^T [units, in]
                     matrixMultiply(m: rows, n: inputFeatures, k: units, a: d.baseAddress!, b: k.baseAddress!,
-                                   transposeB: true, c: out.baseAddress!)
+                                   transposeB: true, c: out.baseAddress!, method: .matmul)
                 }
             }
         }

@@ -6,6 +6,8 @@ struct MatmulKey: Hashable {
     /// C += A * B (a sum post-op) instead of C = A * B.
     let accumulate: Bool
     let threads: Int
+    /// bf16 operands A and B; fp32 otherwise. C is fp32 either way.
+    let bfloat16: Bool
 }
 
 final class MatmulPrimitive {
@@ -27,8 +29,9 @@ public enum MatrixOperand {
     case bfloat16(BFloat16Copy)
 }
 
-/// Matrix products on bfloat16 operands with fp32 accumulation, through oneDNN's matmul primitive
-/// (brgemm kernels on AVX512-BF16). Used by the transposed convolution in `ConvolutionPrecision.bf16`.
+/// Matrix products through oneDNN's matmul primitive (brgemm kernels). In bf16 (operands rounded,
+/// fp32 accumulation) for the transposed convolution in `ConvolutionPrecision.bf16`; in fp32 for
+/// Dense layers, where it streams a large weight matrix faster than sgemm (see `MatrixMultiplyMethod`).
 extension DNNLConvolution {
     /// c [m, n] = op(a) [m, k] * op(b) [k, n] (+ c if `accumulate`), a and b rounded to bfloat16.
     /// Row-major like `matrixMultiply`: a is [m, k], or [k, m] if `transposeA`; b is [k, n], or [n, k].
@@ -40,13 +43,8 @@ extension DNNLConvolution {
                                        c: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Bool {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                                accumulate: accumulate, threads: ComputeThreads.count)
-            let cached: MatmulPrimitive?
-            if let hit = matmuls[key] { cached = hit } else {
-                cached = makeMatmul(key)
-                matmuls[key] = cached
-            }
-            guard let p = cached else { return false }
+                                accumulate: accumulate, threads: ComputeThreads.count, bfloat16: true)
+            guard let p = cachedMatmul(key) else { return false }
             func bf16(_ operand: MatrixOperand, count: Int,
                       _ buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> UnsafeMutableRawPointer {
                 switch operand {
@@ -56,25 +54,52 @@ extension DNNLConvolution {
                     return copy.bytes
                 }
             }
-            let left = bf16(a, count: m * k, \.leftBF16Buffer)
-            let right = bf16(b, count: k * n, \.rightBF16Buffer)
-            let descriptors = Self.matmulDescriptors(key)
-            var arguments = [
-                argument(Int32(DNNL_ARG_SRC_0), descriptor: descriptors.source, pointer: left),
-                argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: descriptors.weights, pointer: right),
-                argument(Int32(DNNL_ARG_DST_0), descriptor: descriptors.destination, pointer: UnsafeMutableRawPointer(c)),
-            ]
-            if p.scratchpadBytes > 0 {
-                let scratch = dnnl_primitive_desc_query_md(p.primitiveDescriptor, dnnl_query_scratchpad_md, 0)!.pointee
-                arguments.append(argument(Int32(DNNL_ARG_SCRATCHPAD), descriptor: scratch,
-                                          pointer: scratchpad.reserve(bytes: p.scratchpadBytes)))
-            }
-            defer { for a in arguments { dnnl_memory_destroy(a.memory) } }
-            OpenMP.applyToCurrentThread()
-            Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(arguments.count), arguments), "executing a bf16 matmul")
-            Self.check(dnnl_stream_wait(stream), "waiting for a bf16 matmul")
+            runMatmul(p, key, a: bf16(a, count: m * k, \.leftBF16Buffer), b: bf16(b, count: k * n, \.rightBF16Buffer), c: c)
             return true
         }
+    }
+
+    /// The same product on fp32 operands, read in place. Returns false, touching nothing, if oneDNN
+    /// has only its reference loops for the shape.
+    public func floatMatrixMultiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposeA: Bool = false,
+                                    b: UnsafePointer<Float>, transposeB: Bool = false,
+                                    c: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Bool {
+        lock.withLock {
+            let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
+                                accumulate: accumulate, threads: ComputeThreads.count, bfloat16: false)
+            guard let p = cachedMatmul(key) else { return false }
+            runMatmul(p, key, a: UnsafeMutableRawPointer(mutating: a), b: UnsafeMutableRawPointer(mutating: b), c: c)
+            return true
+        }
+    }
+
+    /// Called with the lock held.
+    private func cachedMatmul(_ key: MatmulKey) -> MatmulPrimitive? {
+        if let hit = matmuls[key] { return hit }
+        let made = makeMatmul(key)
+        matmuls[key] = made
+        return made
+    }
+
+    /// Called with the lock held; a and b in the key's operand type.
+    private func runMatmul(_ p: MatmulPrimitive, _ key: MatmulKey, a: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer,
+                           c: UnsafeMutablePointer<Float>) {
+        let descriptors = Self.matmulDescriptors(key)
+        var arguments = [
+            argument(Int32(DNNL_ARG_SRC_0), descriptor: descriptors.source, pointer: a),
+            argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: descriptors.weights, pointer: b),
+            argument(Int32(DNNL_ARG_DST_0), descriptor: descriptors.destination, pointer: UnsafeMutableRawPointer(c)),
+        ]
+        if p.scratchpadBytes > 0 {
+            let scratch = dnnl_primitive_desc_query_md(p.primitiveDescriptor, dnnl_query_scratchpad_md, 0)!.pointee
+            arguments.append(argument(Int32(DNNL_ARG_SCRATCHPAD), descriptor: scratch,
+                                      pointer: scratchpad.reserve(bytes: p.scratchpadBytes)))
+        }
+        defer { for a in arguments { dnnl_memory_destroy(a.memory) } }
+        OpenMP.applyToCurrentThread()
+        let precision = key.bfloat16 ? "bf16" : "fp32"
+        Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(arguments.count), arguments), "executing a \(precision) matmul")
+        Self.check(dnnl_stream_wait(stream), "waiting for a \(precision) matmul")
     }
 
     /// A bfloat16 copy of `count` floats, in memory of its own, to pass as `MatrixOperand.bfloat16`.
@@ -84,11 +109,13 @@ extension DNNLConvolution {
         return copy
     }
 
-    /// The oneDNN implementation chosen for a bf16 product, e.g. "brg:avx512_core_bf16"; nil if none fast.
-    public func matrixMultiplyImplementation(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> String? {
+    /// The oneDNN implementation chosen for a bf16 (or fp32) product, e.g. "brg:avx512_core_bf16";
+    /// nil if there is none but oneDNN's reference loops.
+    public func matrixMultiplyImplementation(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool,
+                                             bfloat16: Bool = true) -> String? {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                                accumulate: false, threads: ComputeThreads.count)
+                                accumulate: false, threads: ComputeThreads.count, bfloat16: bfloat16)
             guard let p = makeMatmul(key) else { return nil }
             defer { dnnl_primitive_destroy(p.primitive); dnnl_primitive_desc_destroy(p.primitiveDescriptor) }
             return Self.implementationName(p.primitiveDescriptor)
@@ -105,8 +132,9 @@ extension DNNLConvolution {
             return d
         }
         let (m, n, k) = (key.m, key.n, key.k)
-        return (strided(m, k, key.transposeA ? [1, m] : [k, 1], dnnl_bf16),
-                strided(k, n, key.transposeB ? [1, k] : [n, 1], dnnl_bf16),
+        let operandType = key.bfloat16 ? dnnl_bf16 : dnnl_f32
+        return (strided(m, k, key.transposeA ? [1, m] : [k, 1], operandType),
+                strided(k, n, key.transposeB ? [1, k] : [n, 1], operandType),
                 strided(m, n, [n, 1], dnnl_f32))
     }
 
@@ -116,12 +144,12 @@ extension DNNLConvolution {
         return name.map { String(cString: $0) } ?? "?"
     }
 
-    /// nil if oneDNN has no bf16 matmul for the shape or only its reference loops.
+    /// nil if oneDNN has no matmul of the key's type for the shape, or only its reference loops.
     private func makeMatmul(_ key: MatmulKey) -> MatmulPrimitive? {
         OpenMP.applyToCurrentThread()
         var (source, weights, destination) = Self.matmulDescriptors(key)
         var d = dnnl_matmul_desc_t()
-        Self.check(dnnl_matmul_desc_init(&d, &source, &weights, nil, &destination), "describing a bf16 matmul \(key)")
+        Self.check(dnnl_matmul_desc_init(&d, &source, &weights, nil, &destination), "describing a matmul \(key)")
         var attributes: dnnl_primitive_attr_t?
         Self.check(dnnl_primitive_attr_create(&attributes), "creating attributes")
         defer { dnnl_primitive_attr_destroy(attributes) }
@@ -136,13 +164,13 @@ extension DNNLConvolution {
         var descriptor: dnnl_primitive_desc_t?
         let status = dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil)
         if status == dnnl_unimplemented { return nil }
-        Self.check(status, "choosing a bf16 matmul kernel for \(key)")
+        Self.check(status, "choosing a matmul kernel for \(key)")
         if Self.implementationName(descriptor!).hasPrefix("ref") {
             dnnl_primitive_desc_destroy(descriptor)
             return nil
         }
         var primitive: dnnl_primitive_t?
-        Self.check(dnnl_primitive_create(&primitive, descriptor), "creating a bf16 matmul")
+        Self.check(dnnl_primitive_create(&primitive, descriptor), "creating a matmul")
         let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
         return MatmulPrimitive(primitiveDescriptor: descriptor!, primitive: primitive!, scratchpadBytes: scratchpadBytes)
     }
