@@ -11,6 +11,9 @@
 // --precision winograd runs 3x3 stride-1 passes through oneDNN's Winograd kernels where it has them;
 // --precision fast runs each pass with whichever of direct fp32, bf16 and Winograd timed fastest when first seen;
 // --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up;
+// --nhwc-only keeps every activation NHWC (Model.passesBlockedActivations off), to compare;
+// --breakdown times one more step per layer type, and the time inside oneDNN's convolution kernels
+// and Winograd's activation reorders;
 // --passes times every oneDNN pass of every convolution shape in fp32, bf16 and winograd, in turn
 // (winograd's times include its activation reorders; "-" where oneDNN has no Winograd kernel).
 // Runs with OMP_WAIT_POLICY=PASSIVE unless the variable is set (e.g. OMP_WAIT_POLICY=ACTIVE to compare).
@@ -61,7 +64,7 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 guard arguments.count >= 2 else {
-    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast]")
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--breakdown] [--passes] [--implementations]")
     exit(2)
 }
 let workload = arguments[1]
@@ -92,6 +95,8 @@ default:
     print("unknown workload \(workload)")
     exit(2)
 }
+// For A/B runs: keep every activation NHWC, as before blocked hand-offs between convolutions.
+model.passesBlockedActivations = !arguments.contains("--nhwc-only")
 
 var generator = SeededGenerator(seed: 1)
 let input = Tensor(shape: [batch] + model.inputShape, values: (0..<(batch * model.inputShape.reduce(1, *))).map { _ in generator.nextUnitFloat() })
@@ -181,14 +186,23 @@ let median = times.sorted()[times.count / 2]
 if arguments.contains("--breakdown") {
     // One more step with per-layer timers (the timers themselves cost next to nothing).
     model.timings = [:]
+    DNNLConvolution.shared.timing = .init()
     let start = now()
     step()
     let total = now() - start
+    let convolution = DNNLConvolution.shared.timing!
+    DNNLConvolution.shared.timing = nil
     let layerTotal = model.timings!.values.reduce(0, +)
     for (key, seconds) in model.timings!.sorted(by: { $0.value > $1.value }) {
         print(String(format: "%-32@ %8.1f ms", key as NSString, seconds * 1000))
     }
     print(String(format: "%-32@ %8.1f ms", "loss + optimiser + rest" as NSString, (total - layerTotal) * 1000))
+    // Inside the layers above: time in oneDNN's convolution primitives, and in Winograd's reorders.
+    print(String(format: "%-32@ %8.1f ms in %d calls", "oneDNN convolution kernels" as NSString,
+                 convolution.kernelSeconds * 1000, convolution.kernelCalls))
+    print(String(format: "%-32@ %8.1f ms in %d calls", "Winograd activation reorders" as NSString,
+                 convolution.reorderSeconds * 1000, convolution.reorderCalls))
+    print(String(format: "%-32@ %8.1f ms", "whole step" as NSString, total * 1000))
 }
 let result: [String: Any] = [
     "framework": "crylab", "workload": workload,

@@ -17,6 +17,11 @@ public final class Conv2D: ActivatedLayer {
     public var trainable = true
     /// oneDNN by default; tests switch single layers to the reference kernels.
     public var backend: ConvolutionBackend = .oneDNN
+    /// Set by `Model` before each forward: every layer reading this one's output is a Conv2D that
+    /// takes `ActivationLayout.blocked16`, so the output may be written in that layout.
+    var blockedOutputAllowed = false
+    /// The layout the last forward wrote its output in (`.blocked16` only for a hand-off inside a model).
+    public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
     private var cachedInput: Tensor?
     private var cachedOutput: Tensor?
@@ -56,24 +61,34 @@ public final class Conv2D: ActivatedLayer {
         return geometry(inputShapes[0]).outputShape
     }
 
+    /// Whether an input of this shape may come in `ActivationLayout.blocked16`: it runs on oneDNN
+    /// (not the reference or the 1x1 sgemm kernels) and its channels fill whole blocks of 16.
+    func takesBlockedInput(_ shape: [Int]) -> Bool {
+        shape.count == 4 && inputChannels % 16 == 0 && backend.kernels(for: geometry(shape)) is DNNLConvolution
+    }
+
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
+        precondition(x.layout == .nhwc || takesBlockedInput(x.shape), "\(name): a blocked input needs oneDNN kernels")
         let g = geometry(x.shape)
         let fuse = activation == .relu
         let kernels = backend.kernels(for: g)
         // oneDNN in bf16 can keep the input's bf16 copy for backward-weights (training only).
         let keepRounded = training && trainable && kernels is DNNLConvolution && ConvolutionPrecision.current != .fp32
+        let blockedOutput = blockedOutputAllowed && filters % 16 == 0 && activation != .softmax && kernels is DNNLConvolution
         var roundedInput: BFloat16Copy?
+        var outputLayout = ActivationLayout.nhwc
         var y = Tensor(shape: g.outputShape) { out in
             x.values.withUnsafeBufferPointer { input in
                 kernel.value.values.withUnsafeBufferPointer { k in
                     func run(_ b: UnsafePointer<Float>?) {
-                        if keepRounded {
-                            roundedInput = DNNLConvolution.shared.forward(
-                                g, input: input.baseAddress!, kernel: k.baseAddress!, bias: b, fuseReLU: fuse,
-                                output: out.baseAddress!, keepingRoundedInput: true)
+                        if keepRounded || x.layout == .blocked16 || blockedOutput {
+                            (outputLayout, roundedInput) = DNNLConvolution.shared.forward(
+                                g, input: input.baseAddress!, inputLayout: x.layout, kernel: k.baseAddress!, bias: b,
+                                fuseReLU: fuse, output: out.baseAddress!, allowingBlockedOutput: blockedOutput,
+                                keepingRoundedInput: keepRounded)
                         } else {
                             kernels.forward(g, input: input.baseAddress!, kernel: k.baseAddress!, bias: b, fuseReLU: fuse,
                                             output: out.baseAddress!)
@@ -87,7 +102,9 @@ public final class Conv2D: ActivatedLayer {
                 }
             }
         }
-        if !fuse { activation.apply(&y) }
+        y.layout = outputLayout
+        lastOutputLayout = outputLayout
+        if !fuse { activation.apply(&y) }  // element-wise (softmax never comes blocked)
         if training {
             cachedInput = x
             cachedOutput = y
@@ -112,7 +129,8 @@ public final class Conv2D: ActivatedLayer {
 
     /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
     private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool) -> [Tensor] {
-        guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        guard let x = cachedInput, let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
+        precondition(dz.layout == y.layout, "\(name): output gradient in \(dz.layout), output in \(y.layout)")
         let g = geometry(x.shape)
         let kernels = backend.kernels(for: g)
         defer { releaseCache() }
@@ -125,8 +143,9 @@ public final class Conv2D: ActivatedLayer {
                         func pass(kernelGradient: UnsafeMutablePointer<Float>?, biasGradient: UnsafeMutablePointer<Float>?) {
                             if let dnnl = kernels as? DNNLConvolution {
                                 func call(_ reluOutput: UnsafePointer<Float>?) {
-                                    dnnl.backward(g, input: input.baseAddress!, roundedInput: cachedRoundedInput, outputGradient: dzp.baseAddress!,
-                                                  reluOutput: reluOutput, kernel: k.baseAddress!, kernelGradient: kernelGradient,
+                                    dnnl.backward(g, input: input.baseAddress!, inputLayout: x.layout, roundedInput: cachedRoundedInput,
+                                                  outputGradient: dzp.baseAddress!, outputLayout: dz.layout, reluOutput: reluOutput,
+                                                  kernel: k.baseAddress!, kernelGradient: kernelGradient,
                                                   biasGradient: biasGradient, inputGradient: inputGradient)
                                 }
                                 if let reluOutput {
@@ -155,7 +174,9 @@ public final class Conv2D: ActivatedLayer {
             run(inputGradient: nil)
             return []
         }
-        return [Tensor(shape: x.shape) { dxp in run(inputGradient: dxp.baseAddress!) }]
+        var dx = Tensor(shape: x.shape) { dxp in run(inputGradient: dxp.baseAddress!) }
+        dx.layout = x.layout
+        return [dx]
     }
 
     public func releaseCache() {

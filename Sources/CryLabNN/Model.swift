@@ -29,6 +29,12 @@ public final class Model {
 
     public var layers: [any Layer] { nodes.map(\.layer) }
 
+    /// Lets a Conv2D hand its output to the Conv2D layers that read it in oneDNN's blocked layout
+    /// when its forward pass runs Winograd (`ActivationLayout.blocked16`), sparing two reorders
+    /// forward and up to three backward. Results are bit-identical either way; off, every tensor
+    /// stays NHWC (tests compare the two).
+    public var passesBlockedActivations = true
+
     /// When non-nil, forward and backward add each layer's wall time here, keyed by
     /// "<KerasClass> forward" / "<KerasClass> backward" (benchmarks use it for a breakdown).
     public var timings: [String: Double]?
@@ -62,8 +68,20 @@ public final class Model {
         var remainingUses = [Int](repeating: 0, count: nodes.count + 1)
         for node in nodes { for i in node.inputs { remainingUses[i] += 1 } }
         values[0] = input
+        var consumers = [[Int]](repeating: [], count: nodes.count + 1)
+        for (index, node) in nodes.enumerated() { for i in node.inputs { consumers[i].append(index) } }
         for (index, node) in nodes.enumerated() {
             let inputs = node.inputs.map { values[$0]! }
+            if let conv = node.layer as? Conv2D {
+                conv.blockedOutputAllowed = passesBlockedActivations && index < nodes.count - 1 && !consumers[index + 1].isEmpty
+                    && consumers[index + 1].allSatisfy { consumer in
+                        guard let next = nodes[consumer].layer as? Conv2D,
+                              let shape = try? conv.outputShape(inputShapes: inputs.map(\.shape)) else { return false }
+                        return next.takesBlockedInput(shape)
+                    }
+            } else {
+                precondition(inputs.allSatisfy { $0.layout == .nhwc }, "\(node.layer.name) reads NHWC tensors only")
+            }
             values[index + 1] = timed(node.layer, "forward") { node.layer.forward(inputs, training: training) }
             for i in node.inputs {
                 remainingUses[i] -= 1

@@ -52,6 +52,10 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         /// NHWC -> blocked where the pass reads the operand, blocked -> NHWC where it writes it.
         let sourceReorder: dnnl_primitive_t
         let destinationReorder: dnnl_primitive_t
+        /// Whether `source` / `destination` is `ActivationLayout.blocked16` itself (nChw16c, channels
+        /// a multiple of 16): then an operand already in that layout is used where it lies.
+        let sourceIsBlocked16: Bool
+        let destinationIsBlocked16: Bool
         var sourceBytes: Int { dnnl_memory_desc_get_size([source]) }
         var destinationBytes: Int { dnnl_memory_desc_get_size([destination]) }
     }
@@ -94,6 +98,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     let engine: dnnl_engine_t
     let stream: dnnl_stream_t
     private var cache: [Key: Prepared] = [:]
+    private var timingStore: Timing?
     var scratchpad = GrowingBuffer()
     private var weightsBuffer = GrowingBuffer()
     private var weightsGradientBuffer = GrowingBuffer()
@@ -108,6 +113,13 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     private var blockedDestinationBuffer = GrowingBuffer()
     /// The fp32 gradient through ReLU, when `backward(reluOutput:)` cannot fuse it into the rounding.
     private var reluGradientBuffer = GrowingBuffer()
+    /// NHWC copies of nChw16c operands (`ActivationLayout.blocked16`) for passes that take NHWC:
+    /// the input (or, in backward-data, the input gradient before its reorder to nChw16c: the
+    /// backward-weights pass that may have read the input's copy is done by then), and the output gradient.
+    private var nhwcInputBuffer = GrowingBuffer()
+    private var nhwcOutputGradientBuffer = GrowingBuffer()
+    /// NHWC <-> nChw16c reorders, per [batch, channels, height, width, direction].
+    private var layoutReorders: [[Int]: dnnl_primitive_t] = [:]
     /// bf16 matrix-product primitives, nil where oneDNN has only a reference kernel.
     var matmuls: [MatmulKey: MatmulPrimitive?] = [:]
     /// fp32 -> bf16 reorders of flat arrays, per (element count, thread count).
@@ -135,13 +147,30 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     public func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, kernel: UnsafePointer<Float>,
                         bias: UnsafePointer<Float>?, fuseReLU: Bool, output: UnsafeMutablePointer<Float>,
                         keepingRoundedInput: Bool) -> BFloat16Copy? {
+        forward(g, input: input, inputLayout: .nhwc, kernel: kernel, bias: bias, fuseReLU: fuseReLU, output: output,
+                allowingBlockedOutput: false, keepingRoundedInput: keepingRoundedInput).rounded
+    }
+
+    /// `input` in `inputLayout`. With `allowingBlockedOutput`, a Winograd forward pass that writes
+    /// nChw16c writes `output` in that layout, sparing its reorder to NHWC; the layout written is
+    /// returned. A blocked input is read in place by such a pass, and reordered to NHWC for others.
+    public func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, inputLayout: ActivationLayout,
+                        kernel: UnsafePointer<Float>, bias: UnsafePointer<Float>?, fuseReLU: Bool,
+                        output: UnsafeMutablePointer<Float>, allowingBlockedOutput: Bool,
+                        keepingRoundedInput: Bool) -> (layout: ActivationLayout, rounded: BFloat16Copy?) {
         lock.withLock {
             let p = prepared(g, .forward(bias: bias != nil, relu: fuseReLU),
                              timingOn: (UnsafeMutableRawPointer(mutating: input), UnsafeMutableRawPointer(output)))
             let weights = kernelInKernelLayout(p, kernel: kernel)
+            let sourceInPlace = inputLayout == .blocked16 && p.blocked?.sourceIsBlocked16 == true
+            let destinationInPlace = allowingBlockedOutput && p.blocked?.destinationIsBlocked16 == true
+            let input = inputLayout == .blocked16 && !sourceInPlace
+                ? UnsafePointer(nhwcCopy(of: input, g.inputShape, buffer: \.nhwcInputBuffer)) : input
             var kept: BFloat16Copy?
             let source: UnsafeMutableRawPointer
-            if keepingRoundedInput && p.precision == .bf16 {
+            if sourceInPlace {
+                source = UnsafeMutableRawPointer(mutating: input)
+            } else if keepingRoundedInput && p.precision == .bf16 {
                 let copy = BFloat16Copy(count: g.inputShape.reduce(1, *))
                 convertToBFloat16(input, count: copy.count, into: copy.bytes)
                 kept = copy
@@ -151,8 +180,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             }
             var unused: BlockedCopy?
             perform(p, .forward(bias: bias != nil, relu: fuseReLU), g, source: source, destination: UnsafeMutableRawPointer(output),
-                    weights: weights, bias: bias.map { UnsafeMutableRawPointer(mutating: $0) }, blockedOutputGradient: &unused)
-            return kept
+                    weights: weights, bias: bias.map { UnsafeMutableRawPointer(mutating: $0) }, blockedOutputGradient: &unused,
+                    sourceInPlace: sourceInPlace, destinationInPlace: destinationInPlace)
+            return (destinationInPlace ? .blocked16 : .nhwc, kept)
         }
     }
 
@@ -190,8 +220,13 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     /// `reluOutput`: if given, the convolution was followed by ReLU with this output, and
     /// `outputGradient` is the gradient of the ReLU's output; when both passes run in bf16 the ReLU
     /// backward and the rounding to bf16 are done in one pass over memory.
-    public func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, roundedInput: BFloat16Copy?,
-                         outputGradient: UnsafePointer<Float>, reluOutput: UnsafePointer<Float>?, kernel: UnsafePointer<Float>,
+    ///
+    /// `inputLayout` is the layout of `input`, in which `inputGradient` is written; `outputLayout`
+    /// that of `outputGradient` (and `reluOutput`). Blocked operands are used in place by Winograd
+    /// passes that take nChw16c, and reordered from or to NHWC for the others.
+    public func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, inputLayout: ActivationLayout = .nhwc,
+                         roundedInput: BFloat16Copy?, outputGradient: UnsafePointer<Float>,
+                         outputLayout: ActivationLayout = .nhwc, reluOutput: UnsafePointer<Float>?, kernel: UnsafePointer<Float>,
                          kernelGradient: UnsafeMutablePointer<Float>?, biasGradient: UnsafeMutablePointer<Float>?,
                          inputGradient: UnsafeMutablePointer<Float>?) {
         lock.withLock {
@@ -209,7 +244,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             if let reluOutput {
                 let count = g.outputShape.reduce(1, *)
                 let allBF16 = [weightsPass, dataPass].allSatisfy { $0 == nil || $0!.precision == .bf16 }
-                if allBF16 {
+                if allBF16 && outputLayout == .nhwc {
                     let target = outputGradientBF16Buffer.reserve(bytes: count * 2)
                     reluBackwardToBFloat16(gradient: outputGradient, output: reluOutput, count: count, into: target)
                     roundedOutputGradient = target
@@ -220,16 +255,66 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                     outputGradient = UnsafePointer(masked)
                 }
             }
-            if let kernelGradient {
-                backwardWeightsPass(g, input: input, roundedInput: roundedInput, outputGradient: outputGradient,
-                                    roundedOutputGradient: &roundedOutputGradient, blockedOutputGradient: &blockedOutputGradient,
-                                    kernelGradient: kernelGradient, biasGradient: biasGradient)
+            // Blocked operands: in place where a pass takes nChw16c, else NHWC copies (the output
+            // gradient's made once for both passes).
+            let blockedGradient = outputLayout == .blocked16
+            var nhwcGradient: UnsafePointer<Float>?
+            func gradientOperand(for pass: Prepared) -> (pointer: UnsafePointer<Float>, inPlace: Bool) {
+                if !blockedGradient { return (outputGradient, false) }
+                if pass.blocked?.destinationIsBlocked16 == true { return (outputGradient, true) }
+                if nhwcGradient == nil {
+                    nhwcGradient = UnsafePointer(nhwcCopy(of: outputGradient, g.outputShape, buffer: \.nhwcOutputGradientBuffer))
+                }
+                return (nhwcGradient!, false)
             }
-            if let inputGradient {
-                backwardDataPass(g, outputGradient: outputGradient, roundedOutputGradient: &roundedOutputGradient,
-                                 blockedOutputGradient: &blockedOutputGradient, kernel: kernel, inputGradient: inputGradient)
+            if let kernelGradient, let weightsPass {
+                let sourceInPlace = inputLayout == .blocked16 && weightsPass.blocked?.sourceIsBlocked16 == true
+                let input = inputLayout == .blocked16 && !sourceInPlace
+                    ? UnsafePointer(nhwcCopy(of: input, g.inputShape, buffer: \.nhwcInputBuffer)) : input
+                let (dy, destinationInPlace) = gradientOperand(for: weightsPass)
+                backwardWeightsPass(g, input: input, roundedInput: roundedInput, outputGradient: dy,
+                                    roundedOutputGradient: &roundedOutputGradient, blockedOutputGradient: &blockedOutputGradient,
+                                    kernelGradient: kernelGradient, biasGradient: biasGradient,
+                                    sourceInPlace: sourceInPlace, destinationInPlace: destinationInPlace)
+            }
+            if let inputGradient, let dataPass {
+                let sourceInPlace = inputLayout == .blocked16 && dataPass.blocked?.sourceIsBlocked16 == true
+                let target = inputLayout == .blocked16 && !sourceInPlace
+                    ? nhwcInputBuffer.reserve(bytes: g.inputShape.reduce(1, *) * 4).assumingMemoryBound(to: Float.self)
+                    : inputGradient
+                let (dy, destinationInPlace) = gradientOperand(for: dataPass)
+                backwardDataPass(g, outputGradient: dy, roundedOutputGradient: &roundedOutputGradient,
+                                 blockedOutputGradient: &blockedOutputGradient, kernel: kernel, inputGradient: target,
+                                 sourceInPlace: sourceInPlace, destinationInPlace: destinationInPlace)
+                if target != inputGradient { convertLayout(target, g.inputShape, toBlocked: true, into: inputGradient) }
             }
         }
+    }
+
+    /// An NHWC copy of nChw16c activations of `shape` ([batch, height, width, channels]), in `buffer`.
+    private func nhwcCopy(of values: UnsafePointer<Float>, _ shape: [Int],
+                          buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> UnsafeMutablePointer<Float> {
+        let target = self[keyPath: buffer].reserve(bytes: shape.reduce(1, *) * 4).assumingMemoryBound(to: Float.self)
+        convertLayout(values, shape, toBlocked: false, into: target)
+        return target
+    }
+
+    /// Reorders activations of `shape` from NHWC to nChw16c (`toBlocked`) or back, with every compute thread.
+    private func convertLayout(_ values: UnsafePointer<Float>, _ shape: [Int], toBlocked: Bool, into target: UnsafeMutablePointer<Float>) {
+        precondition(shape.count == 4 && shape[3] % 16 == 0, "nChw16c needs [batch, height, width, channels / 16 * 16], got \(shape)")
+        let dims = [shape[0], shape[3], shape[1], shape[2]]
+        let (nhwc, blocked16) = (descriptor(dims, dnnl_nhwc), descriptor(dims, dnnl_nChw16c))
+        let (from, to) = toBlocked ? (nhwc, blocked16) : (blocked16, nhwc)
+        let key = dims + [toBlocked ? 1 : 0]
+        let reorder: dnnl_primitive_t
+        if let cached = layoutReorders[key] {
+            reorder = cached
+        } else {
+            OpenMP.applyToCurrentThread()
+            reorder = reorderPrimitive(from: from, to: to, toBlocked ? "NHWC -> nChw16c reorder" : "nChw16c -> NHWC reorder")
+            layoutReorders[key] = reorder
+        }
+        reorderActivations(reorder, from: (from, UnsafeMutableRawPointer(mutating: values)), to: (to, UnsafeMutableRawPointer(target)))
     }
 
     // MARK: Passes, called with the lock held
@@ -239,20 +324,23 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     private func backwardDataPass(_ g: ConvolutionGeometry, outputGradient: UnsafePointer<Float>,
                                   roundedOutputGradient: inout UnsafeMutableRawPointer?,
                                   blockedOutputGradient: inout BlockedCopy?,
-                                  kernel: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>) {
+                                  kernel: UnsafePointer<Float>, inputGradient: UnsafeMutablePointer<Float>,
+                                  sourceInPlace: Bool = false, destinationInPlace: Bool = false) {
         let p = prepared(g, .backwardData, timingOn: (UnsafeMutableRawPointer(inputGradient), UnsafeMutableRawPointer(mutating: outputGradient)))
         let weights = kernelInKernelLayout(p, kernel: kernel)
         let diffDestination = outputGradientOperand(p, outputGradient, count: g.outputShape.reduce(1, *),
                                                     rounded: &roundedOutputGradient)
         perform(p, .backwardData, g, source: UnsafeMutableRawPointer(inputGradient), destination: diffDestination,
-                weights: weights, bias: nil, blockedOutputGradient: &blockedOutputGradient)
+                weights: weights, bias: nil, blockedOutputGradient: &blockedOutputGradient,
+                sourceInPlace: sourceInPlace, destinationInPlace: destinationInPlace)
     }
 
     private func backwardWeightsPass(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, roundedInput: BFloat16Copy?,
                                      outputGradient: UnsafePointer<Float>,
                                      roundedOutputGradient: inout UnsafeMutableRawPointer?,
                                      blockedOutputGradient: inout BlockedCopy?,
-                                     kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?) {
+                                     kernelGradient: UnsafeMutablePointer<Float>, biasGradient: UnsafeMutablePointer<Float>?,
+                                     sourceInPlace: Bool = false, destinationInPlace: Bool = false) {
         do {
             let p = prepared(g, .backwardWeights(bias: biasGradient != nil),
                              timingOn: (UnsafeMutableRawPointer(mutating: input), UnsafeMutableRawPointer(mutating: outputGradient)))
@@ -267,7 +355,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             let diffDestination = outputGradientOperand(p, outputGradient, count: g.outputShape.reduce(1, *),
                                                         rounded: &roundedOutputGradient)
             perform(p, .backwardWeights(bias: biasGradient != nil), g, source: source, destination: diffDestination,
-                    weights: freshKernel, bias: biasGradient == nil ? nil : freshBias, blockedOutputGradient: &blockedOutputGradient)
+                    weights: freshKernel, bias: biasGradient == nil ? nil : freshBias, blockedOutputGradient: &blockedOutputGradient,
+                    sourceInPlace: sourceInPlace, destinationInPlace: destinationInPlace)
             var kerasKernel = freshKernel.assumingMemoryBound(to: Float.self)
             if let reorder = p.weightsReorder {
                 // Blocked gradient -> Keras layout, into the space after the bias.
@@ -291,6 +380,23 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
              prepared(g, .backwardData).implementation,
              prepared(g, .backwardWeights(bias: true)).implementation]
         }
+    }
+
+    /// Where convolution time goes, summed over calls while `timing` is non-nil (the benchmark's
+    /// `--breakdown` sets it to `Timing()` and reads it back after one step).
+    public struct Timing: Sendable {
+        /// In oneDNN's convolution primitives (every pass, every precision).
+        public var kernelSeconds = 0.0
+        public var kernelCalls = 0
+        /// In the reorders of activations between NHWC and a Winograd pass's blocked layout.
+        public var reorderSeconds = 0.0
+        public var reorderCalls = 0
+        public init() {}
+    }
+
+    public var timing: Timing? {
+        get { lock.withLock { timingStore } }
+        set { lock.withLock { timingStore = newValue } }
     }
 
     /// Number of cached primitives (tests check that repeated shapes reuse them).
@@ -381,17 +487,31 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     /// `weights` and `bias` are the weights (gradients, for backward-weights) in `p`'s layout.
     /// A Winograd pass reorders what it reads into blocked buffers first and what it writes back to
     /// NHWC after, using `blockedOutputGradient` if an earlier pass of the same call made it.
+    ///
+    /// `sourceInPlace` / `destinationInPlace`: that operand is (or is to be written) in the Winograd
+    /// pass's own layout, nChw16c (`BlockedActivations.sourceIsBlocked16`), where the pointer says:
+    /// no buffer, no reorder.
     private func perform(_ p: Prepared, _ pass: Pass, _ g: ConvolutionGeometry,
                          source: UnsafeMutableRawPointer, destination: UnsafeMutableRawPointer,
                          weights: UnsafeMutableRawPointer, bias: UnsafeMutableRawPointer?,
-                         blockedOutputGradient: inout BlockedCopy?) {
+                         blockedOutputGradient: inout BlockedCopy?,
+                         sourceInPlace: Bool = false, destinationInPlace: Bool = false) {
+        precondition((!sourceInPlace || p.blocked?.sourceIsBlocked16 == true)
+                     && (!destinationInPlace || p.blocked?.destinationIsBlocked16 == true),
+                     "an operand in place needs a Winograd pass that reads and writes nChw16c")
         let nhwcSource = sourceDescriptor(g, pass == .backwardData ? dnnl_f32 : p.operandType)
         let nhwcDestination = destinationDescriptor(g, pass.isForward ? dnnl_f32 : p.operandType)
         var src = (descriptor: nhwcSource, pointer: source), dst = (descriptor: nhwcDestination, pointer: destination)
         if let b = p.blocked {
-            src = (b.source, blockedSourceBuffer.reserve(bytes: b.sourceBytes))
-            if pass != .backwardData { reorderActivations(b.sourceReorder, from: (nhwcSource, source), to: src) }
-            if pass.isForward {
+            if sourceInPlace {
+                src = (b.source, source)
+            } else {
+                src = (b.source, blockedSourceBuffer.reserve(bytes: b.sourceBytes))
+                if pass != .backwardData { reorderActivations(b.sourceReorder, from: (nhwcSource, source), to: src) }
+            }
+            if destinationInPlace {
+                dst = (b.destination, destination)
+            } else if pass.isForward {
                 dst = (b.destination, blockedDestinationBuffer.reserve(bytes: b.destinationBytes))
             } else if let shared = blockedOutputGradient, dnnl_memory_desc_equal([shared.descriptor], [b.destination]) != 0 {
                 dst = shared
@@ -420,8 +540,10 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         }
         execute(p, arguments)
         if let b = p.blocked {
-            if pass == .backwardData { reorderActivations(b.sourceReorder, from: src, to: (nhwcSource, source)) }
-            if pass.isForward { reorderActivations(b.destinationReorder, from: dst, to: (nhwcDestination, destination)) }
+            if pass == .backwardData && !sourceInPlace { reorderActivations(b.sourceReorder, from: src, to: (nhwcSource, source)) }
+            if pass.isForward && !destinationInPlace {
+                reorderActivations(b.destinationReorder, from: dst, to: (nhwcDestination, destination))
+            }
         }
     }
 
@@ -430,7 +552,12 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                                     from: (dnnl_memory_desc_t, UnsafeMutableRawPointer),
                                     to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
         OpenMP.applyToCurrentThread()
+        let start = timingStore == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         run(reorder, from: from, to: to)
+        if timingStore != nil {
+            timingStore!.reorderSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            timingStore!.reorderCalls += 1
+        }
     }
 
     private func execute(_ p: Prepared, _ arguments: [dnnl_exec_arg_t]) {
@@ -443,8 +570,13 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             all.append(dnnl_exec_arg_t(arg: 80, memory: memory))
         }
         defer { for a in all { dnnl_memory_destroy(a.memory) } }
+        let start = timingStore == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(all.count), all), "executing a convolution")
         Self.check(dnnl_stream_wait(stream), "waiting for a convolution")
+        if timingStore != nil {
+            timingStore!.kernelSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            timingStore!.kernelCalls += 1
+        }
     }
 
     func argument(_ index: Int32, descriptor: dnnl_memory_desc_t, pointer: UnsafeMutableRawPointer) -> dnnl_exec_arg_t {
@@ -675,6 +807,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             let source = dnnl_primitive_desc_query_md(descriptor, sourceQuery, 0)!.pointee
             let destination = dnnl_primitive_desc_query_md(descriptor, destinationQuery, 0)!.pointee
             let nhwcSource = sourceDescriptor(g), nhwcDestination = destinationDescriptor(g)
+            var (source16, destination16) = (sourceDescriptor(g, dnnl_f32, dnnl_nChw16c), destinationDescriptor(g, dnnl_f32, dnnl_nChw16c))
+            var (chosenSource, chosenDestination) = (source, destination)
             blocked = BlockedActivations(
                 source: source, destination: destination,
                 sourceReorder: pass == .backwardData
@@ -682,7 +816,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                     : reorderPrimitive(from: nhwcSource, to: source, "NHWC -> blocked input reorder"),
                 destinationReorder: pass.isForward
                     ? reorderPrimitive(from: destination, to: nhwcDestination, "blocked -> NHWC output reorder")
-                    : reorderPrimitive(from: nhwcDestination, to: destination, "NHWC -> blocked output-gradient reorder"))
+                    : reorderPrimitive(from: nhwcDestination, to: destination, "NHWC -> blocked output-gradient reorder"),
+                sourceIsBlocked16: g.inputChannels % 16 == 0 && dnnl_memory_desc_equal(&chosenSource, &source16) != 0,
+                destinationIsBlocked16: g.outputChannels % 16 == 0 && dnnl_memory_desc_equal(&chosenDestination, &destination16) != 0)
         }
         let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
         var name: UnsafePointer<CChar>?

@@ -18,6 +18,8 @@
 public struct Tensor: Sendable, Equatable {
     public private(set) var shape: [Int]
     public var values: [Float]
+    /// How `values` are ordered; `.nhwc` everywhere but between two convolutions inside a model.
+    public var layout: ActivationLayout = .nhwc
 
     public init(shape: [Int], values: [Float]) {
         precondition(shape.reduce(1, *) == values.count,
@@ -49,16 +51,33 @@ public struct Tensor: Sendable, Equatable {
 
     /// The same values seen with another shape of equal size.
     public func reshaped(_ newShape: [Int]) -> Tensor {
-        Tensor(shape: newShape, values: values)
+        precondition(layout == .nhwc, "cannot reshape a tensor in oneDNN's blocked layout")
+        return Tensor(shape: newShape, values: values)
     }
 
-    /// Adds `other` element-wise (shapes must match).
+    /// Adds `other` element-wise (shapes must match), split across the compute threads: the model
+    /// sums the gradients of activations read by two layers (the U-Net's skips) this way.
     public mutating func add(_ other: Tensor) {
         precondition(shape == other.shape, "cannot add tensors of shapes \(shape) and \(other.shape)")
+        precondition(layout == other.layout, "cannot add a \(layout) tensor and a \(other.layout) one")
         values.withUnsafeMutableBufferPointer { a in
             other.values.withUnsafeBufferPointer { b in
-                for i in 0..<a.count { a[i] += b[i] }
+                let (sum, addend) = (a.baseAddress!, b.baseAddress!)
+                parallelChunks(a.count, minimumChunk: 65_536) { range in
+                    for i in range { sum[i] += addend[i] }
+                }
             }
         }
     }
+}
+
+/// The order of a 4-D activation tensor's values. Its `shape` is always [batch, height, width, channels].
+public enum ActivationLayout: Sendable, Equatable {
+    /// Channels-last, Keras's order: the layout of every tensor a user sees.
+    case nhwc
+    /// oneDNN's nChw16c: [batch, channels / 16, height, width, 16], for channel counts divisible
+    /// by 16 (so the value count is the same). The layout of Winograd kernels; a `Model` hands a
+    /// convolution's output to the next convolution in it when both run Winograd passes, sparing
+    /// the reorders to NHWC and back (see `DNNLConvolution`). Only element-wise code may read it.
+    case blocked16
 }
