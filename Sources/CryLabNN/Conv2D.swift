@@ -3,7 +3,7 @@
 ///
 ///     x: [batch, height, width, inputChannels] -> y: [batch, outHeight, outWidth, filters]
 ///     kernel: [kernelSize, kernelSize, inputChannels, filters], bias: [filters]
-public final class Conv2D: ActivatedLayer {
+public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     public let name: String
     public let kerasClass = "Conv2D"
     public let inputChannels: Int
@@ -17,8 +17,8 @@ public final class Conv2D: ActivatedLayer {
     public var trainable = true
     /// oneDNN by default; tests switch single layers to the reference kernels.
     public var backend: ConvolutionBackend = .oneDNN
-    /// Set by `Model` before each forward: every layer reading this one's output is a Conv2D that
-    /// takes `ActivationLayout.blocked16`, so the output may be written in that layout.
+    /// Set by `Model` before each forward; the output is written blocked only when the forward
+    /// pass runs Winograd (its own layout), so blocked outputs cost no reorder.
     var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in (`.blocked16` only for a hand-off inside a model).
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
@@ -61,8 +61,18 @@ public final class Conv2D: ActivatedLayer {
         return geometry(inputShapes[0]).outputShape
     }
 
-    /// Whether an input of this shape may come in `ActivationLayout.blocked16`: it runs on oneDNN
-    /// (not the reference or the 1x1 sgemm kernels) and its channels fill whole blocks of 16.
+    /// An input may come blocked if it runs on oneDNN (not the reference or the 1x1 sgemm kernels),
+    /// its channels fill whole blocks of 16, and the passes use it in place: the forward pass in
+    /// inference; in training two of the three, so that a pass needing an NHWC copy is outweighed.
+    /// Passes not prepared yet count as not, so a model's first step runs all NHWC.
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
+        guard shapes[0].count == 4 && inputChannels % 16 == 0 else { return false }
+        let g = geometry(shapes[0])
+        guard backend.kernels(for: g) is DNNLConvolution else { return false }
+        let passes = DNNLConvolution.shared.takesBlockedInput(g, bias: bias != nil, relu: activation == .relu)
+        return training ? [passes.forward, passes.backwardData, passes.backwardWeights].filter { $0 }.count >= 2 : passes.forward
+    }
+
     func takesBlockedInput(_ shape: [Int]) -> Bool {
         shape.count == 4 && inputChannels % 16 == 0 && backend.kernels(for: geometry(shape)) is DNNLConvolution
     }

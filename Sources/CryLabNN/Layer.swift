@@ -47,6 +47,16 @@ extension Layer {
     }
 }
 
+/// A layer that reads, and may write, `ActivationLayout.blocked16` tensors inside a `Model`,
+/// which decides per forward where such hand-offs are allowed (`Model.passesBlockedActivations`).
+protocol BlockedLayoutLayer: Layer {
+    /// Whether inputs of these shapes may come blocked, given whether this layer's own output may be
+    /// (and whether the forward is for training, whose backward passes read the input too).
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool
+    /// Set by `Model` before each forward: every reader of the output takes it blocked.
+    var blockedOutputAllowed: Bool { get set }
+}
+
 /// A layer whose output passes through an activation function; lets a fused softmax + cross-entropy
 /// loss hand in d(loss)/d(logits) directly.
 public protocol ActivatedLayer: Layer {

@@ -68,17 +68,11 @@ public final class Model {
         var remainingUses = [Int](repeating: 0, count: nodes.count + 1)
         for node in nodes { for i in node.inputs { remainingUses[i] += 1 } }
         values[0] = input
-        var consumers = [[Int]](repeating: [], count: nodes.count + 1)
-        for (index, node) in nodes.enumerated() { for i in node.inputs { consumers[i].append(index) } }
+        let blockedAllowed = passesBlockedActivations ? planBlockedHandOffs(inputShape: input.shape, training: training) : []
         for (index, node) in nodes.enumerated() {
             let inputs = node.inputs.map { values[$0]! }
-            if let conv = node.layer as? Conv2D {
-                conv.blockedOutputAllowed = passesBlockedActivations && index < nodes.count - 1 && !consumers[index + 1].isEmpty
-                    && consumers[index + 1].allSatisfy { consumer in
-                        guard let next = nodes[consumer].layer as? Conv2D,
-                              let shape = try? conv.outputShape(inputShapes: inputs.map(\.shape)) else { return false }
-                        return next.takesBlockedInput(shape)
-                    }
+            if let layer = node.layer as? any BlockedLayoutLayer {
+                layer.blockedOutputAllowed = !blockedAllowed.isEmpty && blockedAllowed[index + 1]
             } else {
                 precondition(inputs.allSatisfy { $0.layout == .nhwc }, "\(node.layer.name) reads NHWC tensors only")
             }
@@ -92,6 +86,27 @@ public final class Model {
     }
 
     public func predict(_ input: Tensor) -> Tensor { forward(input, training: false) }
+
+    /// Which values may be written in `ActivationLayout.blocked16`: those whose every reader takes
+    /// them blocked (a pooling layer only if its own output may be blocked too). Never the model's
+    /// output. Decided from the last node back, since readers come after what they read.
+    private func planBlockedHandOffs(inputShape: [Int], training: Bool) -> [Bool] {
+        var shapes = [inputShape]
+        for node in nodes {
+            guard let shape = try? node.layer.outputShape(inputShapes: node.inputs.map { shapes[$0] }) else { return [] }
+            shapes.append(shape)
+        }
+        var readers = [[Int]](repeating: [], count: nodes.count + 1)
+        for (index, node) in nodes.enumerated() { for i in node.inputs { readers[i].append(index) } }
+        var allowed = [Bool](repeating: false, count: nodes.count + 1)
+        for index in nodes.indices.reversed() where index < nodes.count - 1 && nodes[index].layer is any BlockedLayoutLayer {
+            allowed[index + 1] = !readers[index + 1].isEmpty && readers[index + 1].allSatisfy { reader in
+                guard let layer = nodes[reader].layer as? any BlockedLayoutLayer else { return false }
+                return layer.takesBlockedInput(nodes[reader].inputs.map { shapes[$0] }, outputMayBeBlocked: allowed[reader + 1], training: training)
+            }
+        }
+        return allowed
+    }
 
     /// Which values need a gradient: those downstream of any layer that computes weight gradients.
     private func valuesNeedingGradients() -> [Bool] {

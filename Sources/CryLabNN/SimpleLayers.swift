@@ -2,13 +2,19 @@
 
 /// Keras's `MaxPooling2D` (default: 2x2 windows, stride = pool size, valid padding).
 ///     x: [batch, height, width, channels] -> y: [batch, height/stride, width/stride, channels]
-public final class MaxPool2D: Layer {
+///
+/// A blocked16 input (handed over inside a `Model`) is pooled as the NHWC tensor of 16-channel
+/// blocks it is in memory, giving a blocked16 output: the same values and the same ties.
+public final class MaxPool2D: BlockedLayoutLayer {
     public let name: String
     public let kerasClass = "MaxPooling2D"
     public let poolSize: Int, stride: Int, padding: Padding
     public var trainable = true
     public var weights: [Parameter] { [] }
-    private var cache: (argmax: [Int32], inputShape: [Int])?
+    private var cache: (argmax: [Int32], inputShape: [Int], channels: Int?)?
+    var blockedOutputAllowed = false
+    /// The layout the last forward wrote its output in: its input's.
+    public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
     public init(name: String = "max_pooling2d", poolSize: Int = 2, stride: Int? = nil, padding: Padding = .valid) {
         self.name = name
@@ -26,17 +32,32 @@ public final class MaxPool2D: Layer {
                                    kernelHeight: poolSize, kernelWidth: poolSize, stride: stride, padding: padding).outputShape
     }
 
+    /// The output of a blocked input is blocked too.
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
+        outputMayBeBlocked && shapes.count == 1 && shapes[0].count == 4 && shapes[0][3] % 16 == 0
+    }
+
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
-        let (y, argmax) = maxPool2DForward(inputs[0], pool: poolSize, stride: stride, padding: padding, recordingArgmax: training)
-        if training { cache = (argmax, inputs[0].shape) }
-        return y
+        let x = inputs[0]
+        // Blocked: channel blocks, the pooled blocks joined again.
+        let channels = x.layout == .blocked16 ? x.shape[3] : nil
+        let view = channels == nil ? x : x.channelBlocks
+        let (y, argmax) = maxPool2DForward(view, pool: poolSize, stride: stride, padding: padding, recordingArgmax: training)
+        if training { cache = (argmax, view.shape, channels) }
+        lastOutputLayout = x.layout
+        return channels.map { y.joiningChannelBlocks(channels: $0) } ?? y
     }
 
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
         guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         guard needsInputGradients else { return [] }
-        return [maxPool2DBackward(outputGradient, argmax: cache.argmax, inputShape: cache.inputShape)]
+        guard let channels = cache.channels else {
+            return [maxPool2DBackward(outputGradient, argmax: cache.argmax, inputShape: cache.inputShape)]
+        }
+        precondition(outputGradient.layout == .blocked16, "\(name): the gradient of a blocked output must be blocked")
+        let dx = maxPool2DBackward(outputGradient.channelBlocks, argmax: cache.argmax, inputShape: cache.inputShape)
+        return [dx.joiningChannelBlocks(channels: channels)]
     }
 
     public func releaseCache() { cache = nil }
@@ -135,12 +156,19 @@ public final class Flatten: Layer {
 
 /// Keras's `Concatenate` along the channel axis (-1).
 ///     inputs[i]: [batch, height, width, channels_i] -> y: [batch, height, width, Σ channels_i]
-public final class Concatenate: Layer {
+///
+/// Inside a `Model`, parts may come blocked16 and the output may be written blocked16 (when every
+/// reader takes it), converting layouts while copying; each part's gradient leaves in its layout.
+public final class Concatenate: BlockedLayoutLayer {
     public let name: String
     public let kerasClass = "Concatenate"
     public var trainable = true
     public var weights: [Parameter] { [] }
     private var widths: [Int]?
+    private var layouts: [ActivationLayout]?
+    var blockedOutputAllowed = false
+    /// The layout the last forward wrote its output in.
+    public private(set) var lastOutputLayout = ActivationLayout.nhwc
     /// Replaces every input after the first by zeros: a U-Net run with its skip connection cut,
     /// to measure what the bottleneck alone reconstructs.
     public var zeroesSkipInputs = false
@@ -154,21 +182,34 @@ public final class Concatenate: Layer {
         return Array(inputShapes[0].dropLast()) + [inputShapes.reduce(0) { $0 + $1.last! }]
     }
 
+    /// Any mix of layouts in, either out, when every width fills whole blocks of 16.
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
+        shapes.allSatisfy { $0.count == 4 && $0[3] % 16 == 0 }
+    }
+
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
-        if training { widths = inputs.map { $0.shape.last! } }
-        if zeroesSkipInputs {
-            return concatenateChannels([inputs[0]] + inputs.dropFirst().map { Tensor(zeros: $0.shape) })
+        if training {
+            widths = inputs.map { $0.shape.last! }
+            layouts = inputs.map(\.layout)
         }
-        return concatenateChannels(inputs)
+        let layout: ActivationLayout = blockedOutputAllowed && inputs.allSatisfy({ $0.shape.last! % 16 == 0 }) ? .blocked16 : .nhwc
+        lastOutputLayout = layout
+        if zeroesSkipInputs {
+            return concatenateChannels([inputs[0]] + inputs.dropFirst().map { Tensor(zeros: $0.shape) }, layout: layout)
+        }
+        return concatenateChannels(inputs, layout: layout)
     }
 
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
-        guard let widths else { preconditionFailure("\(name): backward without a training-mode forward") }
+        guard let widths, let layouts else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
-        return needsInputGradients ? splitChannels(outputGradient, widths: widths) : []
+        return needsInputGradients ? splitChannels(outputGradient, widths: widths, layouts: layouts) : []
     }
 
-    public func releaseCache() { widths = nil }
+    public func releaseCache() {
+        widths = nil
+        layouts = nil
+    }
 }
 
 /// Keras's `ReLU` layer (max(x, 0)); LeakyReLU below keeps a slope for negatives.

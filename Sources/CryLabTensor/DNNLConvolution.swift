@@ -399,6 +399,20 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         set { lock.withLock { timingStore = newValue } }
     }
 
+    /// Which passes of `g`, as already prepared at the current precision and thread count, read
+    /// the layer's input (or write its gradient) in nChw16c where it lies; false for passes not
+    /// prepared yet. Lets a `Model` hand a blocked input only to layers it saves reorders in.
+    public func takesBlockedInput(_ g: ConvolutionGeometry, bias: Bool, relu: Bool)
+        -> (forward: Bool, backwardData: Bool, backwardWeights: Bool) {
+        lock.withLock {
+            func inPlace(_ pass: Pass) -> Bool {
+                let key = Key(geometry: g, pass: pass, threads: ComputeThreads.count, precision: ConvolutionPrecision.current)
+                return cache[key]?.blocked?.sourceIsBlocked16 == true
+            }
+            return (inPlace(.forward(bias: bias, relu: relu)), inPlace(.backwardData), inPlace(.backwardWeights(bias: bias)))
+        }
+    }
+
     /// Number of cached primitives (tests check that repeated shapes reuse them).
     public var cachedPrimitiveCount: Int { lock.withLock { cache.count } }
 
@@ -648,9 +662,11 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         return result
     }
 
-    /// Whichever of the ready passes runs fastest here, timed including the activation reorders a
-    /// Winograd pass needs: one untimed run each, then one timed run each, and a second when the
-    /// two fastest are within 30 % (the better of the two counts). A bf16 pass must win by
+    /// Whichever of the ready passes runs fastest here: one untimed run each, then one timed run
+    /// each, and a second when the two fastest are within 30 % (the better of the two counts).
+    /// A Winograd pass is timed without the reorders of operands it takes in nChw16c, since a
+    /// `Model` hands those over blocked between such passes (`ActivationLayout.blocked16`); with
+    /// the reorders of any others. A bf16 pass must win by
     /// `ConvolutionPrecision.fastModeBFloat16Margin`, since the timing leaves out the rounding of its
     /// operands. The others are destroyed.
     ///
@@ -675,7 +691,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             var blockedOutputGradient: BlockedCopy?
             let start = DispatchTime.now().uptimeNanoseconds
             perform(p, pass, g, source: input, destination: output, weights: weights, bias: hasBias ? bias : nil,
-                    blockedOutputGradient: &blockedOutputGradient)
+                    blockedOutputGradient: &blockedOutputGradient,
+                    sourceInPlace: p.blocked?.sourceIsBlocked16 == true, destinationInPlace: p.blocked?.destinationIsBlocked16 == true)
             let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start)
             return p.precision == .bf16 ? elapsed / ConvolutionPrecision.fastModeBFloat16Margin : elapsed
         }

@@ -5,10 +5,9 @@ import Testing
 /// (`Model.passesBlockedActivations`): the same numbers as with every tensor NHWC.
 @Suite struct BlockedActivationTests {
     /// conv (1 -> 16) -> conv (16 -> 16) -> conv (16 -> 16) -> conv (16 -> 32, stride 2) -> conv (32 -> 32) -> 1x1 conv (32 -> 1).
-    /// The two 16 -> 16 convolutions run Winograd and may pass their outputs on blocked: the first
-    /// to a Winograd pass that reads it in place, the second to a stride-2 direct pass, which needs
-    /// an NHWC copy (and returns its input gradient blocked). The last 3x3 feeds the 1x1, which
-    /// runs on sgemm and takes NHWC only.
+    /// In winograd, the two 16 -> 16 convolutions run Winograd: the first may receive its input
+    /// blocked and pass its output on blocked. The stride-2 one runs direct passes, which would
+    /// need NHWC copies, so it receives NHWC; so does the 1x1, which runs on sgemm.
     func model() throws -> (model: Model, convolutions: [Conv2D]) {
         var b = GraphBuilder(inputShape: [12, 12, 1], seed: 5)
         var convolutions: [Conv2D] = []
@@ -53,7 +52,7 @@ import Testing
                         kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same))
                 }
                 try #require(names[0].contains("wino"), "oneDNN has no Winograd forward for 16 -> 16 here: \(names)")
-                #expect(blocked.layouts[1] == .blocked16 && blocked.layouts[2] == .blocked16, "\(blocked.layouts)")
+                #expect(blocked.layouts[1] == .blocked16 && blocked.layouts[2] == .nhwc, "\(blocked.layouts)")
             }
         }
     }
@@ -63,12 +62,111 @@ import Testing
         try ConvolutionPrecision.withPrecision(.winograd) {
             let (model, convolutions) = try model()
             let x = randomTensor([2, 12, 12, 1], seed: 3)
+            _ = model.predict(x)  // prepares the passes: the plan looks at them
             let blocked = model.predict(x)
             let layouts = convolutions.map(\.lastOutputLayout)
             model.passesBlockedActivations = false
             let nhwc = model.predict(x)
             #expect(blocked == nhwc && blocked.layout == .nhwc)
             #expect(layouts.contains(.blocked16), "\(layouts)")
+        }
+    }
+}
+
+/// `DNNLConvolution` with blocked operands, for Winograd passes (read and written in place) and
+/// direct ones (through NHWC copies): bit for bit the NHWC results, in nChw16c.
+@Suite struct BlockedOperandTests {
+    @Test(arguments: [1, 2])
+    func blockedOperandsGiveTheNHWCResults(_ stride: Int) {
+        ConvolutionPrecision.withPrecision(.winograd) {
+            let g = ConvolutionGeometry(batch: 2, inputHeight: 10, inputWidth: 9, inputChannels: 32, outputChannels: 16,
+                                        kernelHeight: 3, kernelWidth: 3, stride: stride, padding: .same)
+            let x = randomTensor(g.inputShape, seed: 1), kernel = randomTensor(g.kernelShape, seed: 2, scale: 0.2)
+            let bias = randomTensor([16], seed: 3), dy = randomTensor(g.outputShape, seed: 4)
+            let dnnl = DNNLConvolution.shared
+            func run(_ layout: ActivationLayout) -> (y: Tensor, dx: Tensor, dk: [Float], db: [Float], outputLayout: ActivationLayout) {
+                let input = x.converted(to: layout), gradient = dy.converted(to: layout)
+                var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: g.inputShape)
+                var dk = [Float](repeating: 0, count: kernel.count), db = [Float](repeating: 0, count: 16)
+                let written = dnnl.forward(g, input: input.values, inputLayout: layout, kernel: kernel.values, bias: bias.values,
+                                           fuseReLU: false, output: &y.values, allowingBlockedOutput: layout == .blocked16,
+                                           keepingRoundedInput: false).layout
+                y.layout = written
+                dnnl.backward(g, input: input.values, inputLayout: layout, roundedInput: nil, outputGradient: gradient.values,
+                              outputLayout: layout, reluOutput: nil, kernel: kernel.values, kernelGradient: &dk,
+                              biasGradient: &db, inputGradient: &dx.values)
+                dx.layout = layout
+                return (y, dx, dk, db, written)
+            }
+            let nhwc = run(.nhwc), blocked = run(.blocked16)
+            let names = dnnl.implementationNames(g)
+            print("blocked operands, stride \(stride): \(names), output written \(blocked.outputLayout)")
+            // Written blocked only by a Winograd forward (stride 1 here), NHWC by a direct one.
+            #expect(blocked.outputLayout == (names[0].contains("wino") ? .blocked16 : .nhwc))
+            #expect(blocked.y.converted(to: .nhwc) == nhwc.y)
+            #expect(blocked.dx.converted(to: .nhwc) == nhwc.dx)
+            #expect(blocked.dk == nhwc.dk && blocked.db == nhwc.db)
+            #expect(maxAbs(nhwc.dx.values) > 0 && maxAbs(nhwc.dk) > 0)
+        }
+    }
+
+    @Test func conversionsRoundTrip() {
+        let x = randomTensor([2, 3, 5, 48], seed: 6)
+        let blocked = x.converted(to: .blocked16)
+        #expect(blocked.layout == .blocked16 && blocked.values != x.values)
+        // Value (n, y, x, c) sits at (((n * 3 + c / 16) * 3 + y) * 5 + x) * 16 + c % 16.
+        let (n, row, column, channel) = (1, 1, 4, 39)
+        let blockedIndex: Int = (((n * 3 + channel / 16) * 3 + row) * 5 + column) * 16 + channel % 16
+        let nhwcIndex: Int = ((n * 3 + row) * 5 + column) * 48 + channel
+        #expect(blocked.values[blockedIndex] == x.values[nhwcIndex])
+        #expect(blocked.converted(to: .nhwc) == x)
+        let parts = splitChannels(blocked, widths: [16, 32], layouts: [.nhwc, .blocked16])
+        #expect(concatenateChannels(parts, layout: .nhwc) == x)
+    }
+}
+
+/// The same through a U-Net: pooling reads its blocked input as 16-channel blocks, concatenation
+/// joins an NHWC upsampling with a blocked skip into a blocked output, and the skip's gradient
+/// sums a blocked pooling gradient with a blocked concatenation one.
+@Suite struct BlockedUNetTests {
+    func train(handOff: Bool, precision: ConvolutionPrecision) throws -> (losses: [Double], weights: [Tensor], layouts: [String: ActivationLayout]) {
+        try ConvolutionPrecision.withPrecision(precision) {
+            let model = try Model.uNet(UNetConfiguration(inputShape: [16, 16, 1], widths: [16, 32, 48], seed: 7))
+            model.passesBlockedActivations = handOff
+            let optimizer = Adam(schedule: .constant(3e-3))
+            let x = randomTensor([2, 16, 16, 1], seed: 4)
+            let losses = (0..<3).map { _ in
+                model.trainingStep(input: x, optimizer: optimizer) { meanSquaredError(prediction: $0, target: x) }
+            }
+            var layouts: [String: ActivationLayout] = [:]
+            for layer in model.layers {
+                switch layer {
+                case let conv as Conv2D: layouts[conv.name] = conv.lastOutputLayout
+                case let pool as MaxPool2D: layouts[pool.name] = pool.lastOutputLayout
+                case let concatenate as Concatenate: layouts[concatenate.name] = concatenate.lastOutputLayout
+                default: break
+                }
+            }
+            return (losses, model.namedWeights.map(\.parameter.value), layouts)
+        }
+    }
+
+    @Test(arguments: [ConvolutionPrecision.winograd, .fast])
+    func poolingAndConcatenationHandOffsGiveTheSameNumbers(_ precision: ConvolutionPrecision) throws {
+        let blocked = try train(handOff: true, precision: precision), nhwc = try train(handOff: false, precision: precision)
+        let blockedNames = blocked.layouts.filter { $0.value == .blocked16 }.keys.sorted()
+        print("U-Net blocked hand-offs (\(precision)): losses \(blocked.losses); blocked outputs \(blockedNames)")
+        #expect(blocked.losses == nhwc.losses)
+        #expect(blocked.weights == nhwc.weights)
+        #expect(blocked.losses[2] < blocked.losses[0])
+        #expect(nhwc.layouts.values.allSatisfy { $0 == .nhwc })
+        if precision == .winograd {
+            // Level 1 (16 channels): conv2d -> conv2d_1 -> pooling and the skip; level 2 likewise.
+            for name in ["conv2d_1", "max_pooling2d", "conv2d_3", "max_pooling2d_1"] {
+                #expect(blocked.layouts[name] == .blocked16, "\(name): \(blocked.layouts)")
+            }
+            #expect(blocked.layouts.keys.contains { $0.hasPrefix("concatenate") && blocked.layouts[$0] == .blocked16 },
+                    "a concatenation should write blocked: \(blocked.layouts)")
         }
     }
 }
