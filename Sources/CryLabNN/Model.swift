@@ -139,7 +139,13 @@ public final class Model {
                 if timings == nil {
                     dx = node.layer.backward(consume dy, needsInputGradients: needInputs)  // hands over the buffer
                 } else {
-                    dx = timed(node.layer, "backward") { node.layer.backward(dy, needsInputGradients: needInputs) }
+                    // Hand the buffer over here too: a tensor the closure merely captured would be
+                    // shared, and the layer's in-place work (ReLU backward) would copy it first.
+                    var handedOver: Tensor? = consume dy
+                    dx = timed(node.layer, "backward") {
+                        let gradient = handedOver.take()!
+                        return node.layer.backward(gradient, needsInputGradients: needInputs)
+                    }
                 }
             }
             guard needInputs else { continue }
