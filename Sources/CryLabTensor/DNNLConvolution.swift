@@ -8,8 +8,10 @@ import Foundation
 /// weights may be reordered into the blocked format the chosen kernel wants, and only when that
 /// format differs from Keras's [kernelHeight, kernelWidth, inputChannels, outputChannels].
 /// Winograd kernels (`ConvolutionPrecision.winograd`, and `.fast` where they time fastest) take
-/// blocked activations only: each call reorders what it reads from NHWC into two reused buffers
-/// and what it writes back (`BlockedActivations`).
+/// blocked activations only (nChw16c): a call reorders what it reads from NHWC into two reused
+/// buffers and what it writes back (`BlockedActivations`), except for operands handed over
+/// already blocked (`ActivationLayout.blocked16`, see `forward(inputLayout:allowingBlockedOutput:)`),
+/// which it reads and writes where they lie. Other passes get NHWC copies of blocked operands.
 /// Primitives are created once per (geometry, pass, thread count, precision) and cached. All
 /// primitives share one scratchpad owned here, so memory does not grow with the number of layers.
 ///

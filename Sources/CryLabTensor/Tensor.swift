@@ -11,6 +11,11 @@
 ///     Conv2DTranspose kernel: [kernelHeight, kernelWidth, outputChannels, inputChannels]
 ///     Dense kernel:           [inputFeatures, outputFeatures]
 ///
+/// One exception, never visible outside a `Model`: between layers that run oneDNN's Winograd
+/// kernels, a convolution may hand its output on in oneDNN's nChw16c order (`ActivationLayout.blocked16`,
+/// described there; `Tensor.layout` says which), through pooling and concatenation too, to spare
+/// reorders. The shape stays [batch, height, width, channels]; model inputs and outputs are NHWC.
+///
 /// This is the only place the layout is described; each kernel repeats its shapes beside it.
 /// This module is the only one that talks to OpenBLAS (`CBLAS`) and oneDNN (`CDNNL`).
 
