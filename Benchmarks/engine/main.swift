@@ -6,6 +6,8 @@
 //   unet-train        story U-Net 128x128x1 (32-64-128-256 / 512), MSE + Adam training step
 //   small-unet-train  U-Net 64x64x1, widths 8-16-32-64-128, MSE + Adam training step
 //   classifier-infer  story encoder + story head (Flatten, Dense 1024, BN, Dropout, 512, 128, 4), inference
+//   recipe-unet-train the recommended recipe's U-Net (Recipes/pretrain.yaml): 64x256x1, widths 16-32-64-128 / 256,
+//                     BatchNorm after every convolution, top skip cut; MSE + Adam training step (no Keras twin)
 //
 // --precision bf16 runs the oneDNN convolutions in bfloat16 with fp32 accumulation (ConvolutionPrecision);
 // --precision winograd runs 3x3 stride-1 passes through oneDNN's Winograd kernels where it has them;
@@ -64,7 +66,7 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 guard arguments.count >= 2 else {
-    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--breakdown] [--passes] [--implementations]")
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--breakdown] [--passes] [--implementations]")
     exit(2)
 }
 let workload = arguments[1]
@@ -91,6 +93,10 @@ case "small-unet-train":
 case "classifier-infer":
     model = try Model.classifier(.story)
     training = false
+case "recipe-unet-train":
+    model = try Model.uNet(UNetConfiguration(inputShape: [64, 256, 1], widths: [16, 32, 64, 128, 256],
+                                             skipConnections: [false, true, true, true], batchNormalization: true))
+    training = true
 default:
     print("unknown workload \(workload)")
     exit(2)

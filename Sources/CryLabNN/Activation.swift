@@ -10,7 +10,7 @@ public enum Activation: String, Codable, Sendable {
         case .linear:
             return
         case .relu:
-            y.values.withUnsafeMutableBufferPointer { v in for i in 0..<v.count { v[i] = max(v[i], 0) } }
+            y.values.withUnsafeMutableBufferPointer { reluInPlace($0.baseAddress!, count: $0.count) }
         case .sigmoid:
             y.values.withUnsafeMutableBufferPointer { v in for i in 0..<v.count { v[i] = 1 / (1 + exp(-v[i])) } }
         case .tanh:

@@ -60,27 +60,10 @@ public final class BatchNormalization: Layer {
         precondition(x.shape.last == channels, "\(name): expected input [..., \(channels)], got \(x.shape)")
         let rows = x.count / channels
         let batchStatistics = usesBatchStatistics(training: training)
-        var mean = [Float](repeating: 0, count: channels)
-        var variance = [Float](repeating: 0, count: channels)
+        let mean: [Float], variance: [Float]
         if batchStatistics {
-            var sums = [Double](repeating: 0, count: channels)
-            var squares = [Double](repeating: 0, count: channels)
-            x.values.withUnsafeBufferPointer { v in
-                for r in 0..<rows {
-                    for c in 0..<channels { sums[c] += Double(v[r * channels + c]) }
-                }
-                for c in 0..<channels { sums[c] /= Double(rows) }
-                for r in 0..<rows {
-                    for c in 0..<channels {
-                        let d = Double(v[r * channels + c]) - sums[c]
-                        squares[c] += d * d
-                    }
-                }
-            }
-            for c in 0..<channels {
-                mean[c] = Float(sums[c])
-                variance[c] = Float(squares[c] / Double(rows))
-            }
+            let statistics = x.values.withUnsafeBufferPointer { batchNormStatistics($0.baseAddress!, rows: rows, channels: channels) }
+            (mean, variance) = (statistics.mean.map { Float($0) }, statistics.variance.map { Float($0) })
             movingMean.updateValues { m in
                 for c in 0..<channels { m[c] = m[c] * momentum + mean[c] * (1 - momentum) }
             }
@@ -88,22 +71,16 @@ public final class BatchNormalization: Layer {
                 for c in 0..<channels { v[c] = v[c] * momentum + variance[c] * (1 - momentum) }
             }
         } else {
-            mean = movingMean.value.values
-            variance = movingVariance.value.values
+            (mean, variance) = (movingMean.value.values, movingVariance.value.values)
         }
         let inverse = variance.map { 1 / ($0 + epsilon).squareRoot() }
-        let normalized = Tensor(shape: x.shape) { xhat in
-            x.values.withUnsafeBufferPointer { v in
-                for r in 0..<rows {
-                    for c in 0..<channels { xhat[r * channels + c] = (v[r * channels + c] - mean[c]) * inverse[c] }
-                }
-            }
-        }
+        var normalized = Tensor(shape: x.shape) { _ in }
         let y = Tensor(shape: x.shape) { out in
-            normalized.values.withUnsafeBufferPointer { xhat in
-                let g = gamma.value.values, b = beta.value.values
-                for r in 0..<rows {
-                    for c in 0..<channels { out[r * channels + c] = xhat[r * channels + c] * g[c] + b[c] }
+            x.values.withUnsafeBufferPointer { v in
+                normalized.values.withUnsafeMutableBufferPointer { xhat in
+                    batchNormApply(v.baseAddress!, rows: rows, channels: channels, mean: mean, inverseDeviation: inverse,
+                                   gamma: gamma.value.values, beta: beta.value.values,
+                                   normalized: xhat.baseAddress!, output: out.baseAddress!)
                 }
             }
         }
@@ -117,17 +94,10 @@ public final class BatchNormalization: Layer {
         guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         let rows = outputGradient.count / channels
-        var sumGradient = [Double](repeating: 0, count: channels)         // Σ dy
-        var sumGradientNormalized = [Double](repeating: 0, count: channels) // Σ dy * xhat
-        outputGradient.values.withUnsafeBufferPointer { dy in
+        // Σ dy and Σ dy * xhat per channel.
+        let (sumGradient, sumGradientNormalized) = outputGradient.values.withUnsafeBufferPointer { dy in
             cache.normalized.values.withUnsafeBufferPointer { xhat in
-                for r in 0..<rows {
-                    for c in 0..<channels {
-                        let d = Double(dy[r * channels + c])
-                        sumGradient[c] += d
-                        sumGradientNormalized[c] += d * Double(xhat[r * channels + c])
-                    }
-                }
+                batchNormGradientSums(dy.baseAddress!, normalized: xhat.baseAddress!, rows: rows, channels: channels)
             }
         }
         if trainable {
@@ -135,25 +105,19 @@ public final class BatchNormalization: Layer {
             beta.accumulateGradient { db in for c in 0..<channels { db[c] += Float(sumGradient[c]) } }
         }
         guard needsInputGradients else { return [] }
-        let g = gamma.value.values
+        // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) with batch statistics;
+        // gamma * invstd * dy with moving ones (the statistics are constants then).
+        let scale = (0..<channels).map { gamma.value.values[$0] * cache.inverseDeviation[$0] }
+        let n = Double(rows)
+        let zeros = [Float](repeating: 0, count: channels)
+        let meanGradient = cache.usedBatchStatistics ? sumGradient.map { Float($0 / n) } : zeros
+        let meanGradientNormalized = cache.usedBatchStatistics ? sumGradientNormalized.map { Float($0 / n) } : zeros
         let dx = Tensor(shape: outputGradient.shape) { out in
             outputGradient.values.withUnsafeBufferPointer { dy in
                 cache.normalized.values.withUnsafeBufferPointer { xhat in
-                    if cache.usedBatchStatistics {
-                        // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
-                        let n = Double(rows)
-                        for r in 0..<rows {
-                            for c in 0..<channels {
-                                let i = r * channels + c
-                                let centered = Double(dy[i]) - sumGradient[c] / n - Double(xhat[i]) * sumGradientNormalized[c] / n
-                                out[i] = Float(Double(g[c] * cache.inverseDeviation[c]) * centered)
-                            }
-                        }
-                    } else {
-                        for r in 0..<rows {
-                            for c in 0..<channels { out[r * channels + c] = dy[r * channels + c] * g[c] * cache.inverseDeviation[c] }
-                        }
-                    }
+                    batchNormInputGradient(dy.baseAddress!, normalized: xhat.baseAddress!, rows: rows, channels: channels,
+                                           scale: scale, meanGradient: meanGradient, meanGradientNormalized: meanGradientNormalized,
+                                           into: out.baseAddress!)
                 }
             }
         }

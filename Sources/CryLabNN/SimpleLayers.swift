@@ -225,8 +225,11 @@ public final class ReLU: Layer {
     public func outputShape(inputShapes: [[Int]]) throws -> [Int] { inputShapes[0] }
 
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
-        var y = inputs[0]
-        Activation.relu.apply(&y)
+        // Into a tensor of its own: the model still holds the input, so changing it in place would copy it first.
+        let x = inputs[0]
+        let y = Tensor(shape: x.shape) { out in
+            x.values.withUnsafeBufferPointer { relu($0.baseAddress!, into: out.baseAddress!, count: out.count) }
+        }
         if training { output = y }
         return y
     }

@@ -3,6 +3,25 @@ import Dispatch
 /// Element-wise kernels on raw buffers, written with explicit SIMD so they vectorise
 /// (the compiler kept the scalar forms as branches).
 
+/// values[i] = max(values[i], 0), split across the compute threads.
+public func reluInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    relu(values, into: values, count: count)
+}
+
+/// output[i] = max(input[i], 0), split across the compute threads; output may be input.
+public func relu(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int) {
+    parallelChunks(count / 16, minimumChunk: 16_384) { range in
+        let (from, to) = (UnsafeRawPointer(input + range.lowerBound * 16), UnsafeMutableRawPointer(output + range.lowerBound * 16))
+        for block in 0..<range.count {
+            let offset = block * 16 * MemoryLayout<Float>.stride
+            var x = from.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self)
+            x.replace(with: 0, where: x .< 0)
+            to.storeBytes(of: x, toByteOffset: offset, as: SIMD16<Float>.self)
+        }
+    }
+    for i in (count - count % 16)..<count { output[i] = input[i] < 0 ? 0 : input[i] }
+}
+
 /// gradient[i] = output[i] > 0 ? gradient[i] : 0 — ReLU's backward from its output.
 ///     gradient, output: [count]
 public func reluBackwardInPlace(gradient: UnsafeMutablePointer<Float>, output: UnsafePointer<Float>, count: Int) {

@@ -1,0 +1,62 @@
+import CryLabNN
+import Testing
+
+/// Element-wise and per-channel kernels on tensors large enough to be split across threads
+/// (the gradient checks use small ones, which run in one chunk), against plain Double loops.
+@Suite struct ParallelKernelTests {
+    /// 4 x 64 x 64 x 16: 262,144 values, two chunks of rows with two threads.
+    @Test func batchNormalizationSplitAcrossThreads() throws {
+        ComputeThreads.set(2)
+        let (rows, channels) = (4 * 64 * 64, 16)
+        let x = randomTensor([4, 64, 64, channels], seed: 1, scale: 3)
+        let dy = randomTensor(x.shape, seed: 2)
+        let layer = BatchNormalization(channels: channels)
+        try layer.gamma.assign(Tensor(shape: [channels], values: (0..<channels).map { 0.5 + Float($0) / 16 }))
+        try layer.beta.assign(Tensor(shape: [channels], values: (0..<channels).map { Float($0) / 8 - 1 }))
+        let y = layer.forward([x], training: true)
+        let dx = layer.backward(dy, needsInputGradients: true)[0]
+
+        // Reference: the textbook formulas in Double.
+        var mean = [Double](repeating: 0, count: channels), variance = mean
+        for r in 0..<rows { for c in 0..<channels { mean[c] += Double(x.values[r * channels + c]) / Double(rows) } }
+        for r in 0..<rows { for c in 0..<channels {
+            let d = Double(x.values[r * channels + c]) - mean[c]
+            variance[c] += d * d / Double(rows)
+        } }
+        var expectedY = [Float](), xhat = [Double]()
+        for r in 0..<rows { for c in 0..<channels {
+            let normalized = (Double(x.values[r * channels + c]) - mean[c]) / (variance[c] + 1e-3).squareRoot()
+            xhat.append(normalized)
+            expectedY.append(Float(normalized * Double(layer.gamma.value.values[c]) + Double(layer.beta.value.values[c])))
+        } }
+        var sumDy = [Double](repeating: 0, count: channels), sumDyXhat = sumDy
+        for i in 0..<rows * channels {
+            sumDy[i % channels] += Double(dy.values[i])
+            sumDyXhat[i % channels] += Double(dy.values[i]) * xhat[i]
+        }
+        let expectedDx: [Float] = (0..<rows * channels).map { i in
+            let c = i % channels
+            let scale = Double(layer.gamma.value.values[c]) / (variance[c] + 1e-3).squareRoot()
+            return Float(scale * (Double(dy.values[i]) - sumDy[c] / Double(rows) - xhat[i] * sumDyXhat[c] / Double(rows)))
+        }
+        #expect(relativeError(y.values, expectedY) < 1e-5, "y: \(relativeError(y.values, expectedY))")
+        #expect(relativeError(dx.values, expectedDx) < 1e-5, "dx: \(relativeError(dx.values, expectedDx))")
+        #expect(relativeError(layer.beta.gradient!.values, sumDy.map { Float($0) }) < 1e-6)
+        #expect(relativeError(layer.gamma.gradient!.values, sumDyXhat.map { Float($0) }) < 1e-6)
+        // The moving statistics moved 1 % of the way to the batch's.
+        #expect(abs(Double(layer.movingMean.value.values[3]) - 0.01 * mean[3]) < 1e-6)
+    }
+
+    /// 2 x 128 x 128 x 16 (two chunks of 16-value blocks) and 3 x 5 x 7 (a tail of 9 values).
+    @Test(arguments: [[2, 128, 128, 16], [1, 3, 5, 7]])
+    func reluSplitAcrossThreads(_ shape: [Int]) {
+        ComputeThreads.set(2)
+        let x = randomTensor(shape, seed: 5)
+        let y = ReLU().forward([x], training: false)
+        #expect(y.values == x.values.map { $0 < 0 ? 0 : $0 })
+        #expect(x.values.contains { $0 < 0 }, "the input must have negatives for the test to mean anything")
+        var z = x
+        Activation.relu.apply(&z)
+        #expect(z == y)
+    }
+}
