@@ -10,7 +10,10 @@
 /// unless `frozenUsesBatchStatistics` is set.
 ///
 /// Weights (Keras order): gamma [channels], beta [channels], moving_mean [channels], moving_variance [channels].
-public final class BatchNormalization: Layer {
+///
+/// Inside a `Model` a 2-D input may come blocked16 (between Winograd convolutions); the output
+/// and the input gradient then are blocked16 too.
+public final class BatchNormalization: BlockedLayoutLayer {
     public let name: String
     public let kerasClass = "BatchNormalization"
     public let channels: Int
@@ -22,6 +25,9 @@ public final class BatchNormalization: Layer {
     public let movingVariance: Parameter
     public var trainable = true
     public var frozenUsesBatchStatistics = false
+    var blockedOutputAllowed = false
+    /// The layout the last forward wrote its output in: its input's.
+    public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
     private struct Cache {
         var normalized: Tensor        // xhat: same shape as x
@@ -50,6 +56,15 @@ public final class BatchNormalization: Layer {
         return inputShapes[0]
     }
 
+    /// A blocked input gives a blocked output.
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
+        outputMayBeBlocked && shapes.count == 1 && shapes[0].count == 4 && channels % 16 == 0
+    }
+
+    private func channelRows(_ x: Tensor) -> ChannelRows {
+        x.layout == .blocked16 ? ChannelRows(blocked: x.shape) : ChannelRows(rows: x.count / channels, channels: channels)
+    }
+
     /// Whether this call normalises with batch statistics.
     public func usesBatchStatistics(training: Bool) -> Bool {
         training && (trainable || frozenUsesBatchStatistics)
@@ -58,11 +73,11 @@ public final class BatchNormalization: Layer {
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.last == channels, "\(name): expected input [..., \(channels)], got \(x.shape)")
-        let rows = x.count / channels
+        let rows = channelRows(x)
         let batchStatistics = usesBatchStatistics(training: training)
         let mean: [Float], variance: [Float]
         if batchStatistics {
-            let statistics = x.values.withUnsafeBufferPointer { batchNormStatistics($0.baseAddress!, rows: rows, channels: channels) }
+            let statistics = x.values.withUnsafeBufferPointer { batchNormStatistics($0.baseAddress!, rows) }
             (mean, variance) = (statistics.mean.map { Float($0) }, statistics.variance.map { Float($0) })
             movingMean.updateValues { m in
                 for c in 0..<channels { m[c] = m[c] * momentum + mean[c] * (1 - momentum) }
@@ -75,15 +90,18 @@ public final class BatchNormalization: Layer {
         }
         let inverse = variance.map { 1 / ($0 + epsilon).squareRoot() }
         var normalized = Tensor(shape: x.shape) { _ in }
-        let y = Tensor(shape: x.shape) { out in
+        normalized.layout = x.layout
+        var y = Tensor(shape: x.shape) { out in
             x.values.withUnsafeBufferPointer { v in
                 normalized.values.withUnsafeMutableBufferPointer { xhat in
-                    batchNormApply(v.baseAddress!, rows: rows, channels: channels, mean: mean, inverseDeviation: inverse,
+                    batchNormApply(v.baseAddress!, rows, mean: mean, inverseDeviation: inverse,
                                    gamma: gamma.value.values, beta: beta.value.values,
                                    normalized: xhat.baseAddress!, output: out.baseAddress!)
                 }
             }
         }
+        y.layout = x.layout
+        lastOutputLayout = x.layout
         if training {
             cache = Cache(normalized: normalized, inverseDeviation: inverse, usedBatchStatistics: batchStatistics)
         }
@@ -93,11 +111,12 @@ public final class BatchNormalization: Layer {
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
         guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
-        let rows = outputGradient.count / channels
+        precondition(outputGradient.layout == cache.normalized.layout, "\(name): gradient in \(outputGradient.layout), input in \(cache.normalized.layout)")
+        let rows = channelRows(outputGradient)
         // Σ dy and Σ dy * xhat per channel.
         let (sumGradient, sumGradientNormalized) = outputGradient.values.withUnsafeBufferPointer { dy in
             cache.normalized.values.withUnsafeBufferPointer { xhat in
-                batchNormGradientSums(dy.baseAddress!, normalized: xhat.baseAddress!, rows: rows, channels: channels)
+                batchNormGradientSums(dy.baseAddress!, normalized: xhat.baseAddress!, rows)
             }
         }
         if trainable {
@@ -108,19 +127,20 @@ public final class BatchNormalization: Layer {
         // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) with batch statistics;
         // gamma * invstd * dy with moving ones (the statistics are constants then).
         let scale = (0..<channels).map { gamma.value.values[$0] * cache.inverseDeviation[$0] }
-        let n = Double(rows)
+        let n = Double(outputGradient.count / channels)
         let zeros = [Float](repeating: 0, count: channels)
         let meanGradient = cache.usedBatchStatistics ? sumGradient.map { Float($0 / n) } : zeros
         let meanGradientNormalized = cache.usedBatchStatistics ? sumGradientNormalized.map { Float($0 / n) } : zeros
-        let dx = Tensor(shape: outputGradient.shape) { out in
+        var dx = Tensor(shape: outputGradient.shape) { out in
             outputGradient.values.withUnsafeBufferPointer { dy in
                 cache.normalized.values.withUnsafeBufferPointer { xhat in
-                    batchNormInputGradient(dy.baseAddress!, normalized: xhat.baseAddress!, rows: rows, channels: channels,
+                    batchNormInputGradient(dy.baseAddress!, normalized: xhat.baseAddress!, rows,
                                            scale: scale, meanGradient: meanGradient, meanGradientNormalized: meanGradientNormalized,
                                            into: out.baseAddress!)
                 }
             }
         }
+        dx.layout = outputGradient.layout
         return [dx]
     }
 

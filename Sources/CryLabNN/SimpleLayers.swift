@@ -212,24 +212,32 @@ public final class Concatenate: BlockedLayoutLayer {
     }
 }
 
-/// Keras's `ReLU` layer (max(x, 0)); LeakyReLU below keeps a slope for negatives.
-public final class ReLU: Layer {
+/// Keras's `ReLU` layer (max(x, 0)); LeakyReLU below keeps a slope for negatives. Element-wise, so
+/// a blocked16 input (inside a `Model`) gives a blocked16 output.
+public final class ReLU: BlockedLayoutLayer {
     public let name: String
     public let kerasClass = "ReLU"
     public var trainable = true
     public var weights: [Parameter] { [] }
     private var output: Tensor?
+    var blockedOutputAllowed = false
+    /// The layout the last forward wrote its output in: its input's.
+    public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
     public init(name: String = "re_lu") { self.name = name }
 
     public func outputShape(inputShapes: [[Int]]) throws -> [Int] { inputShapes[0] }
 
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool { outputMayBeBlocked }
+
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
         // Into a tensor of its own: the model still holds the input, so changing it in place would copy it first.
         let x = inputs[0]
-        let y = Tensor(shape: x.shape) { out in
+        var y = Tensor(shape: x.shape) { out in
             x.values.withUnsafeBufferPointer { relu($0.baseAddress!, into: out.baseAddress!, count: out.count) }
         }
+        y.layout = x.layout
+        lastOutputLayout = x.layout
         if training { output = y }
         return y
     }

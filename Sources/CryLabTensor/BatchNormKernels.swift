@@ -3,39 +3,88 @@
 ///     x, xhat, y, dy, dx: [rows, channels]  (rows = batch * height * width, or batch for 1-D)
 ///     mean, inverseDeviation, gamma, beta: [channels]
 ///
+/// or, for `ActivationLayout.blocked16` activations, rows of 16 channels (`ChannelRows`).
 /// Sums run in Double, per chunk of rows, and the chunks' partials are added in chunk order, so
 /// results depend on the thread count (through the split) but not on scheduling.
 
-/// Mean and biased variance of each channel, from Σ x and Σ x² in one pass: in Double the
-/// subtraction E[x²] - mean² loses about 1e-16 * mean² / variance, nothing at activation scales.
-public func batchNormStatistics(_ x: UnsafePointer<Float>, rows: Int, channels: Int) -> (mean: [Double], variance: [Double]) {
-    let sums = channelSums(rows: rows, channels: 2 * channels) { r, sums in
-        let row = x + r * channels
-        for c in 0..<channels {
-            let value = Double(row[c])
-            sums[c] += value
-            sums[channels + c] += value * value
+/// How an activation's values split into rows of contiguous channels: NHWC rows hold all
+/// `channels`; blocked16 rows hold 16, those of block (row / pixels) % (channels / 16).
+public struct ChannelRows: Sendable {
+    public let channels: Int
+    /// Values per row, and rows in all.
+    let width: Int, count: Int
+    let pixels: Int
+
+    /// An NHWC activation of `rows` x `channels` values.
+    public init(rows: Int, channels: Int) {
+        (self.channels, width, count, pixels) = (channels, channels, rows, rows)
+    }
+
+    /// A blocked16 activation of shape [batch, height, width, channels].
+    public init(blocked shape: [Int]) {
+        precondition(shape.count == 4 && shape[3] % 16 == 0, "blocked16 activations are [batch, height, width, channels / 16 * 16], got \(shape)")
+        (channels, width, count, pixels) = (shape[3], 16, shape[0] * shape[1] * shape[2] * shape[3] / 16, shape[1] * shape[2])
+    }
+
+    /// The first channel of row `row`.
+    @inline(__always) func firstChannel(_ row: Int) -> Int {
+        width == channels ? 0 : (row / pixels) % (channels / 16) * 16
+    }
+
+    /// Rows of NHWC values, pixels of blocked ones: batch * height * width.
+    var logicalRows: Int { count * width / channels }
+
+    /// Calls body(row, firstChannel) for the rows holding the values of logical rows `range`, each
+    /// channel's values in increasing logical order, as NHWC would visit them: so per-channel sums
+    /// split by logical rows come out bit for bit the same in both layouts.
+    @inline(__always) func forEachRow(_ range: Range<Int>, _ body: (Int, Int) -> Void) {
+        guard width != channels, !range.isEmpty else {
+            for r in range { body(r, 0) }
+            return
+        }
+        let blocks = channels / 16
+        for n in (range.lowerBound / pixels)...((range.upperBound - 1) / pixels) {
+            let pixelRange = max(range.lowerBound - n * pixels, 0)..<min(range.upperBound - n * pixels, pixels)
+            for block in 0..<blocks {
+                let base = (n * blocks + block) * pixels
+                for p in pixelRange { body(base + p, block * 16) }
+            }
         }
     }
-    let n = Double(rows)
+}
+
+/// Mean and biased variance of each channel, from Σ x and Σ x² in one pass: in Double the
+/// subtraction E[x²] - mean² loses about 1e-16 * mean² / variance, nothing at activation scales.
+public func batchNormStatistics(_ x: UnsafePointer<Float>, _ rows: ChannelRows) -> (mean: [Double], variance: [Double]) {
+    let channels = rows.channels
+    let sums = channelSums(rows, width: 2 * channels) { r, first, sums in
+        let row = x + r * rows.width
+        for c in 0..<rows.width {
+            let value = Double(row[c])
+            sums[first + c] += value
+            sums[channels + first + c] += value * value
+        }
+    }
+    let n = Double(rows.logicalRows)
     let mean = (0..<channels).map { sums[$0] / n }
     return (mean, (0..<channels).map { max(sums[channels + $0] / n - mean[$0] * mean[$0], 0) })
 }
 
 /// xhat = (x - mean) * inverseDeviation and y = xhat * gamma + beta, in one pass.
-public func batchNormApply(_ x: UnsafePointer<Float>, rows: Int, channels: Int, mean: [Float], inverseDeviation: [Float],
+public func batchNormApply(_ x: UnsafePointer<Float>, _ rows: ChannelRows, mean: [Float], inverseDeviation: [Float],
                            gamma: [Float], beta: [Float], normalized: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
-    parallelChunks(rows, minimumChunk: max(1, 16_384 / channels)) { range in
+    parallelChunks(rows.count, minimumChunk: max(1, 16_384 / rows.width)) { range in
         mean.withUnsafeBufferPointer { m in
             inverseDeviation.withUnsafeBufferPointer { inverse in
                 gamma.withUnsafeBufferPointer { g in
                     beta.withUnsafeBufferPointer { b in
                         for r in range {
-                            let (row, xhat, y) = (x + r * channels, normalized + r * channels, output + r * channels)
-                            for c in 0..<channels {
-                                let value = (row[c] - m[c]) * inverse[c]
+                            let start = r * rows.width, first = rows.firstChannel(r)
+                            let (row, xhat, y) = (x + start, normalized + start, output + start)
+                            for c in 0..<rows.width {
+                                let value = (row[c] - m[first + c]) * inverse[first + c]
                                 xhat[c] = value
-                                y[c] = value * g[c] + b[c]
+                                y[c] = value * g[first + c] + b[first + c]
                             }
                         }
                     }
@@ -47,12 +96,13 @@ public func batchNormApply(_ x: UnsafePointer<Float>, rows: Int, channels: Int, 
 
 /// Σ dy and Σ dy * xhat per channel (the gradients of beta and gamma).
 public func batchNormGradientSums(_ dy: UnsafePointer<Float>, normalized xhat: UnsafePointer<Float>,
-                                  rows: Int, channels: Int) -> (sumGradient: [Double], sumGradientNormalized: [Double]) {
-    let both = channelSums(rows: rows, channels: 2 * channels) { r, sums in
-        let (d, n) = (dy + r * channels, xhat + r * channels)
-        for c in 0..<channels {
-            sums[c] += Double(d[c])
-            sums[channels + c] += Double(d[c]) * Double(n[c])
+                                  _ rows: ChannelRows) -> (sumGradient: [Double], sumGradientNormalized: [Double]) {
+    let channels = rows.channels
+    let both = channelSums(rows, width: 2 * channels) { r, first, sums in
+        let (d, n) = (dy + r * rows.width, xhat + r * rows.width)
+        for c in 0..<rows.width {
+            sums[first + c] += Double(d[c])
+            sums[channels + first + c] += Double(d[c]) * Double(n[c])
         }
     }
     return (Array(both[..<channels]), Array(both[channels...]))
@@ -61,16 +111,19 @@ public func batchNormGradientSums(_ dy: UnsafePointer<Float>, normalized xhat: U
 /// dx = scale * (dy - meanGradient - xhat * meanGradientNormalized) per channel; with batch
 /// statistics scale = gamma * inverseDeviation and the means are Σ dy / rows and Σ dy * xhat / rows;
 /// with moving statistics the means are zero.
-public func batchNormInputGradient(_ dy: UnsafePointer<Float>, normalized xhat: UnsafePointer<Float>, rows: Int, channels: Int,
+public func batchNormInputGradient(_ dy: UnsafePointer<Float>, normalized xhat: UnsafePointer<Float>, _ rows: ChannelRows,
                                    scale: [Float], meanGradient: [Float], meanGradientNormalized: [Float],
                                    into dx: UnsafeMutablePointer<Float>) {
-    parallelChunks(rows, minimumChunk: max(1, 16_384 / channels)) { range in
+    parallelChunks(rows.count, minimumChunk: max(1, 16_384 / rows.width)) { range in
         scale.withUnsafeBufferPointer { s in
             meanGradient.withUnsafeBufferPointer { md in
                 meanGradientNormalized.withUnsafeBufferPointer { mn in
                     for r in range {
-                        let (d, n, out) = (dy + r * channels, xhat + r * channels, dx + r * channels)
-                        for c in 0..<channels { out[c] = s[c] * (d[c] - md[c] - n[c] * mn[c]) }
+                        let start = r * rows.width, first = rows.firstChannel(r)
+                        let (d, n, out) = (dy + start, xhat + start, dx + start)
+                        for c in 0..<rows.width {
+                            out[c] = s[first + c] * (d[c] - md[first + c] - n[c] * mn[first + c])
+                        }
                     }
                 }
             }
@@ -78,18 +131,20 @@ public func batchNormInputGradient(_ dy: UnsafePointer<Float>, normalized xhat: 
     }
 }
 
-/// Per-channel Double sums of `add(row, sums)` over all rows, in chunk order.
-private func channelSums(rows: Int, channels: Int, _ add: (Int, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
-    let chunks = chunkCount(rows * channels, minimumChunk: 1 << 16)
-    let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks * channels)
+/// Per-channel Double sums of `add(row, firstChannel, sums)` over all rows (`width` sums per
+/// chunk), in chunk order: the same in NHWC and blocked16 for a given thread count.
+private func channelSums(_ rows: ChannelRows, width: Int, _ add: (Int, Int, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+    // Split by logical rows (pixels), so both layouts add each channel's values in the same chunks.
+    let chunks = chunkCount(rows.logicalRows * rows.channels, minimumChunk: 1 << 16)
+    let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks * width)
     defer { partial.deallocate() }
-    partial.initialize(repeating: 0, count: chunks * channels)
-    parallelChunks(rows, chunks: chunks) { chunk, range in
-        for r in range { add(r, partial + chunk * channels) }
+    partial.initialize(repeating: 0, count: chunks * width)
+    parallelChunks(rows.logicalRows, chunks: chunks) { chunk, range in
+        rows.forEachRow(range) { r, first in add(r, first, partial + chunk * width) }
     }
-    return (0..<channels).map { c in
+    return (0..<width).map { c in
         var total = 0.0
-        for chunk in 0..<chunks { total += partial[chunk * channels + c] }
+        for chunk in 0..<chunks { total += partial[chunk * width + c] }
         return total
     }
 }

@@ -129,9 +129,11 @@ import Testing
 /// joins an NHWC upsampling with a blocked skip into a blocked output, and the skip's gradient
 /// sums a blocked pooling gradient with a blocked concatenation one.
 @Suite struct BlockedUNetTests {
-    func train(handOff: Bool, precision: ConvolutionPrecision) throws -> (losses: [Double], weights: [Tensor], layouts: [String: ActivationLayout]) {
+    func train(handOff: Bool, precision: ConvolutionPrecision, batchNormalization: Bool = false) throws
+        -> (losses: [Double], weights: [Tensor], layouts: [String: ActivationLayout]) {
         try ConvolutionPrecision.withPrecision(precision) {
-            let model = try Model.uNet(UNetConfiguration(inputShape: [16, 16, 1], widths: [16, 32, 48], seed: 7))
+            let model = try Model.uNet(UNetConfiguration(inputShape: [16, 16, 1], widths: [16, 32, 48],
+                                                         batchNormalization: batchNormalization, seed: 7))
             model.passesBlockedActivations = handOff
             let optimizer = Adam(schedule: .constant(3e-3))
             let x = randomTensor([2, 16, 16, 1], seed: 4)
@@ -144,6 +146,8 @@ import Testing
                 case let conv as Conv2D: layouts[conv.name] = conv.lastOutputLayout
                 case let pool as MaxPool2D: layouts[pool.name] = pool.lastOutputLayout
                 case let concatenate as Concatenate: layouts[concatenate.name] = concatenate.lastOutputLayout
+                case let norm as BatchNormalization: layouts[norm.name] = norm.lastOutputLayout
+                case let relu as ReLU: layouts[relu.name] = relu.lastOutputLayout
                 default: break
                 }
             }
@@ -167,6 +171,20 @@ import Testing
             }
             #expect(blocked.layouts.keys.contains { $0.hasPrefix("concatenate") && blocked.layouts[$0] == .blocked16 },
                     "a concatenation should write blocked: \(blocked.layouts)")
+        }
+    }
+
+    /// With BatchNormalization and ReLU layers between the convolutions (as in the recommended
+    /// recipe), both pass blocked tensors on; still bit for bit.
+    @Test func batchNormalizationHandOffsGiveTheSameNumbers() throws {
+        let blocked = try train(handOff: true, precision: .winograd, batchNormalization: true)
+        let nhwc = try train(handOff: false, precision: .winograd, batchNormalization: true)
+        let blockedNames = blocked.layouts.filter { $0.value == .blocked16 }.keys.sorted()
+        print("BatchNorm U-Net blocked hand-offs: losses \(blocked.losses); blocked outputs \(blockedNames)")
+        #expect(blocked.losses == nhwc.losses)
+        #expect(blocked.weights == nhwc.weights)
+        for name in ["conv2d", "batch_normalization", "re_lu", "conv2d_1", "batch_normalization_1", "re_lu_1", "max_pooling2d"] {
+            #expect(blocked.layouts[name] == .blocked16, "\(name): \(blocked.layouts)")
         }
     }
 }

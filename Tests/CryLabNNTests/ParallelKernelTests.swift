@@ -47,6 +47,28 @@ import Testing
         #expect(abs(Double(layer.movingMean.value.values[3]) - 0.01 * mean[3]) < 1e-6)
     }
 
+    /// The same layer on the same values in blocked16: bit for bit the NHWC results, in blocked16.
+    /// (Each channel's sums visit its values in the same order and chunks in both layouts; the
+    /// Double sums of float32 values are near exact anyway, so this checks the indexing.)
+    @Test func batchNormalizationInBlockedLayoutMatchesNHWC() {
+        ComputeThreads.set(2)
+        // 184,320 values: two chunks of 1,920 pixels, the split inside the second image.
+        let x = randomTensor([3, 32, 40, 48], seed: 3, scale: 2), dy = randomTensor([3, 32, 40, 48], seed: 4)
+        func run(_ layout: ActivationLayout) -> (y: Tensor, dx: Tensor, gradients: [Tensor?], moving: [Tensor]) {
+            let layer = BatchNormalization(channels: 48)
+            let y = layer.forward([x.converted(to: layout)], training: true)
+            let dx = layer.backward(dy.converted(to: layout), needsInputGradients: true)[0]
+            #expect(y.layout == layout && dx.layout == layout)
+            return (y.converted(to: .nhwc), dx.converted(to: .nhwc), [layer.gamma.gradient, layer.beta.gradient],
+                    [layer.movingMean.value, layer.movingVariance.value])
+        }
+        let nhwc = run(.nhwc), blocked = run(.blocked16)
+        #expect(blocked.y == nhwc.y)
+        #expect(blocked.dx == nhwc.dx)
+        #expect(blocked.gradients == nhwc.gradients)
+        #expect(blocked.moving == nhwc.moving)
+    }
+
     /// 2 x 128 x 128 x 16 (two chunks of 16-value blocks) and 3 x 5 x 7 (a tail of 9 values).
     @Test(arguments: [[2, 128, 128, 16], [1, 3, 5, 7]])
     func reluSplitAcrossThreads(_ shape: [Int]) {
