@@ -29,10 +29,11 @@ public final class Model {
 
     public var layers: [any Layer] { nodes.map(\.layer) }
 
-    /// Lets a Conv2D hand its output to the Conv2D layers that read it in oneDNN's blocked layout
-    /// when its forward pass runs Winograd (`ActivationLayout.blocked16`), sparing two reorders
-    /// forward and up to three backward. Results are bit-identical either way; off, every tensor
-    /// stays NHWC (tests compare the two).
+    /// Lets a Conv2D whose forward pass runs Winograd hand its output on in oneDNN's blocked
+    /// layout (`ActivationLayout.blocked16`), through pooling, concatenation, BatchNormalization and
+    /// ReLU, to convolutions that read it in place, sparing two reorders forward and up to three
+    /// backward per convolution. Results are bit-identical either way; off, every tensor stays
+    /// NHWC (tests compare the two).
     public var passesBlockedActivations = true
 
     /// When non-nil, forward and backward add each layer's wall time here, keyed by
