@@ -11,7 +11,7 @@ public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Paddi
     let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let g = ConvolutionGeometry(batch: n, inputHeight: h, inputWidth: w, inputChannels: c, outputChannels: c,
                                 kernelHeight: pool, kernelWidth: pool, stride: stride, padding: padding)
-    if pool == 2 && stride == 2 && g.padTop == 0 && g.padLeft == 0 {
+    if isPlain2x2(g) {
         return maxPool2x2Forward(x, g, recordArgmax: recordingArgmax)
     }
     var argmax = [Int32](repeating: 0, count: n * g.outputHeight * g.outputWidth * c)
@@ -111,6 +111,11 @@ private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry, recordArgm
         }
     }
     return (output, argmax)
+}
+
+/// 2x2 windows at stride 2 that all lie inside the input (no padding pixels): the U-Net's pooling.
+private func isPlain2x2(_ g: ConvolutionGeometry) -> Bool {
+    g.kernelHeight == 2 && g.stride == 2 && g.padTop == 0 && g.padLeft == 0 && g.padBottom == 0 && g.padRight == 0
 }
 
 /// dx[argmax[i]] += dy[i];  dy: [batch, outputHeight, outputWidth, channels] -> dx: inputShape.

@@ -284,8 +284,9 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
     }
     if let kernelGradient {
         // dKernel [k*k*out, in] += dPatches^T [k*k*out, pixels] * x [pixels, in]
+        // (oneDNN's matmul primitive: 1.1-1.3x sgemm's speed on the story U-Net's four shapes.)
         matrixMultiply(m: g.patchLength, n: g.inputChannels, k: g.pixels, a: patches, transposeA: true,
-                       b: input, c: kernelGradient, beta: 1)
+                       b: input, c: kernelGradient, beta: 1, method: .matmul)
     }
     if let biasGradient { addBiasGradient(biasGradient) }
 }

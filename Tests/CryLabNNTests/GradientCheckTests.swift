@@ -105,6 +105,10 @@ import Testing
         checkGradients(MaxPool2D(), inputs: [image], label: "MaxPooling2D 2x2")
         // Odd sizes: 'same' pads before the first row and column too.
         let oddImage = randomTensor([2, 5, 7, 3], seed: 22)
+        // 2x2 on odd sizes: 'valid' leaves the last row and column out (zero gradient), 'same' pads
+        // after them (the windows there hold fewer pixels).
+        checkGradients(MaxPool2D(), inputs: [oddImage], label: "MaxPooling2D 2x2 odd sizes")
+        checkGradients(MaxPool2D(padding: .same), inputs: [oddImage], label: "MaxPooling2D 2x2 same, odd sizes")
         checkGradients(MaxPool2D(poolSize: 3, stride: 2, padding: .same), inputs: [oddImage], label: "MaxPooling2D 3x3 stride 2 same")
         checkGradients(MaxPool2D(poolSize: 3, stride: 1, padding: .same), inputs: [oddImage], label: "MaxPooling2D 3x3 stride 1 same")
         checkGradients(MaxPool2D(poolSize: 3, stride: 1, padding: .valid), inputs: [image], label: "MaxPooling2D 3x3 stride 1 valid")

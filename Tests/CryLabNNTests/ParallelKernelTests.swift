@@ -81,4 +81,13 @@ import Testing
         Activation.relu.apply(&z)
         #expect(z == y)
     }
+
+    /// Max pooling 2x2 on 3x3 with 'same' padding, as Keras computes it: the windows of the last
+    /// column and row hold two pixels, and the corner's one.
+    @Test func samePaddedPoolingOfOddSizes() {
+        let x = Tensor(shape: [1, 3, 3, 1], values: [1, 2, 3, 4, 5, 6, 7, 8, 9])
+        let pool = MaxPool2D(padding: .same)
+        #expect(pool.forward([x], training: true).values == [5, 6, 8, 9])
+        #expect(pool.forward([x], training: false).values == [5, 6, 8, 9])
+    }
 }
