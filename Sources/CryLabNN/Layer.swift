@@ -47,6 +47,14 @@ extension Layer {
     }
 }
 
+/// A single-input layer that can add its input gradient into one another reader of the input
+/// already produced (a skip connection's), instead of returning it for `Model` to add: the same
+/// sums, without the zero-filled tensor and the extra pass.
+protocol GradientAccumulatingLayer: Layer {
+    /// inputGradient += d(loss)/d(input), in inputGradient's layout (the input's).
+    func backward(_ outputGradient: Tensor, accumulatingInto inputGradient: inout Tensor)
+}
+
 /// A layer that reads, and may write, `ActivationLayout.blocked16` tensors inside a `Model`,
 /// which decides per forward where such hand-offs are allowed (`Model.passesBlockedActivations`).
 protocol BlockedLayoutLayer: Layer {

@@ -136,6 +136,13 @@ public final class Model {
                     preconditionFailure("a logits gradient needs a final layer with softmax activation; \(node.layer.name) has none")
                 }
                 dx = activated.backward(preActivationGradient: dy, needsInputGradients: needInputs)
+            } else if node.inputs.count == 1, needs[node.inputs[0]], gradients[node.inputs[0]] != nil,
+                      let layer = node.layer as? any GradientAccumulatingLayer {
+                // The input already has a gradient from another reader (a U-Net skip): add into it.
+                var sum = gradients[node.inputs[0]].take()!
+                timed(node.layer, "backward") { layer.backward(dy, accumulatingInto: &sum) }
+                gradients[node.inputs[0]] = sum
+                continue
             } else {
                 if timings == nil {
                     dx = node.layer.backward(consume dy, needsInputGradients: needInputs)  // hands over the buffer

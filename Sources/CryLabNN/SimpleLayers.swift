@@ -5,7 +5,7 @@
 ///
 /// A blocked16 input (handed over inside a `Model`) is pooled as the NHWC tensor of 16-channel
 /// blocks it is in memory, giving a blocked16 output: the same values and the same ties.
-public final class MaxPool2D: BlockedLayoutLayer {
+public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
     public let name: String
     public let kerasClass = "MaxPooling2D"
     public let poolSize: Int, stride: Int, padding: Padding
@@ -58,6 +58,18 @@ public final class MaxPool2D: BlockedLayoutLayer {
         precondition(outputGradient.layout == .blocked16, "\(name): the gradient of a blocked output must be blocked")
         let dx = maxPool2DBackward(outputGradient.channelBlocks, argmax: cache.argmax, inputShape: cache.inputShape)
         return [dx.joiningChannelBlocks(channels: channels)]
+    }
+
+    /// Scatters each output gradient onto its maximum in `inputGradient` (same memory order as the
+    /// input, blocked or not: the recorded positions are offsets into it).
+    func backward(_ outputGradient: Tensor, accumulatingInto inputGradient: inout Tensor) {
+        guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
+        defer { releaseCache() }
+        precondition(inputGradient.count == cache.inputShape.reduce(1, *)
+                     && inputGradient.layout == (cache.channels == nil ? .nhwc : .blocked16)
+                     && outputGradient.layout == inputGradient.layout,
+                     "\(name): gradients in \(outputGradient.layout) and \(inputGradient.layout) for a \(cache.channels == nil ? "NHWC" : "blocked") input")
+        maxPool2DScatterAdd(outputGradient, argmax: cache.argmax, into: &inputGradient)
     }
 
     public func releaseCache() { cache = nil }

@@ -121,14 +121,20 @@ private func isPlain2x2(_ g: ConvolutionGeometry) -> Bool {
 /// dx[argmax[i]] += dy[i];  dy: [batch, outputHeight, outputWidth, channels] -> dx: inputShape.
 public func maxPool2DBackward(_ dy: Tensor, argmax: [Int32], inputShape: [Int]) -> Tensor {
     var dx = Tensor(zeros: inputShape)
-    dx.values.withUnsafeMutableBufferPointer { d in
+    maxPool2DScatterAdd(dy, argmax: argmax, into: &dx)
+    return dx
+}
+
+/// gradient[argmax[i]] += dy[i], into a gradient that already holds another reader's share.
+public func maxPool2DScatterAdd(_ dy: Tensor, argmax: [Int32], into gradient: inout Tensor) {
+    precondition(argmax.count == dy.count, "max pooling recorded \(argmax.count) positions for \(dy.count) gradients")
+    gradient.values.withUnsafeMutableBufferPointer { d in
         dy.values.withUnsafeBufferPointer { g in
             argmax.withUnsafeBufferPointer { a in
                 for i in 0..<g.count { d[Int(a[i])] += g[i] }
             }
         }
     }
-    return dx
 }
 
 /// Nearest-neighbour upsampling: every pixel repeated `factor` x `factor` times.
