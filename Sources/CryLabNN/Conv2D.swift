@@ -66,13 +66,12 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     /// inference; in training two of the three, so that a pass needing an NHWC copy is outweighed.
     /// Passes not prepared yet count as not, so a model's first step runs all NHWC.
     func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
-        guard shapes[0].count == 4 && inputChannels % 16 == 0 else { return false }
-        let g = geometry(shapes[0])
-        guard backend.kernels(for: g) is DNNLConvolution else { return false }
-        let passes = DNNLConvolution.shared.takesBlockedInput(g, bias: bias != nil, relu: activation == .relu)
+        guard takesBlockedInput(shapes[0]) else { return false }
+        let passes = DNNLConvolution.shared.takesBlockedInput(geometry(shapes[0]), bias: bias != nil, relu: activation == .relu)
         return training ? [passes.forward, passes.backwardData, passes.backwardWeights].filter { $0 }.count >= 2 : passes.forward
     }
 
+    /// The shape's part of that: oneDNN kernels, whole blocks of 16 channels.
     func takesBlockedInput(_ shape: [Int]) -> Bool {
         shape.count == 4 && inputChannels % 16 == 0 && backend.kernels(for: geometry(shape)) is DNNLConvolution
     }

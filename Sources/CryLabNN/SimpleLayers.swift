@@ -11,7 +11,8 @@ public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
     public let poolSize: Int, stride: Int, padding: Padding
     public var trainable = true
     public var weights: [Parameter] { [] }
-    private var cache: (argmax: [Int32], inputShape: [Int], channels: Int?)?
+    /// The positions of the maxima (offsets into the input's values, in its layout), and the input's shape and layout.
+    private var cache: (argmax: [Int32], inputShape: [Int], layout: ActivationLayout)?
     var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
@@ -40,24 +41,22 @@ public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
         let x = inputs[0]
         // Blocked: channel blocks, the pooled blocks joined again.
-        let channels = x.layout == .blocked16 ? x.shape[3] : nil
-        let view = channels == nil ? x : x.channelBlocks
-        let (y, argmax) = maxPool2DForward(view, pool: poolSize, stride: stride, padding: padding, recordingArgmax: training)
-        if training { cache = (argmax, view.shape, channels) }
+        let blocked = x.layout == .blocked16
+        let (y, argmax) = maxPool2DForward(blocked ? x.channelBlocks : x, pool: poolSize, stride: stride, padding: padding,
+                                           recordingArgmax: training)
+        if training { cache = (argmax, x.shape, x.layout) }
         lastOutputLayout = x.layout
-        return channels.map { y.joiningChannelBlocks(channels: $0) } ?? y
+        return blocked ? y.joiningChannelBlocks(channels: x.shape[3]) : y
     }
 
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
         guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         guard needsInputGradients else { return [] }
-        guard let channels = cache.channels else {
-            return [maxPool2DBackward(outputGradient, argmax: cache.argmax, inputShape: cache.inputShape)]
-        }
-        precondition(outputGradient.layout == .blocked16, "\(name): the gradient of a blocked output must be blocked")
-        let dx = maxPool2DBackward(outputGradient.channelBlocks, argmax: cache.argmax, inputShape: cache.inputShape)
-        return [dx.joiningChannelBlocks(channels: channels)]
+        var dx = Tensor(zeros: cache.inputShape)
+        dx.layout = cache.layout
+        backward(outputGradient, accumulatingInto: &dx)
+        return [dx]
     }
 
     /// Scatters each output gradient onto its maximum in `inputGradient` (same memory order as the
@@ -65,10 +64,9 @@ public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
     func backward(_ outputGradient: Tensor, accumulatingInto inputGradient: inout Tensor) {
         guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
-        precondition(inputGradient.count == cache.inputShape.reduce(1, *)
-                     && inputGradient.layout == (cache.channels == nil ? .nhwc : .blocked16)
-                     && outputGradient.layout == inputGradient.layout,
-                     "\(name): gradients in \(outputGradient.layout) and \(inputGradient.layout) for a \(cache.channels == nil ? "NHWC" : "blocked") input")
+        precondition(inputGradient.shape == cache.inputShape && inputGradient.layout == cache.layout
+                     && outputGradient.layout == cache.layout,
+                     "\(name): gradients \(outputGradient.layout) and \(inputGradient.layout) \(inputGradient.shape) for a \(cache.layout) input \(cache.inputShape)")
         maxPool2DScatterAdd(outputGradient, argmax: cache.argmax, into: &inputGradient)
     }
 

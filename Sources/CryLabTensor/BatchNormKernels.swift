@@ -31,6 +31,14 @@ public struct ChannelRows: Sendable {
         width == channels ? 0 : (row / pixels) % (channels / 16) * 16
     }
 
+    /// Calls body(start, firstChannel) for every row (its first value's offset and channel), the
+    /// rows split across the compute threads. For element-wise passes, where any split will do.
+    @inline(__always) func forEachRowInParallel(_ body: (Int, Int) -> Void) {
+        parallelChunks(count, minimumChunk: max(1, 16_384 / width)) { range in
+            for r in range { body(r * width, firstChannel(r)) }
+        }
+    }
+
     /// Rows of NHWC values, pixels of blocked ones: batch * height * width.
     var logicalRows: Int { count * width / channels }
 
@@ -73,19 +81,16 @@ public func batchNormStatistics(_ x: UnsafePointer<Float>, _ rows: ChannelRows) 
 /// xhat = (x - mean) * inverseDeviation and y = xhat * gamma + beta, in one pass.
 public func batchNormApply(_ x: UnsafePointer<Float>, _ rows: ChannelRows, mean: [Float], inverseDeviation: [Float],
                            gamma: [Float], beta: [Float], normalized: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>) {
-    parallelChunks(rows.count, minimumChunk: max(1, 16_384 / rows.width)) { range in
-        mean.withUnsafeBufferPointer { m in
-            inverseDeviation.withUnsafeBufferPointer { inverse in
-                gamma.withUnsafeBufferPointer { g in
-                    beta.withUnsafeBufferPointer { b in
-                        for r in range {
-                            let start = r * rows.width, first = rows.firstChannel(r)
-                            let (row, xhat, y) = (x + start, normalized + start, output + start)
-                            for c in 0..<rows.width {
-                                let value = (row[c] - m[first + c]) * inverse[first + c]
-                                xhat[c] = value
-                                y[c] = value * g[first + c] + b[first + c]
-                            }
+    mean.withUnsafeBufferPointer { m in
+        inverseDeviation.withUnsafeBufferPointer { inverse in
+            gamma.withUnsafeBufferPointer { g in
+                beta.withUnsafeBufferPointer { b in
+                    rows.forEachRowInParallel { start, first in
+                        let (row, xhat, y) = (x + start, normalized + start, output + start)
+                        for c in 0..<rows.width {
+                            let value = (row[c] - m[first + c]) * inverse[first + c]
+                            xhat[c] = value
+                            y[c] = value * g[first + c] + b[first + c]
                         }
                     }
                 }
@@ -114,16 +119,13 @@ public func batchNormGradientSums(_ dy: UnsafePointer<Float>, normalized xhat: U
 public func batchNormInputGradient(_ dy: UnsafePointer<Float>, normalized xhat: UnsafePointer<Float>, _ rows: ChannelRows,
                                    scale: [Float], meanGradient: [Float], meanGradientNormalized: [Float],
                                    into dx: UnsafeMutablePointer<Float>) {
-    parallelChunks(rows.count, minimumChunk: max(1, 16_384 / rows.width)) { range in
-        scale.withUnsafeBufferPointer { s in
-            meanGradient.withUnsafeBufferPointer { md in
-                meanGradientNormalized.withUnsafeBufferPointer { mn in
-                    for r in range {
-                        let start = r * rows.width, first = rows.firstChannel(r)
-                        let (d, n, out) = (dy + start, xhat + start, dx + start)
-                        for c in 0..<rows.width {
-                            out[c] = s[first + c] * (d[c] - md[first + c] - n[c] * mn[first + c])
-                        }
+    scale.withUnsafeBufferPointer { s in
+        meanGradient.withUnsafeBufferPointer { md in
+            meanGradientNormalized.withUnsafeBufferPointer { mn in
+                rows.forEachRowInParallel { start, first in
+                    let (d, n, out) = (dy + start, xhat + start, dx + start)
+                    for c in 0..<rows.width {
+                        out[c] = s[first + c] * (d[c] - md[first + c] - n[c] * mn[first + c])
                     }
                 }
             }
@@ -132,8 +134,9 @@ public func batchNormInputGradient(_ dy: UnsafePointer<Float>, normalized xhat: 
 }
 
 /// Per-channel Double sums of `add(row, firstChannel, sums)` over all rows (`width` sums per
-/// chunk), in chunk order: the same in NHWC and blocked16 for a given thread count.
-private func channelSums(_ rows: ChannelRows, width: Int, _ add: (Int, Int, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
+/// chunk), in chunk order: the same in NHWC and blocked16 for a given thread count. Also the
+/// column sums of bias gradients (`addColumnSums`).
+func channelSums(_ rows: ChannelRows, width: Int, _ add: (Int, Int, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
     // Split by logical rows (pixels), so both layouts add each channel's values in the same chunks.
     let chunks = chunkCount(rows.logicalRows * rows.channels, minimumChunk: 1 << 16)
     let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks * width)

@@ -568,12 +568,16 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                                     from: (dnnl_memory_desc_t, UnsafeMutableRawPointer),
                                     to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
         OpenMP.applyToCurrentThread()
-        let start = timingStore == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-        run(reorder, from: from, to: to)
-        if timingStore != nil {
-            timingStore!.reorderSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            timingStore!.reorderCalls += 1
-        }
+        timed(\.reorderSeconds, \.reorderCalls) { run(reorder, from: from, to: to) }
+    }
+
+    /// Runs body, adding its time and one call to `timing` if it is set.
+    private func timed(_ seconds: WritableKeyPath<Timing, Double>, _ calls: WritableKeyPath<Timing, Int>, _ body: () -> Void) {
+        guard timingStore != nil else { return body() }
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        timingStore![keyPath: seconds] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        timingStore![keyPath: calls] += 1
     }
 
     private func execute(_ p: Prepared, _ arguments: [dnnl_exec_arg_t]) {
@@ -586,12 +590,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             all.append(dnnl_exec_arg_t(arg: 80, memory: memory))
         }
         defer { for a in all { dnnl_memory_destroy(a.memory) } }
-        let start = timingStore == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-        Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(all.count), all), "executing a convolution")
-        Self.check(dnnl_stream_wait(stream), "waiting for a convolution")
-        if timingStore != nil {
-            timingStore!.kernelSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            timingStore!.kernelCalls += 1
+        timed(\.kernelSeconds, \.kernelCalls) {
+            Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(all.count), all), "executing a convolution")
+            Self.check(dnnl_stream_wait(stream), "waiting for a convolution")
         }
     }
 

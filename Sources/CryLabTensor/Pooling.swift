@@ -118,14 +118,9 @@ private func isPlain2x2(_ g: ConvolutionGeometry) -> Bool {
     g.kernelHeight == 2 && g.stride == 2 && g.padTop == 0 && g.padLeft == 0 && g.padBottom == 0 && g.padRight == 0
 }
 
-/// dx[argmax[i]] += dy[i];  dy: [batch, outputHeight, outputWidth, channels] -> dx: inputShape.
-public func maxPool2DBackward(_ dy: Tensor, argmax: [Int32], inputShape: [Int]) -> Tensor {
-    var dx = Tensor(zeros: inputShape)
-    maxPool2DScatterAdd(dy, argmax: argmax, into: &dx)
-    return dx
-}
-
-/// gradient[argmax[i]] += dy[i], into a gradient that already holds another reader's share.
+/// Max pooling's backward: gradient[argmax[i]] += dy[i], into zeros or into a gradient that
+/// already holds another reader's share.
+///     dy: [batch, outputHeight, outputWidth, channels], argmax: offsets into gradient's values
 public func maxPool2DScatterAdd(_ dy: Tensor, argmax: [Int32], into gradient: inout Tensor) {
     precondition(argmax.count == dy.count, "max pooling recorded \(argmax.count) positions for \(dy.count) gradients")
     gradient.values.withUnsafeMutableBufferPointer { d in

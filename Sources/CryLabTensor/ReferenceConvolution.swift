@@ -115,20 +115,9 @@ public struct ReferenceConvolution: ConvolutionKernels {
 /// then added in chunk order, so a thread count always gives the same result.
 public func addColumnSums(_ matrix: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
     // Accumulate in Double so the order of a long sum barely matters.
-    let chunks = chunkCount(rows * columns, minimumChunk: 1 << 16)
-    let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks * columns)
-    defer { partial.deallocate() }
-    partial.initialize(repeating: 0, count: chunks * columns)
-    parallelChunks(rows, chunks: chunks) { chunk, rowRange in
-        let t = partial + chunk * columns
-        for r in rowRange {
-            let row = matrix + r * columns
-            for c in 0..<columns { t[c] += Double(row[c]) }
-        }
+    let totals = channelSums(ChannelRows(rows: rows, channels: columns), width: columns) { r, _, t in
+        let row = matrix + r * columns
+        for c in 0..<columns { t[c] += Double(row[c]) }
     }
-    for c in 0..<columns {
-        var total = 0.0
-        for chunk in 0..<chunks { total += partial[chunk * columns + c] }
-        sums[c] += Float(total)
-    }
+    for c in 0..<columns { sums[c] += Float(totals[c]) }
 }

@@ -13,8 +13,8 @@
 ///
 /// One exception, never visible outside a `Model`: between layers that run oneDNN's Winograd
 /// kernels, a convolution may hand its output on in oneDNN's nChw16c order (`ActivationLayout.blocked16`,
-/// described there; `Tensor.layout` says which), through pooling and concatenation too, to spare
-/// reorders. The shape stays [batch, height, width, channels]; model inputs and outputs are NHWC.
+/// described there; `Tensor.layout` says which), through pooling, concatenation, BatchNormalization
+/// and ReLU too, to spare reorders. The shape stays [batch, height, width, channels]; model inputs and outputs are NHWC.
 ///
 /// This is the only place the layout is described; each kernel repeats its shapes beside it.
 /// This module is the only one that talks to OpenBLAS (`CBLAS`) and oneDNN (`CDNNL`).
@@ -82,7 +82,8 @@ public enum ActivationLayout: Sendable, Equatable {
     case nhwc
     /// oneDNN's nChw16c: [batch, channels / 16, height, width, 16], for channel counts divisible
     /// by 16 (so the value count is the same). The layout of Winograd kernels; a `Model` hands a
-    /// convolution's output to the next convolution in it when both run Winograd passes, sparing
-    /// the reorders to NHWC and back (see `DNNLConvolution`). Only element-wise code may read it.
+    /// convolution's output on in it, through layers that know the layout, to convolutions whose
+    /// Winograd passes read it in place, sparing the reorders to NHWC and back (see
+    /// `DNNLConvolution`, `Model.passesBlockedActivations`). Only those layers may read it.
     case blocked16
 }
