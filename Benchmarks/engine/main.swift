@@ -66,7 +66,7 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 guard arguments.count >= 2 else {
-    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--breakdown] [--passes] [--implementations]")
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--fast-without bf16,winograd,direct,direct-blocked] [--breakdown [--layers]] [--passes] [--implementations]")
     exit(2)
 }
 let workload = arguments[1]
@@ -79,6 +79,18 @@ if let i = arguments.firstIndex(of: "--precision") {
         exit(2)
     }
     ConvolutionPrecision.set(precision)
+}
+// For A/B runs of the fast mode: kinds of pass it may not choose.
+var fastModeCandidates = FastModeCandidates.all
+if let i = arguments.firstIndex(of: "--fast-without") {
+    let kinds: [String: FastModeCandidates] = ["bf16": .bf16, "winograd": .winograd, "direct": .direct, "direct-blocked": .directBlocked]
+    for name in arguments.dropFirst(i + 1).first?.split(separator: ",") ?? [] {
+        guard let kind = kinds[String(name)] else {
+            print("--fast-without expects some of \(kinds.keys.sorted()), got \(name)")
+            exit(2)
+        }
+        fastModeCandidates.remove(kind)
+    }
 }
 
 let model: Model
@@ -110,10 +122,12 @@ let optimizer = Adam()
 let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
 
 @MainActor func step() {
-    if training {
-        model.trainingStep(input: input, optimizer: optimizer) { meanSquaredError(prediction: $0, target: input) }
-    } else {
-        _ = model.predict(input)
+    ConvolutionPrecision.withFastModeCandidates(fastModeCandidates) {
+        if training {
+            model.trainingStep(input: input, optimizer: optimizer) { meanSquaredError(prediction: $0, target: input) }
+        } else {
+            _ = model.predict(input)
+        }
     }
 }
 
@@ -192,6 +206,7 @@ let median = times.sorted()[times.count / 2]
 if arguments.contains("--breakdown") {
     // One more step with per-layer timers (the timers themselves cost next to nothing).
     model.timings = [:]
+    model.timingsPerLayer = arguments.contains("--layers")
     DNNLConvolution.shared.timing = .init()
     let start = now()
     step()

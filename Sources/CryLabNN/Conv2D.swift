@@ -18,7 +18,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     /// oneDNN by default; tests switch single layers to the reference kernels.
     public var backend: ConvolutionBackend = .oneDNN
     /// Set by `Model` before each forward; the output is written blocked only when the forward
-    /// pass runs Winograd (its own layout), so blocked outputs cost no reorder.
+    /// pass is a blocked one (Winograd, or direct in oneDNN's layout), so blocked outputs cost no reorder.
     var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in (`.blocked16` only for a hand-off inside a model).
     public private(set) var lastOutputLayout = ActivationLayout.nhwc

@@ -29,22 +29,26 @@ public final class Model {
 
     public var layers: [any Layer] { nodes.map(\.layer) }
 
-    /// Lets a Conv2D whose forward pass runs Winograd hand its output on in oneDNN's blocked
-    /// layout (`ActivationLayout.blocked16`), through pooling, concatenation, BatchNormalization and
+    /// Lets a Conv2D whose forward pass runs in oneDNN's blocked layout (Winograd, or a direct
+    /// kernel the fast mode chose in that layout) hand its output on so
+    /// (`ActivationLayout.blocked16`), through pooling, concatenation, BatchNormalization and
     /// ReLU, to convolutions that read it in place, sparing two reorders forward and up to three
     /// backward per convolution. Results are bit-identical either way; off, every tensor stays
     /// NHWC (tests compare the two).
     public var passesBlockedActivations = true
 
     /// When non-nil, forward and backward add each layer's wall time here, keyed by
-    /// "<KerasClass> forward" / "<KerasClass> backward" (benchmarks use it for a breakdown).
+    /// "<KerasClass> forward" / "<KerasClass> backward", or with `timingsPerLayer` by
+    /// "<layer name> forward" / "<layer name> backward" (benchmarks use it for a breakdown).
     public var timings: [String: Double]?
+    public var timingsPerLayer = false
 
     private func timed<R>(_ layer: any Layer, _ pass: String, _ body: () -> R) -> R {
         guard timings != nil else { return body() }
         let start = DispatchTime.now().uptimeNanoseconds
         let result = body()
-        timings!["\(layer.kerasClass) \(pass)", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        timings!["\(timingsPerLayer ? layer.name : layer.kerasClass) \(pass)", default: 0]
+            += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         return result
     }
 

@@ -15,9 +15,10 @@ import Synchronization
 ///   against 1e-5 for direct fp32). Passes oneDNN declines run direct fp32.
 ///
 /// - `fast`: each oneDNN pass (forward, backward-data, backward-weights of each shape) runs in
-///   whichever of direct fp32, direct bf16 and fp32 Winograd (with its reorders) was fastest when
-///   they were timed on this machine, once, when the shape was first seen; each transposed
-///   convolution likewise in fp32 or bf16. On a CPU where bf16 kernels are slower than fp32 ones
+///   whichever of direct fp32 (NHWC, or oneDNN's preferred blocked layout), direct bf16 and fp32
+///   Winograd was fastest when they were timed on this machine, once, when the shape was first
+///   seen (`FastModeCandidates`; a pass reading or writing NHWC is charged the reorders it would
+///   cost between blocked neighbours); each transposed convolution likewise in fp32 or bf16. On a CPU where bf16 kernels are slower than fp32 ones
 ///   (measured: some AVX512-BF16 hosts run them at half the fp32 speed) bf16 loses everywhere;
 ///   where they are faster it wins. Results are those of the kernel chosen for each pass.
 ///
@@ -46,4 +47,34 @@ public enum ConvolutionPrecision: String, Sendable, CaseIterable {
     public static func withPrecision<Result>(_ precision: ConvolutionPrecision, _ body: () throws -> Result) rethrows -> Result {
         try $scoped.withValue(precision, operation: body)
     }
+
+    @TaskLocal private static var scopedCandidates: FastModeCandidates?
+
+    /// The kinds of oneDNN pass `fast` times against each other: all, unless narrowed by
+    /// `withFastModeCandidates`.
+    public static var fastModeCandidates: FastModeCandidates { scopedCandidates ?? .all }
+
+    /// Runs `body` with `fast` choosing among `candidates` only, on the calling task (tests pin a
+    /// kind of pass this way; with one kind there is nothing to time). Direct fp32 in NHWC stays
+    /// the fallback where none of them exists for a pass.
+    public static func withFastModeCandidates<Result>(_ candidates: FastModeCandidates, _ body: () throws -> Result) rethrows -> Result {
+        try $scopedCandidates.withValue(candidates, operation: body)
+    }
+}
+
+/// The kinds of oneDNN convolution pass `ConvolutionPrecision.fast` chooses among.
+public struct FastModeCandidates: OptionSet, Hashable, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    /// Direct, bf16 operands, NHWC.
+    public static let bf16 = FastModeCandidates(rawValue: 1)
+    /// Winograd F(4x4, 3x3), fp32, nChw16c.
+    public static let winograd = FastModeCandidates(rawValue: 2)
+    /// Direct, fp32, NHWC.
+    public static let direct = FastModeCandidates(rawValue: 4)
+    /// Direct, fp32, in the layouts oneDNN prefers for the shape where those are not NHWC (nChw16c
+    /// on AVX-512): dearer than NHWC alone in places, but no reorders between blocked neighbours.
+    public static let directBlocked = FastModeCandidates(rawValue: 8)
+    public static let all: FastModeCandidates = [.bf16, .winograd, .direct, .directBlocked]
 }

@@ -7,11 +7,13 @@ import Foundation
 /// Activations stay in Keras's NHWC in memory and are handed to direct kernels as they are; only the
 /// weights may be reordered into the blocked format the chosen kernel wants, and only when that
 /// format differs from Keras's [kernelHeight, kernelWidth, inputChannels, outputChannels].
-/// Winograd kernels (`ConvolutionPrecision.winograd`, and `.fast` where they time fastest) take
-/// blocked activations only (nChw16c): a call reorders what it reads from NHWC into two reused
-/// buffers and what it writes back (`BlockedActivations`), except for operands handed over
-/// already blocked (`ActivationLayout.blocked16`, see `forward(inputLayout:allowingBlockedOutput:)`),
-/// which it reads and writes where they lie. Other passes get NHWC copies of blocked operands.
+/// Blocked passes take oneDNN's own activation layouts (nChw16c): Winograd kernels
+/// (`ConvolutionPrecision.winograd`, and `.fast` where they time fastest) always, and in `.fast`
+/// direct kernels made in the layouts oneDNN prefers (`FastModeCandidates.directBlocked`) where
+/// those time fastest. A call reorders what such a pass reads from NHWC into two reused buffers
+/// and what it writes back (`BlockedActivations`), except for operands handed over already
+/// blocked (`ActivationLayout.blocked16`, see `forward(inputLayout:allowingBlockedOutput:)`),
+/// which it reads and writes where they lie. NHWC passes get NHWC copies of blocked operands.
 /// Primitives are created once per (geometry, pass, thread count, precision) and cached. All
 /// primitives share one scratchpad owned here, so memory does not grow with the number of layers.
 ///
@@ -42,6 +44,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         let pass: Pass
         let threads: Int
         let precision: ConvolutionPrecision
+        var candidates = ConvolutionPrecision.current == .fast ? ConvolutionPrecision.fastModeCandidates : .all
     }
 
     /// Winograd kernels read and write blocked activations (oneDNN's nChw16c), not NHWC: the layouts
@@ -58,6 +61,10 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         /// a multiple of 16): then an operand already in that layout is used where it lies.
         let sourceIsBlocked16: Bool
         let destinationIsBlocked16: Bool
+        /// Whether `source` / `destination` holds NHWC's bytes (one channel in plain NCHW does): then
+        /// an NHWC operand is used where it lies, without its reorder.
+        let sourceIsNHWC: Bool
+        let destinationIsNHWC: Bool
         var sourceBytes: Int { dnnl_memory_desc_get_size([source]) }
         var destinationBytes: Int { dnnl_memory_desc_get_size([destination]) }
     }
@@ -75,7 +82,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         let weightsBytes: Int
         let scratchpadBytes: Int
         let implementation: String
-        /// Set for Winograd passes (always fp32); nil for direct ones, which read and write NHWC.
+        /// Set for blocked passes (always fp32); nil for NHWC ones.
         let blocked: BlockedActivations?
         var operandType: dnnl_data_type_t { precision == .bf16 ? dnnl_bf16 : dnnl_f32 }
 
@@ -153,7 +160,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                 allowingBlockedOutput: false, keepingRoundedInput: keepingRoundedInput).rounded
     }
 
-    /// `input` in `inputLayout`. With `allowingBlockedOutput`, a Winograd forward pass that writes
+    /// `input` in `inputLayout`. With `allowingBlockedOutput`, a blocked forward pass that writes
     /// nChw16c writes `output` in that layout, sparing its reorder to NHWC; the layout written is
     /// returned. A blocked input is read in place by such a pass, and reordered to NHWC for others.
     public func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, inputLayout: ActivationLayout,
@@ -224,7 +231,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     /// backward and the rounding to bf16 are done in one pass over memory.
     ///
     /// `inputLayout` is the layout of `input`, in which `inputGradient` is written; `outputLayout`
-    /// that of `outputGradient` (and `reluOutput`). Blocked operands are used in place by Winograd
+    /// that of `outputGradient` (and `reluOutput`). Blocked operands are used in place by blocked
     /// passes that take nChw16c, and reordered from or to NHWC for the others.
     public func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, inputLayout: ActivationLayout = .nhwc,
                          roundedInput: BFloat16Copy?, outputGradient: UnsafePointer<Float>,
@@ -501,10 +508,11 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     /// the input (forward, backward-weights: read) or the input gradient (backward-data: written);
     /// `destination` is the output (forward: written) or the output gradient (backward: read).
     /// `weights` and `bias` are the weights (gradients, for backward-weights) in `p`'s layout.
-    /// A Winograd pass reorders what it reads into blocked buffers first and what it writes back to
-    /// NHWC after, using `blockedOutputGradient` if an earlier pass of the same call made it.
+    /// A blocked pass reorders what it reads into blocked buffers first and what it writes back to
+    /// NHWC after, using `blockedOutputGradient` if an earlier pass of the same call made it; an
+    /// operand whose blocked layout holds NHWC's bytes (one channel) is used where it lies.
     ///
-    /// `sourceInPlace` / `destinationInPlace`: that operand is (or is to be written) in the Winograd
+    /// `sourceInPlace` / `destinationInPlace`: that operand is (or is to be written) in the blocked
     /// pass's own layout, nChw16c (`BlockedActivations.sourceIsBlocked16`), where the pointer says:
     /// no buffer, no reorder.
     private func perform(_ p: Prepared, _ pass: Pass, _ g: ConvolutionGeometry,
@@ -514,18 +522,18 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                          sourceInPlace: Bool = false, destinationInPlace: Bool = false) {
         precondition((!sourceInPlace || p.blocked?.sourceIsBlocked16 == true)
                      && (!destinationInPlace || p.blocked?.destinationIsBlocked16 == true),
-                     "an operand in place needs a Winograd pass that reads and writes nChw16c")
+                     "an operand in place needs a blocked pass that reads and writes nChw16c")
         let nhwcSource = sourceDescriptor(g, pass == .backwardData ? dnnl_f32 : p.operandType)
         let nhwcDestination = destinationDescriptor(g, pass.isForward ? dnnl_f32 : p.operandType)
         var src = (descriptor: nhwcSource, pointer: source), dst = (descriptor: nhwcDestination, pointer: destination)
         if let b = p.blocked {
-            if sourceInPlace {
+            if sourceInPlace || b.sourceIsNHWC {
                 src = (b.source, source)
             } else {
                 src = (b.source, blockedSourceBuffer.reserve(bytes: b.sourceBytes))
                 if pass != .backwardData { reorderActivations(b.sourceReorder, from: (nhwcSource, source), to: src) }
             }
-            if destinationInPlace {
+            if destinationInPlace || b.destinationIsNHWC {
                 dst = (b.destination, destination)
             } else if pass.isForward {
                 dst = (b.destination, blockedDestinationBuffer.reserve(bytes: b.destinationBytes))
@@ -556,8 +564,10 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         }
         execute(p, arguments)
         if let b = p.blocked {
-            if pass == .backwardData && !sourceInPlace { reorderActivations(b.sourceReorder, from: src, to: (nhwcSource, source)) }
-            if pass.isForward && !destinationInPlace {
+            if pass == .backwardData && !sourceInPlace && !b.sourceIsNHWC {
+                reorderActivations(b.sourceReorder, from: src, to: (nhwcSource, source))
+            }
+            if pass.isForward && !destinationInPlace && !b.destinationIsNHWC {
                 reorderActivations(b.destinationReorder, from: dst, to: (nhwcDestination, destination))
             }
         }
@@ -644,8 +654,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         if let hit = cache[key] { return hit }
         OpenMP.applyToCurrentThread()
         // The candidates the precision allows, where oneDNN has them; fp32 direct always exists.
+        let allowed = key.precision == .fast ? key.candidates : []
         var candidates: [Prepared] = []
-        if key.precision == .bf16 || key.precision == .fast, let bf16 = make(g, pass, operandType: dnnl_bf16) {
+        if key.precision == .bf16 || allowed.contains(.bf16), let bf16 = make(g, pass, operandType: dnnl_bf16) {
             if bf16.implementation.hasPrefix("ref") {
                 // oneDNN's reference loops are orders of magnitude slower than fp32 JIT.
                 destroy(bf16)
@@ -653,11 +664,19 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                 candidates.append(bf16)
             }
         }
-        if key.precision == .winograd || key.precision == .fast,
+        if key.precision == .winograd || allowed.contains(.winograd),
            let winograd = make(g, pass, operandType: dnnl_f32, algorithm: dnnl_convolution_winograd) {
             candidates.append(winograd)
         }
-        if key.precision == .fast || candidates.isEmpty {
+        if allowed.contains(.directBlocked), let direct = make(g, pass, operandType: dnnl_f32, activations: dnnl_format_tag_any) {
+            // Direct kernels in the layouts oneDNN prefers (nChw16c on AVX-512), where those are not NHWC.
+            if direct.blocked.map({ $0.sourceIsNHWC && $0.destinationIsNHWC }) ?? true {
+                destroy(direct)
+            } else {
+                candidates.append(direct)
+            }
+        }
+        if allowed.contains(.direct) || candidates.isEmpty {
             candidates.append(make(g, pass, operandType: dnnl_f32)!)
         }
         let result = candidates.count == 1 ? candidates[0] : fastest(candidates, g, pass, activations)
@@ -667,9 +686,10 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     /// Whichever of the ready passes runs fastest here: one untimed run each, then one timed run
     /// each, and a second when the two fastest are within 30 % (the better of the two counts).
-    /// A Winograd pass is timed without the reorders of operands it takes in nChw16c, since a
+    /// A blocked pass is timed without the reorders of operands it takes in nChw16c, since a
     /// `Model` hands those over blocked between such passes (`ActivationLayout.blocked16`); with
-    /// the reorders of any others. A bf16 pass must win by
+    /// the reorders of any others. For the same reason an NHWC pass, when blocked ones compete, is
+    /// charged one timed reorder per operand whose channels fill blocks of 16. A bf16 pass must win by
     /// `ConvolutionPrecision.fastModeBFloat16Margin`, since the timing leaves out the rounding of its
     /// operands. The others are destroyed.
     ///
@@ -700,11 +720,32 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             return p.precision == .bf16 ? elapsed / ConvolutionPrecision.fastModeBFloat16Margin : elapsed
         }
         for p in candidates { _ = time(p) }
+        // A pass that reads or writes NHWC where a blocked one would not is charged the reorders it
+        // then costs between blocked neighbours: one of each operand with channels a multiple of 16.
+        var reorderCost = (source: 0.0, destination: 0.0)
+        if candidates.contains(where: { $0.blocked != nil }) && candidates.contains(where: { $0.blocked == nil }) {
+            func reorderTime(_ values: UnsafeMutableRawPointer, _ shape: [Int], _ buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> Double {
+                guard shape[3] % 16 == 0 else { return 0 }
+                let target = self[keyPath: buffer].reserve(bytes: shape.reduce(1, *) * 4).assumingMemoryBound(to: Float.self)
+                let from = values.assumingMemoryBound(to: Float.self)
+                convertLayout(from, shape, toBlocked: true, into: target)  // creates the reorder: untimed
+                let start = DispatchTime.now().uptimeNanoseconds
+                convertLayout(from, shape, toBlocked: true, into: target)
+                return Double(DispatchTime.now().uptimeNanoseconds - start)
+            }
+            reorderCost = (reorderTime(input, g.inputShape, \.blockedSourceBuffer),
+                           reorderTime(output, g.outputShape, \.blockedDestinationBuffer))
+        }
+        func charge(_ p: Prepared) -> Double {
+            guard let b = p.blocked else { return reorderCost.source + reorderCost.destination }
+            return (b.sourceIsBlocked16 || b.sourceIsNHWC ? 0 : reorderCost.source)
+                + (b.destinationIsBlocked16 || b.destinationIsNHWC ? 0 : reorderCost.destination)
+        }
         var best = [Double](repeating: .infinity, count: candidates.count)
         for round in 0..<2 {
             let sorted = best.sorted()
             if round == 1 && sorted[1] > 1.3 * sorted[0] { break }
-            for (i, p) in candidates.enumerated() { best[i] = min(best[i], time(p)) }
+            for (i, p) in candidates.enumerated() { best[i] = min(best[i], time(p) + charge(p)) }
         }
         let winner = best.indices.min { best[$0] < best[$1] }!
         for (i, p) in candidates.enumerated() where i != winner { destroy(p) }
@@ -721,7 +762,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         dnnl_primitive_desc_destroy(p.primitiveDescriptor)
     }
 
-    /// Activations are NHWC for direct kernels; Winograd ones choose their own (blocked) layout.
+    /// Activations are NHWC for direct kernels unless asked otherwise; Winograd ones choose their own (blocked) layout.
     private func activationTag(_ algorithm: dnnl_alg_kind_t) -> dnnl_format_tag_t {
         algorithm == dnnl_convolution_winograd ? dnnl_format_tag_any : dnnl_nhwc
     }
@@ -729,9 +770,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     /// `operandType` is the type of what the kernel reads (input, weights, output gradient);
     /// what it writes is always fp32.
     private func forwardDescriptor(_ g: ConvolutionGeometry, bias: Bool, operandType: dnnl_data_type_t,
-                                   algorithm: dnnl_alg_kind_t) -> dnnl_convolution_desc_t {
-        var source = sourceDescriptor(g, operandType, activationTag(algorithm))
-        var destination = destinationDescriptor(g, dnnl_f32, activationTag(algorithm))
+                                   algorithm: dnnl_alg_kind_t, activations: dnnl_format_tag_t) -> dnnl_convolution_desc_t {
+        var source = sourceDescriptor(g, operandType, activations)
+        var destination = destinationDescriptor(g, dnnl_f32, activations)
         var weights = weightsDescriptor(g, dnnl_format_tag_any, operandType)
         var biasMD = biasDescriptor(g)
         var d = dnnl_convolution_desc_t()
@@ -748,8 +789,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     /// nil if oneDNN has no kernel for this shape in bf16 or with Winograd (fp32 direct always has one).
     private func make(_ g: ConvolutionGeometry, _ pass: Pass, operandType: dnnl_data_type_t,
-                      algorithm: dnnl_alg_kind_t = dnnl_convolution_direct) -> Prepared? {
-        let optional = operandType == dnnl_bf16 || algorithm == dnnl_convolution_winograd
+                      algorithm: dnnl_alg_kind_t = dnnl_convolution_direct, activations: dnnl_format_tag_t? = nil) -> Prepared? {
+        let activations = activations ?? activationTag(algorithm)
+        let optional = operandType == dnnl_bf16 || activations != dnnl_nhwc
         func created(_ status: dnnl_status_t, _ what: @autoclosure () -> String) -> Bool {
             if status == dnnl_unimplemented && optional { return false }
             Self.check(status, what())
@@ -760,7 +802,6 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         defer { dnnl_primitive_attr_destroy(attributes) }
         Self.check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "scratchpad mode")
 
-        let activations = activationTag(algorithm)
         var descriptor: dnnl_primitive_desc_t?
         let weightsQuery: dnnl_query_t
         // The activation operands' queries: src or diff_src, dst or diff_dst.
@@ -774,12 +815,12 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                 Self.check(dnnl_primitive_attr_set_post_ops(attributes, postOps), "setting post-ops")
                 dnnl_post_ops_destroy(postOps)
             }
-            var d = forwardDescriptor(g, bias: bias, operandType: operandType, algorithm: algorithm)
+            var d = forwardDescriptor(g, bias: bias, operandType: operandType, algorithm: algorithm, activations: activations)
             guard created(dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil), "choosing a forward kernel for \(g)")
             else { return nil }
             (weightsQuery, sourceQuery, destinationQuery) = (dnnl_query_weights_md, dnnl_query_src_md, dnnl_query_dst_md)
         case .backwardData:
-            guard let hint = forwardHint(g, operandType: operandType, algorithm: algorithm) else { return nil }
+            guard let hint = forwardHint(g, operandType: operandType, algorithm: algorithm, activations: activations) else { return nil }
             defer { dnnl_primitive_desc_destroy(hint) }
             var diffSource = sourceDescriptor(g, dnnl_f32, activations)
             var diffDestination = destinationDescriptor(g, operandType, activations)
@@ -792,7 +833,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             else { return nil }
             (weightsQuery, sourceQuery, destinationQuery) = (dnnl_query_weights_md, dnnl_query_diff_src_md, dnnl_query_diff_dst_md)
         case let .backwardWeights(bias):
-            guard let hint = forwardHint(g, operandType: operandType, algorithm: algorithm) else { return nil }
+            guard let hint = forwardHint(g, operandType: operandType, algorithm: algorithm, activations: activations) else { return nil }
             defer { dnnl_primitive_desc_destroy(hint) }
             var source = sourceDescriptor(g, operandType, activations)
             var diffDestination = destinationDescriptor(g, operandType, activations)
@@ -823,12 +864,17 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             }
         }
         var blocked: BlockedActivations?
-        if algorithm == dnnl_convolution_winograd {
+        if activations != dnnl_nhwc {
             let source = dnnl_primitive_desc_query_md(descriptor, sourceQuery, 0)!.pointee
             let destination = dnnl_primitive_desc_query_md(descriptor, destinationQuery, 0)!.pointee
             let nhwcSource = sourceDescriptor(g), nhwcDestination = destinationDescriptor(g)
             var (source16, destination16) = (sourceDescriptor(g, dnnl_f32, dnnl_nChw16c), destinationDescriptor(g, dnnl_f32, dnnl_nChw16c))
             var (chosenSource, chosenDestination) = (source, destination)
+            /// Whether a chosen layout is NHWC's bytes: NHWC itself, or plain NCHW of one channel.
+            func isNHWC(_ chosen: dnnl_memory_desc_t, channels: Int, _ descriptor: (dnnl_format_tag_t) -> dnnl_memory_desc_t) -> Bool {
+                var (chosen, nhwc, nchw) = (chosen, descriptor(dnnl_nhwc), descriptor(dnnl_nchw))
+                return dnnl_memory_desc_equal(&chosen, &nhwc) != 0 || (channels == 1 && dnnl_memory_desc_equal(&chosen, &nchw) != 0)
+            }
             blocked = BlockedActivations(
                 source: source, destination: destination,
                 sourceReorder: pass == .backwardData
@@ -838,7 +884,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                     ? reorderPrimitive(from: destination, to: nhwcDestination, "blocked -> NHWC output reorder")
                     : reorderPrimitive(from: nhwcDestination, to: destination, "NHWC -> blocked output-gradient reorder"),
                 sourceIsBlocked16: g.inputChannels % 16 == 0 && dnnl_memory_desc_equal(&chosenSource, &source16) != 0,
-                destinationIsBlocked16: g.outputChannels % 16 == 0 && dnnl_memory_desc_equal(&chosenDestination, &destination16) != 0)
+                destinationIsBlocked16: g.outputChannels % 16 == 0 && dnnl_memory_desc_equal(&chosenDestination, &destination16) != 0,
+                sourceIsNHWC: isNHWC(source, channels: g.inputChannels) { sourceDescriptor(g, dnnl_f32, $0) },
+                destinationIsNHWC: isNHWC(destination, channels: g.outputChannels) { destinationDescriptor(g, dnnl_f32, $0) })
         }
         let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
         var name: UnsafePointer<CChar>?
@@ -846,7 +894,9 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         return Prepared(precision: operandType == dnnl_bf16 ? .bf16 : .fp32, primitiveDescriptor: descriptor!, primitive: primitive!,
                         weightsDescriptor: chosen, kerasWeightsDescriptor: keras, weightsReorder: reorder,
                         weightsBytes: dnnl_memory_desc_get_size(&chosen), scratchpadBytes: scratchpadBytes,
-                        implementation: name.map { String(cString: $0) } ?? "?", blocked: blocked)
+                        implementation: (name.map { String(cString: $0) } ?? "?")
+                            + (blocked != nil && algorithm == dnnl_convolution_direct ? " (blocked)" : ""),
+                        blocked: blocked)
     }
 
     private func reorderPrimitive(from: dnnl_memory_desc_t, to: dnnl_memory_desc_t, _ what: String) -> dnnl_primitive_t {
@@ -859,11 +909,12 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         return reorder!
     }
 
-    private func forwardHint(_ g: ConvolutionGeometry, operandType: dnnl_data_type_t, algorithm: dnnl_alg_kind_t) -> dnnl_primitive_desc_t? {
-        var d = forwardDescriptor(g, bias: true, operandType: operandType, algorithm: algorithm)
+    private func forwardHint(_ g: ConvolutionGeometry, operandType: dnnl_data_type_t, algorithm: dnnl_alg_kind_t,
+                             activations: dnnl_format_tag_t) -> dnnl_primitive_desc_t? {
+        var d = forwardDescriptor(g, bias: true, operandType: operandType, algorithm: algorithm, activations: activations)
         var hint: dnnl_primitive_desc_t?
         let status = dnnl_primitive_desc_create(&hint, &d, nil, engine, nil)
-        if status == dnnl_unimplemented && (operandType == dnnl_bf16 || algorithm == dnnl_convolution_winograd) { return nil }
+        if status == dnnl_unimplemented && (operandType == dnnl_bf16 || activations != dnnl_nhwc) { return nil }
         Self.check(status, "forward hint for \(g)")
         return hint!
     }

@@ -11,8 +11,8 @@
 ///     Conv2DTranspose kernel: [kernelHeight, kernelWidth, outputChannels, inputChannels]
 ///     Dense kernel:           [inputFeatures, outputFeatures]
 ///
-/// One exception, never visible outside a `Model`: between layers that run oneDNN's Winograd
-/// kernels, a convolution may hand its output on in oneDNN's nChw16c order (`ActivationLayout.blocked16`,
+/// One exception, never visible outside a `Model`: between layers that run oneDNN's blocked
+/// kernels (Winograd, and direct ones in the fast mode), a convolution may hand its output on in oneDNN's nChw16c order (`ActivationLayout.blocked16`,
 /// described there; `Tensor.layout` says which), through pooling, concatenation, BatchNormalization
 /// and ReLU too, to spare reorders. The shape stays [batch, height, width, channels]; model inputs and outputs are NHWC.
 ///
@@ -81,9 +81,9 @@ public enum ActivationLayout: Sendable, Equatable {
     /// Channels-last, Keras's order: the layout of every tensor a user sees.
     case nhwc
     /// oneDNN's nChw16c: [batch, channels / 16, height, width, 16], for channel counts divisible
-    /// by 16 (so the value count is the same). The layout of Winograd kernels; a `Model` hands a
-    /// convolution's output on in it, through layers that know the layout, to convolutions whose
-    /// Winograd passes read it in place, sparing the reorders to NHWC and back (see
+    /// by 16 (so the value count is the same). The layout of Winograd kernels (and of blocked
+    /// direct ones); a `Model` hands a convolution's output on in it, through layers that know the
+    /// layout, to convolutions whose blocked passes read it in place, sparing the reorders to NHWC and back (see
     /// `DNNLConvolution`, `Model.passesBlockedActivations`). Only those layers may read it.
     case blocked16
 }

@@ -35,8 +35,9 @@ import Testing
         #expect(fp32.allSatisfy { !$0.contains("bf16") }, "fp32 must not pick bf16 kernels, got \(fp32)")
     }
 
-    /// The fast mode runs every pass in direct fp32, direct bf16 or fp32 Winograd, whichever it timed
-    /// fastest: each result must be bit for bit the one of the precision whose kernel it reports.
+    /// The fast mode runs every pass in direct fp32 (NHWC or blocked), direct bf16 or fp32 Winograd,
+    /// whichever it timed fastest: each result must be bit for bit the one of the precision (or,
+    /// for blocked direct kernels, of the fast mode pinned to them) whose kernel it reports.
     @Test(arguments: ConvolutionCrossCheckTests.geometries)
     func fastRunsEachPassInTheChosenPrecision(_ g: ConvolutionGeometry) {
         let x = randomTensor(g.inputShape, seed: 31), kernel = randomTensor(g.kernelShape, seed: 32, scale: 0.3)
@@ -54,10 +55,12 @@ import Testing
             return ([y.values, dx.values, dk.values + db.values], names)
         }
         let fp32 = run(.fp32), bf16 = run(.bf16), winograd = run(.winograd), fast = run(.fast)
-        print("fast mode for \(g): \(fast.names) (fp32 \(fp32.names), bf16 \(bf16.names), winograd \(winograd.names))")
+        let directBlocked = ConvolutionPrecision.withFastModeCandidates(.directBlocked) { run(.fast) }
+        print("fast mode for \(g): \(fast.names) (fp32 \(fp32.names), bf16 \(bf16.names), winograd \(winograd.names), "
+              + "direct blocked \(directBlocked.names))")
         for pass in 0..<3 {
-            let chosen = [fp32, bf16, winograd].first { $0.names[pass] == fast.names[pass] }
-            #expect(chosen != nil, "pass \(pass): fast chose \(fast.names[pass]), none of the fp32, bf16 or Winograd kernels")
+            let chosen = [fp32, bf16, winograd, directBlocked].first { $0.names[pass] == fast.names[pass] }
+            #expect(chosen != nil, "pass \(pass): fast chose \(fast.names[pass]), none of the fp32, bf16, Winograd or blocked direct kernels")
             let same = fast.results[pass] == chosen?.results[pass]
             #expect(same, "pass \(pass): fast reports \(fast.names[pass]) but its result differs from that precision's")
         }

@@ -57,6 +57,26 @@ import Testing
         }
     }
 
+    /// The fast mode pinned to direct kernels in oneDNN's blocked layout: every convolution but the
+    /// last 3x3 hands its output on blocked, the first (one input channel) included, whose NHWC
+    /// input the blocked pass reads where it lies.
+    @Test func directBlockedPassesHandOffToo() throws {
+        try ConvolutionPrecision.withPrecision(.fast) {
+            try ConvolutionPrecision.withFastModeCandidates(.directBlocked) {
+                let blocked = try train(handOff: true), nhwc = try train(handOff: false)
+                print("blocked hand-offs (direct, blocked): losses \(blocked.losses), layouts \(blocked.layouts)")
+                #expect(blocked.losses == nhwc.losses)
+                #expect(blocked.weights == nhwc.weights)
+                #expect(blocked.losses[2] < blocked.losses[0])
+                let g = ConvolutionGeometry(batch: 3, inputHeight: 12, inputWidth: 12, inputChannels: 16, outputChannels: 16,
+                                            kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
+                try #require(DNNLConvolution.shared.takesBlockedInput(g, bias: true, relu: true).forward,
+                             "oneDNN prefers no 16-channel blocked layout here: \(DNNLConvolution.shared.implementationNames(g))")
+                #expect(blocked.layouts == [.blocked16, .blocked16, .blocked16, .blocked16, .nhwc, .nhwc])
+            }
+        }
+    }
+
     /// Inference takes the same path; the model's output is NHWC either way.
     @Test func inferenceGivesTheSameOutput() throws {
         try ConvolutionPrecision.withPrecision(.winograd) {
@@ -76,9 +96,10 @@ import Testing
 /// `DNNLConvolution` with blocked operands, for Winograd passes (read and written in place) and
 /// direct ones (through NHWC copies): bit for bit the NHWC results, in nChw16c.
 @Suite struct BlockedOperandTests {
-    @Test(arguments: [1, 2])
-    func blockedOperandsGiveTheNHWCResults(_ stride: Int) {
-        ConvolutionPrecision.withPrecision(.winograd) {
+    /// Winograd (`.winograd`), or direct kernels in oneDNN's blocked layout (`.fast` pinned to them).
+    @Test(arguments: [1, 2], [ConvolutionPrecision.winograd, .fast])
+    func blockedOperandsGiveTheNHWCResults(_ stride: Int, _ precision: ConvolutionPrecision) {
+        ConvolutionPrecision.withPrecision(precision) { ConvolutionPrecision.withFastModeCandidates(.directBlocked) {
             let g = ConvolutionGeometry(batch: 2, inputHeight: 10, inputWidth: 9, inputChannels: 32, outputChannels: 16,
                                         kernelHeight: 3, kernelWidth: 3, stride: stride, padding: .same)
             let x = randomTensor(g.inputShape, seed: 1), kernel = randomTensor(g.kernelShape, seed: 2, scale: 0.2)
@@ -100,14 +121,47 @@ import Testing
             }
             let nhwc = run(.nhwc), blocked = run(.blocked16)
             let names = dnnl.implementationNames(g)
-            print("blocked operands, stride \(stride): \(names), output written \(blocked.outputLayout)")
-            // Written blocked only by a Winograd forward (stride 1 here), NHWC by a direct one.
-            #expect(blocked.outputLayout == (names[0].contains("wino") ? .blocked16 : .nhwc))
+            print("blocked operands, \(precision), stride \(stride): \(names), output written \(blocked.outputLayout)")
+            // Written blocked by a blocked forward: Winograd (stride 1 only here), or direct in oneDNN's
+            // layout; NHWC by a direct NHWC one.
+            let blockedForward = dnnl.takesBlockedInput(g, bias: true, relu: false).forward
+            #expect(blockedForward == (precision == .fast || names[0].contains("wino")))
+            #expect(blocked.outputLayout == (blockedForward ? .blocked16 : .nhwc))
             #expect(blocked.y.converted(to: .nhwc) == nhwc.y)
             #expect(blocked.dx.converted(to: .nhwc) == nhwc.dx)
             #expect(blocked.dk == nhwc.dk && blocked.db == nhwc.db)
             #expect(maxAbs(nhwc.dx.values) > 0 && maxAbs(nhwc.dk) > 0)
+        } }
+    }
+
+    /// One input channel: oneDNN's blocked direct kernels take it as plain NCHW, NHWC's bytes, and
+    /// read it where it lies while writing nChw16c; the same numbers as NHWC direct fp32 to rounding.
+    @Test func oneChannelInputFeedsABlockedDirectPass() {
+        let g = ConvolutionGeometry(batch: 2, inputHeight: 11, inputWidth: 10, inputChannels: 1, outputChannels: 32,
+                                    kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
+        let x = randomTensor(g.inputShape, seed: 11), kernel = randomTensor(g.kernelShape, seed: 12, scale: 0.3)
+        let bias = randomTensor([32], seed: 13), dy = randomTensor(g.outputShape, seed: 14)
+        let dnnl = DNNLConvolution.shared
+        func run(blocked: Bool) -> (y: Tensor, dk: [Float], db: [Float], written: ActivationLayout) {
+            var y = Tensor(zeros: g.outputShape)
+            var dk = [Float](repeating: 0, count: kernel.count), db = [Float](repeating: 0, count: 32)
+            y.layout = dnnl.forward(g, input: x.values, inputLayout: .nhwc, kernel: kernel.values, bias: bias.values,
+                                    fuseReLU: true, output: &y.values, allowingBlockedOutput: blocked, keepingRoundedInput: false).layout
+            let gradient = dy.converted(to: y.layout)
+            dnnl.backward(g, input: x.values, inputLayout: .nhwc, roundedInput: nil, outputGradient: gradient.values,
+                          outputLayout: y.layout, reluOutput: nil, kernel: kernel.values, kernelGradient: &dk,
+                          biasGradient: &db, inputGradient: nil)
+            return (y.converted(to: .nhwc), dk, db, y.layout)
         }
+        let reference = run(blocked: false)
+        let blocked = ConvolutionPrecision.withPrecision(.fast) {
+            ConvolutionPrecision.withFastModeCandidates(.directBlocked) { run(blocked: true) }
+        }
+        print("one-channel blocked direct pass: output written \(blocked.written)")
+        #expect(reference.written == .nhwc && blocked.written == .blocked16)
+        #expect(relativeError(blocked.y.values, reference.y.values) < 1e-5)
+        #expect(relativeError(blocked.dk, reference.dk) < 1e-5 && relativeError(blocked.db, reference.db) < 1e-5)
+        #expect(maxAbs(reference.y.values) > 0 && maxAbs(reference.dk) > 0)
     }
 
     @Test func conversionsRoundTrip() {
