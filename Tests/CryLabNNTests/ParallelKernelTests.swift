@@ -1,3 +1,4 @@
+import Foundation
 import CryLabNN
 import Testing
 
@@ -80,6 +81,35 @@ import Testing
         var z = x
         Activation.relu.apply(&z)
         #expect(z == y)
+    }
+
+    /// Adam (and AdamW) on 16-lane vectors split across threads, over 2 x 8,192 blocks plus a tail
+    /// of 5: the bits of the element-by-element formula, over three steps.
+    @Test(arguments: [Float(0), 0.004])
+    func adamSplitAcrossThreads(_ weightDecay: Float) {
+        ComputeThreads.set(2)
+        let count = 2 * 8_192 * 16 + 5
+        let start = randomTensor([count], seed: 21), gradients = (0..<3).map { randomTensor([count], seed: 22 + UInt64($0), scale: 0.1) }
+        let parameter = Parameter(name: "kernel", value: start)
+        let adam = Adam(schedule: .constant(1e-2), weightDecay: weightDecay)
+        var (theta, m, v) = (start.values, [Float](repeating: 0, count: count), [Float](repeating: 0, count: count))
+        for (step, gradient) in gradients.enumerated() {
+            parameter.zeroGradient()
+            parameter.addToGradient(gradient)
+            adam.step([parameter])
+            let t = Float(step + 1), lr: Float = 1e-2
+            let alpha = lr * (1 - pow(Float(0.999), t)).squareRoot() / (1 - pow(Float(0.9), t))
+            let decay = weightDecay * lr
+            for i in 0..<count {
+                let g = gradient.values[i]
+                if decay != 0 { theta[i] -= theta[i] * decay }
+                m[i] += (g - m[i]) * (1 - 0.9)
+                v[i] += (g * g - v[i]) * (1 - 0.999)
+                theta[i] -= alpha * m[i] / (v[i].squareRoot() + 1e-7)
+            }
+        }
+        #expect(parameter.value.values == theta)
+        #expect(theta != start.values)
     }
 
     /// Max pooling 2x2 on 3x3 with 'same' padding, as Keras computes it: the windows of the last
