@@ -66,14 +66,29 @@ public struct TransposedConvolutionGeometry: Hashable, Sendable {
 /// Kernel == stride: patches [pixels, k*k*out] <-> y [batch, height*k, width*k, out]; `gather` reads y into
 /// patches. Scattering adds `bias` [out] on the way, if given, then applies ReLU if `relu`; gathering
 /// zeroes the values where `reluOutput` (laid out as y) is not positive, if given: ReLU's backward.
-/// Input rows are split across the compute threads.
+/// With `biasGradient`, gathering also adds the sum of what it gathered per output channel there
+/// (dBias [out] += Σ dy over pixels), in Float per input row, then in Double per chunk of rows,
+/// the chunks in order. Input rows are split across the compute threads.
 private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMutablePointer<Float>,
                          image: UnsafeMutablePointer<Float>, gather: Bool, bias: UnsafePointer<Float>? = nil,
-                         relu: Bool = false, reluOutput: UnsafePointer<Float>? = nil) {
+                         relu: Bool = false, reluOutput: UnsafePointer<Float>? = nil,
+                         biasGradient: UnsafeMutablePointer<Float>? = nil) {
     let k = g.kernelSize, o = g.outputChannels
     let outputWidth = g.width * k
-    parallelChunks(g.batch * g.height, minimumChunk: 8) { inputRows in
+    let rows = g.batch * g.height
+    let chunks = chunkCount(rows, minimumChunk: 8)
+    // Per chunk: the Double sums per patch column [k*k*out], then one row's Float sums [k*k*out].
+    let columnSums = biasGradient.map { _ in UnsafeMutablePointer<Double>.allocate(capacity: chunks * g.patchLength) }
+    let rowSums = biasGradient.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: chunks * g.patchLength) }
+    columnSums?.initialize(repeating: 0, count: chunks * g.patchLength)
+    defer {
+        columnSums?.deallocate()
+        rowSums?.deallocate()
+    }
+    parallelChunks(rows, chunks: chunks) { chunk, inputRows in
+        let rowSum = rowSums.map { $0 + chunk * g.patchLength }
         for inputRow in inputRows {
+            rowSum?.initialize(repeating: 0, count: g.patchLength)
             let (b, h) = inputRow.quotientAndRemainder(dividingBy: g.height)
             for w in 0..<g.width {
                 let patch = patches + ((b * g.height + h) * g.width + w) * g.patchLength
@@ -85,7 +100,10 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
                         for c in 0..<(k * o) { run[c] = mask[c] <= 0 ? 0 : row[c] }  // as reluBackwardInPlace
                     } else if gather {
                         run.update(from: row, count: k * o)
-                    } else {
+                    }
+                    if gather, let sums = rowSum.map({ $0 + i * k * o }) {
+                        for c in 0..<(k * o) { sums[c] += run[c] }  // the run is still in cache
+                    } else if !gather {
                         if let bias {
                             for j in 0..<k {
                                 for c in 0..<o { row[j * o + c] = run[j * o + c] + bias[c] }
@@ -98,6 +116,20 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
                     }
                 }
             }
+            if let rowSum, let columnSums {
+                let sums = columnSums + chunk * g.patchLength
+                for c in 0..<g.patchLength { sums[c] += Double(rowSum[c]) }
+            }
+        }
+    }
+    if let biasGradient, let columnSums {
+        // Column (i, j, channel) of the patches belongs to output channel `channel`.
+        for c in 0..<o {
+            var total = 0.0
+            for chunk in 0..<chunks {
+                for position in 0..<(k * k) { total += columnSums[chunk * g.patchLength + position * o + c] }
+            }
+            biasGradient[c] += Float(total)
         }
     }
 }
@@ -239,24 +271,14 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
     // dPatches [pixels, k*k*out] gathered from dy [batch, outputHeight, outputWidth, out]
     if g.isKernelEqualToStride {
         movePatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true,
-                    reluOutput: reluOutput)
+                    reluOutput: reluOutput, biasGradient: biasGradient)
     } else {
         moveOverlappingPatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
     }
-    /// dBias [out] += Σ dy over pixels; when ReLU's backward happened in the gather, dy exists only
-    /// as the patches [pixels, k*k*out], whose k*k positions are summed per channel.
+    /// dBias [out] += Σ dy over pixels (kernel == stride: already added while gathering).
     func addBiasGradient(_ biasGradient: UnsafeMutablePointer<Float>) {
-        guard reluOutput != nil && g.isKernelEqualToStride else {
-            return addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
-        }
-        let o = g.outputChannels, positions = g.kernelSize * g.kernelSize
-        var perPosition = [Float](repeating: 0, count: g.patchLength)
-        addColumnSums(patches, rows: g.pixels, columns: g.patchLength, into: &perPosition)
-        for c in 0..<o {
-            var total = 0.0
-            for position in 0..<positions { total += Double(perPosition[position * o + c]) }
-            biasGradient[c] += Float(total)
-        }
+        guard !g.isKernelEqualToStride else { return }
+        addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
     }
     if usesBFloat16Products(g) {
         // dPatches is read by both products: round it to bf16 once.

@@ -112,6 +112,24 @@ import Testing
         #expect(theta != start.values)
     }
 
+    /// A 2x2 stride-2 transposed convolution with ReLU on 2 x 16 x 16 inputs (32 input rows, two
+    /// chunks): the bias gradient summed while gathering is the Double sum of the masked output
+    /// gradient.
+    @Test func transposedConvolutionBiasGradientSplitAcrossThreads() {
+        ComputeThreads.set(2)
+        var generator = SeededGenerator(seed: 41)
+        let layer = Conv2DTranspose(inputChannels: 8, filters: 5, kernelSize: 2, stride: 2, activation: .relu, generator: &generator)
+        let x = randomTensor([2, 16, 16, 8], seed: 42), dy = randomTensor([2, 32, 32, 5], seed: 43)
+        let y = layer.forward([x], training: true)
+        layer.bias!.zeroGradient()
+        _ = layer.backward(dy, needsInputGradients: true)
+        var expected = [Double](repeating: 0, count: 5)
+        for (i, g) in dy.values.enumerated() where y.values[i] > 0 { expected[i % 5] += Double(g) }
+        let bias = layer.bias!.gradient!.values
+        #expect(zip(bias, expected).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(1, abs($1)) }, "\(bias) against \(expected)")
+        #expect(y.values.contains { $0 == 0 } && y.values.contains { $0 > 0 })
+    }
+
     /// Max pooling 2x2 on 3x3 with 'same' padding, as Keras computes it: the windows of the last
     /// column and row hold two pixels, and the corner's one.
     @Test func samePaddedPoolingOfOddSizes() {
