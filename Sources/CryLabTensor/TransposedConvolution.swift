@@ -77,6 +77,8 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
     let outputWidth = g.width * k
     let rows = g.batch * g.height
     let chunks = chunkCount(rows, minimumChunk: 8)
+    // The bias repeated for the k pixels of a run, [k*out].
+    let tiledBias = bias.map { bias in (0..<(k * o)).map { bias[$0 % o] } }
     // Per chunk: the Double sums per patch column [k*k*out], then one row's Float sums [k*k*out].
     let columnSums = biasGradient.map { _ in UnsafeMutablePointer<Double>.allocate(capacity: chunks * g.patchLength) }
     let rowSums = biasGradient.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: chunks * g.patchLength) }
@@ -96,6 +98,11 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
                     let offset = ((b * g.height * k + h * k + i) * outputWidth + w * k) * o
                     let row = image + offset
                     let run = patch + i * k * o
+                    if gather, o % 16 == 0 {
+                        gatherRun(from: row, mask: reluOutput.map { $0 + offset }, into: run, count: k * o,
+                                  sums: rowSum.map { $0 + i * k * o })
+                        continue
+                    }
                     if gather, let mask = reluOutput.map({ $0 + offset }) {
                         for c in 0..<(k * o) { run[c] = mask[c] <= 0 ? 0 : row[c] }  // as reluBackwardInPlace
                     } else if gather {
@@ -103,6 +110,8 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
                     }
                     if gather, let sums = rowSum.map({ $0 + i * k * o }) {
                         for c in 0..<(k * o) { sums[c] += run[c] }  // the run is still in cache
+                    } else if !gather, o % 16 == 0 {
+                        scatterRun(run, bias: tiledBias, relu: relu, into: row, count: k * o)
                     } else if !gather {
                         if let bias {
                             for j in 0..<k {
@@ -131,6 +140,36 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
             }
             biasGradient[c] += Float(total)
         }
+    }
+}
+
+/// One run of `movePatches`'s gather, 16 lanes at a time (count a multiple of 16): run = row, or
+/// where `mask` is not positive 0; sums += run.
+private func gatherRun(from row: UnsafePointer<Float>, mask: UnsafePointer<Float>?, into run: UnsafeMutablePointer<Float>,
+                       count: Int, sums: UnsafeMutablePointer<Float>?) {
+    typealias Vector = SIMD16<Float>
+    let (from, to) = (UnsafeRawPointer(row), UnsafeMutableRawPointer(run))
+    for offset in stride(from: 0, to: count * 4, by: 64) {
+        var v = from.loadUnaligned(fromByteOffset: offset, as: Vector.self)
+        if let mask { v.replace(with: 0, where: UnsafeRawPointer(mask).loadUnaligned(fromByteOffset: offset, as: Vector.self) .<= 0) }
+        to.storeBytes(of: v, toByteOffset: offset, as: Vector.self)
+        if let sums {
+            let total = UnsafeMutableRawPointer(sums)
+            total.storeBytes(of: total.loadUnaligned(fromByteOffset: offset, as: Vector.self) + v, toByteOffset: offset, as: Vector.self)
+        }
+    }
+}
+
+/// One run of `movePatches`'s scatter, 16 lanes at a time (count a multiple of 16): row = run + bias,
+/// then max(·, 0) if `relu` (0 where not above 0, NaN kept: as Swift's max).
+private func scatterRun(_ run: UnsafePointer<Float>, bias: [Float]?, relu: Bool, into row: UnsafeMutablePointer<Float>, count: Int) {
+    typealias Vector = SIMD16<Float>
+    let (from, to) = (UnsafeRawPointer(run), UnsafeMutableRawPointer(row))
+    for offset in stride(from: 0, to: count * 4, by: 64) {
+        var v = from.loadUnaligned(fromByteOffset: offset, as: Vector.self)
+        if let bias { v += bias.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: Vector.self) } }
+        if relu { v.replace(with: 0, where: v .<= 0) }
+        to.storeBytes(of: v, toByteOffset: offset, as: Vector.self)
     }
 }
 

@@ -35,15 +35,16 @@ import Testing
     }
 
     /// The U-Net's upsampling path on enough input rows (batch x height = 32) that its scatter and
-    /// gather split across threads, with ReLU fused into both, with and without bias.
-    @Test(arguments: [true, false])
-    func conv2DTransposeSplitAcrossThreads(bias: Bool) {
+    /// gather split across threads, with ReLU fused into both, with and without bias; 4 filters
+    /// (element by element) and 16 (the 16-lane runs).
+    @Test(arguments: [true, false], [4, 16])
+    func conv2DTransposeSplitAcrossThreads(bias: Bool, filters: Int) {
         var generator = SeededGenerator(seed: 21)
-        let layer = Conv2DTranspose(inputChannels: 3, filters: 4, kernelSize: 2, stride: 2, activation: .relu, useBias: bias,
+        let layer = Conv2DTranspose(inputChannels: 3, filters: filters, kernelSize: 2, stride: 2, activation: .relu, useBias: bias,
                                     generator: &generator)
-        try! layer.bias?.assign(randomTensor([4], seed: 22, scale: 0.1))
+        try! layer.bias?.assign(randomTensor([filters], seed: 22, scale: 0.1))
         checkGradients(layer, inputs: [randomTensor([4, 8, 5, 3], seed: 23)],
-                       label: "Conv2DTranspose 2x2 stride 2 relu\(bias ? "" : " no bias"), 32 input rows")
+                       label: "Conv2DTranspose 2x2 stride 2 relu\(bias ? "" : " no bias"), \(filters) filters, 32 input rows")
     }
 
     /// Kernels other than the stride: overlapping patches (k > s), gaps between them (k < s), 'same' cropping.
