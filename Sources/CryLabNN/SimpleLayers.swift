@@ -67,7 +67,7 @@ public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
         precondition(inputGradient.shape == cache.inputShape && inputGradient.layout == cache.layout
                      && outputGradient.layout == cache.layout,
                      "\(name): gradients \(outputGradient.layout) and \(inputGradient.layout) \(inputGradient.shape) for a \(cache.layout) input \(cache.inputShape)")
-        maxPool2DScatterAdd(outputGradient, argmax: cache.argmax, into: &inputGradient)
+        maxPool2DScatterAdd(outputGradient, argmax: cache.argmax, into: &inputGradient, windowsOverlap: poolSize > stride)
     }
 
     public func releaseCache() { cache = nil }

@@ -130,6 +130,32 @@ import Testing
         #expect(y.values.contains { $0 == 0 } && y.values.contains { $0 > 0 })
     }
 
+    /// 2x2 max pooling with positions, 16 channels at a time, against a plain loop over windows on
+    /// values with many ties (the first maximum in window order wins); then the threaded scatter
+    /// of the backward pass into a gradient holding another share.
+    @Test func pooling2x2SixteenLanesAndThreadedScatter() {
+        ComputeThreads.set(2)
+        let shape = [4, 64, 34, 32]
+        let x = Tensor(shape: shape, values: randomTensor(shape, seed: 61).values.map { ($0 * 3).rounded() })
+        let (y, argmax) = maxPool2DForward(x, pool: 2, stride: 2, padding: .valid)
+        var expected = [Float](), positions = [Int32]()
+        for b in 0..<4 { for oy in 0..<32 { for ox in 0..<17 { for c in 0..<32 {
+            var best = -Float.infinity, at = 0
+            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let i = ((b * 64 + 2 * oy + dy) * 34 + 2 * ox + dx) * 32 + c
+                if x.values[i] > best { (best, at) = (x.values[i], i) }
+            }
+            expected.append(best)
+            positions.append(Int32(at))
+        } } } }
+        #expect(y.values == expected && argmax == positions)
+        let dy = randomTensor(y.shape, seed: 62), share = randomTensor(shape, seed: 63)
+        var threaded = share, serial = share.values
+        maxPool2DScatterAdd(dy, argmax: argmax, into: &threaded, windowsOverlap: false)
+        for (i, g) in dy.values.enumerated() { serial[Int(argmax[i])] += g }
+        #expect(threaded.values == serial)
+    }
+
     /// Max pooling 2x2 on 3x3 with 'same' padding, as Keras computes it: the windows of the last
     /// column and row hold two pixels, and the corner's one.
     @Test func samePaddedPoolingOfOddSizes() {
