@@ -12,7 +12,8 @@ import Synchronization
 ///   F(4x4, 3x3) kernel wherever oneDNN offers one (AVX-512 CPUs): 4x4 output tiles from 36
 ///   products each instead of 144, with the activations reordered between NHWC and oneDNN's
 ///   blocked layout around the call. The transforms cost some accuracy (tests allow 1e-4 relative,
-///   against 1e-5 for direct fp32). Passes oneDNN declines run direct fp32.
+///   against 1e-5 for direct fp32). Passes oneDNN declines, and convolutions of one input channel
+///   (which its Winograd kernels pad to 16), run direct fp32.
 ///
 /// - `fast`: each oneDNN pass (forward, backward-data, backward-weights of each shape) runs in
 ///   whichever of direct fp32 (NHWC, or oneDNN's preferred blocked layout), direct bf16 and fp32

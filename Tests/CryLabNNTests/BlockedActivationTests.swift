@@ -229,7 +229,8 @@ import Testing
     }
 
     /// With BatchNormalization and ReLU layers between the convolutions (as in the recommended
-    /// recipe), both pass blocked tensors on; still bit for bit.
+    /// recipe), both pass blocked tensors on; still bit for bit. (The first convolution, of one
+    /// input channel, runs direct in `.winograd` and writes NHWC.)
     @Test func batchNormalizationHandOffsGiveTheSameNumbers() throws {
         let blocked = try train(handOff: true, precision: .winograd, batchNormalization: true)
         let nhwc = try train(handOff: false, precision: .winograd, batchNormalization: true)
@@ -237,8 +238,9 @@ import Testing
         print("BatchNorm U-Net blocked hand-offs: losses \(blocked.losses); blocked outputs \(blockedNames)")
         #expect(blocked.losses == nhwc.losses)
         #expect(blocked.weights == nhwc.weights)
-        for name in ["conv2d", "batch_normalization", "re_lu", "conv2d_1", "batch_normalization_1", "re_lu_1", "max_pooling2d"] {
+        for name in ["conv2d_1", "batch_normalization_1", "re_lu_1", "max_pooling2d", "conv2d_2", "batch_normalization_2", "re_lu_2"] {
             #expect(blocked.layouts[name] == .blocked16, "\(name): \(blocked.layouts)")
         }
+        #expect(blocked.layouts["conv2d"] == .nhwc)
     }
 }
