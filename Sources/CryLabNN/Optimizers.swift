@@ -106,7 +106,7 @@ public final class Adam: Optimizer {
     }
 }
 
-struct AdamConstants {
+private struct AdamConstants {
     let alpha: Float, beta1: Float, beta2: Float, epsilon: Float, decay: Float
 }
 

@@ -47,7 +47,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         var candidates = ConvolutionPrecision.current == .fast ? ConvolutionPrecision.fastModeCandidates : .all
     }
 
-    /// Winograd kernels read and write blocked activations (oneDNN's nChw16c), not NHWC: the layouts
+    /// Blocked passes read and write oneDNN's layouts (nChw16c; plain NCHW for one channel), not NHWC: the layouts
     /// of one pass's two activation operands, and the reorders between them and NHWC.
     private struct BlockedActivations {
         /// src (forward, backward-weights) or diff_src (backward-data).
@@ -789,7 +789,8 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
 
     private func strides(_ g: ConvolutionGeometry) -> [Int64] { [Int64(g.stride), Int64(g.stride)] }
 
-    /// nil if oneDNN has no kernel for this shape in bf16 or with Winograd (fp32 direct always has one).
+    /// nil if oneDNN has no kernel for this shape in bf16, with Winograd or in the layouts asked for
+    /// (fp32 direct in NHWC always has one).
     private func make(_ g: ConvolutionGeometry, _ pass: Pass, operandType: dnnl_data_type_t,
                       algorithm: dnnl_alg_kind_t = dnnl_convolution_direct, activations: dnnl_format_tag_t? = nil) -> Prepared? {
         let activations = activations ?? activationTag(algorithm)

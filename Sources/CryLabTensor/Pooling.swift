@@ -157,6 +157,7 @@ private func isPlain2x2(_ g: ConvolutionGeometry) -> Bool {
 ///     dy: [batch, outputHeight, outputWidth, channels], argmax: offsets into gradient's values
 public func maxPool2DScatterAdd(_ dy: Tensor, argmax: [Int32], into gradient: inout Tensor, windowsOverlap: Bool = true) {
     precondition(argmax.count == dy.count, "max pooling recorded \(argmax.count) positions for \(dy.count) gradients")
+    guard dy.count > 0 else { return }
     gradient.values.withUnsafeMutableBufferPointer { d in
         dy.values.withUnsafeBufferPointer { g in
             argmax.withUnsafeBufferPointer { a in
