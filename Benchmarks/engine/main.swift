@@ -15,7 +15,7 @@
 // --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up;
 // --nhwc-only keeps every activation NHWC (Model.passesBlockedActivations off), to compare;
 // --breakdown times one more step per layer type, and the time inside oneDNN's convolution kernels
-// and Winograd's activation reorders;
+// and in the activation reorders around blocked (Winograd, blocked direct) passes;
 // --passes times every oneDNN pass of every convolution shape in fp32, bf16 and winograd, in turn
 // (winograd's times include its activation reorders; "-" where oneDNN has no Winograd kernel).
 // Runs with OMP_WAIT_POLICY=PASSIVE unless the variable is set (e.g. OMP_WAIT_POLICY=ACTIVE to compare).
@@ -218,10 +218,10 @@ if arguments.contains("--breakdown") {
         print(String(format: "%-32@ %8.1f ms", key as NSString, seconds * 1000))
     }
     print(String(format: "%-32@ %8.1f ms", "loss + optimiser + rest" as NSString, (total - layerTotal) * 1000))
-    // Inside the layers above: time in oneDNN's convolution primitives, and in Winograd's reorders.
+    // Inside the layers above: time in oneDNN's convolution primitives, and in the reorders around blocked passes.
     print(String(format: "%-32@ %8.1f ms in %d calls", "oneDNN convolution kernels" as NSString,
                  convolution.kernelSeconds * 1000, convolution.kernelCalls))
-    print(String(format: "%-32@ %8.1f ms in %d calls", "Winograd activation reorders" as NSString,
+    print(String(format: "%-32@ %8.1f ms in %d calls", "blocked-layout reorders" as NSString,
                  convolution.reorderSeconds * 1000, convolution.reorderCalls))
     print(String(format: "%-32@ %8.1f ms", "whole step" as NSString, total * 1000))
 }

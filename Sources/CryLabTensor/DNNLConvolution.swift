@@ -35,7 +35,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         var isForward: Bool { if case .forward = self { true } else { false } }
     }
 
-    /// An output gradient already reordered into a Winograd pass's blocked layout, shared by the two
+    /// An output gradient already reordered into a blocked pass's layout, shared by the two
     /// backward passes of one call.
     private typealias BlockedCopy = (descriptor: dnnl_memory_desc_t, pointer: UnsafeMutableRawPointer)
 
@@ -329,7 +329,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
     // MARK: Passes, called with the lock held
 
     /// `roundedOutputGradient`: the bf16 copy of `outputGradient` if a pass already made it; set when this one does.
-    /// `blockedOutputGradient`: likewise its copy in a Winograd pass's blocked layout.
+    /// `blockedOutputGradient`: likewise its copy in a blocked pass's layout.
     private func backwardDataPass(_ g: ConvolutionGeometry, outputGradient: UnsafePointer<Float>,
                                   roundedOutputGradient: inout UnsafeMutableRawPointer?,
                                   blockedOutputGradient: inout BlockedCopy?,
@@ -397,7 +397,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         /// In oneDNN's convolution primitives (every pass, every precision).
         public var kernelSeconds = 0.0
         public var kernelCalls = 0
-        /// In the reorders of activations between NHWC and a Winograd pass's blocked layout.
+        /// In the reorders of activations between NHWC and a blocked pass's layout.
         public var reorderSeconds = 0.0
         public var reorderCalls = 0
         public init() {}

@@ -78,12 +78,14 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
     let rows = g.batch * g.height
     let chunks = chunkCount(rows, minimumChunk: 8)
     // The bias repeated for the k pixels of a run, [k*out].
-    let tiledBias = bias.map { bias in (0..<(k * o)).map { bias[$0 % o] } }
+    let tiledBias = bias.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: k * o) }
+    if let bias, let tiledBias { for c in 0..<(k * o) { tiledBias[c] = bias[c % o] } }
     // Per chunk: the Double sums per patch column [k*k*out], then one row's Float sums [k*k*out].
     let columnSums = biasGradient.map { _ in UnsafeMutablePointer<Double>.allocate(capacity: chunks * g.patchLength) }
     let rowSums = biasGradient.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: chunks * g.patchLength) }
     columnSums?.initialize(repeating: 0, count: chunks * g.patchLength)
     defer {
+        tiledBias?.deallocate()
         columnSums?.deallocate()
         rowSums?.deallocate()
     }
@@ -98,30 +100,11 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
                     let offset = ((b * g.height * k + h * k + i) * outputWidth + w * k) * o
                     let row = image + offset
                     let run = patch + i * k * o
-                    if gather, o % 16 == 0 {
+                    if gather {
                         gatherRun(from: row, mask: reluOutput.map { $0 + offset }, into: run, count: k * o,
                                   sums: rowSum.map { $0 + i * k * o })
-                        continue
-                    }
-                    if gather, let mask = reluOutput.map({ $0 + offset }) {
-                        for c in 0..<(k * o) { run[c] = mask[c] <= 0 ? 0 : row[c] }  // as reluBackwardInPlace
-                    } else if gather {
-                        run.update(from: row, count: k * o)
-                    }
-                    if gather, let sums = rowSum.map({ $0 + i * k * o }) {
-                        for c in 0..<(k * o) { sums[c] += run[c] }  // the run is still in cache
-                    } else if !gather, o % 16 == 0 {
+                    } else {
                         scatterRun(run, bias: tiledBias, relu: relu, into: row, count: k * o)
-                    } else if !gather {
-                        if let bias {
-                            for j in 0..<k {
-                                for c in 0..<o { row[j * o + c] = run[j * o + c] + bias[c] }
-                            }
-                        } else {
-                            row.update(from: run, count: k * o)
-                        }
-                        // max(v, 0) keeps NaN, as Activation.relu does; the run is still in cache.
-                        if relu { for c in 0..<(k * o) { row[c] = max(row[c], 0) } }
                     }
                 }
             }
@@ -143,13 +126,15 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
     }
 }
 
-/// One run of `movePatches`'s gather, 16 lanes at a time (count a multiple of 16): run = row, or
-/// where `mask` is not positive 0; sums += run.
+/// One run of `movePatches`'s gather: run = row, or 0 where `mask` is not positive (as
+/// reluBackwardInPlace); sums += run. 16 lanes at a time, then one value at a time for the rest:
+/// the same operations per value either way.
 private func gatherRun(from row: UnsafePointer<Float>, mask: UnsafePointer<Float>?, into run: UnsafeMutablePointer<Float>,
                        count: Int, sums: UnsafeMutablePointer<Float>?) {
     typealias Vector = SIMD16<Float>
     let (from, to) = (UnsafeRawPointer(row), UnsafeMutableRawPointer(run))
-    for offset in stride(from: 0, to: count * 4, by: 64) {
+    let vectorEnd = count - count % Vector.scalarCount
+    for offset in stride(from: 0, to: vectorEnd * 4, by: 64) {
         var v = from.loadUnaligned(fromByteOffset: offset, as: Vector.self)
         if let mask { v.replace(with: 0, where: UnsafeRawPointer(mask).loadUnaligned(fromByteOffset: offset, as: Vector.self) .<= 0) }
         to.storeBytes(of: v, toByteOffset: offset, as: Vector.self)
@@ -158,18 +143,30 @@ private func gatherRun(from row: UnsafePointer<Float>, mask: UnsafePointer<Float
             total.storeBytes(of: total.loadUnaligned(fromByteOffset: offset, as: Vector.self) + v, toByteOffset: offset, as: Vector.self)
         }
     }
+    for c in vectorEnd..<count {
+        if let mask, mask[c] <= 0 { run[c] = 0 } else { run[c] = row[c] }
+        sums?[c] += run[c]
+    }
 }
 
-/// One run of `movePatches`'s scatter, 16 lanes at a time (count a multiple of 16): row = run + bias,
-/// then max(·, 0) if `relu` (0 where not above 0, NaN kept: as Swift's max).
-private func scatterRun(_ run: UnsafePointer<Float>, bias: [Float]?, relu: Bool, into row: UnsafeMutablePointer<Float>, count: Int) {
+/// One run of `movePatches`'s scatter: row = run + bias (`bias` tiled to the run), then max(·, 0)
+/// if `relu` (0 where not above 0, NaN kept: as Swift's max). 16 lanes at a time, then one value at
+/// a time for the rest: the same operations per value either way.
+private func scatterRun(_ run: UnsafePointer<Float>, bias: UnsafePointer<Float>?, relu: Bool, into row: UnsafeMutablePointer<Float>,
+                        count: Int) {
     typealias Vector = SIMD16<Float>
     let (from, to) = (UnsafeRawPointer(run), UnsafeMutableRawPointer(row))
-    for offset in stride(from: 0, to: count * 4, by: 64) {
+    let vectorEnd = count - count % Vector.scalarCount
+    for offset in stride(from: 0, to: vectorEnd * 4, by: 64) {
         var v = from.loadUnaligned(fromByteOffset: offset, as: Vector.self)
-        if let bias { v += bias.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: Vector.self) } }
+        if let bias { v += UnsafeRawPointer(bias).loadUnaligned(fromByteOffset: offset, as: Vector.self) }
         if relu { v.replace(with: 0, where: v .<= 0) }
         to.storeBytes(of: v, toByteOffset: offset, as: Vector.self)
+    }
+    for c in vectorEnd..<count {
+        var v = run[c]
+        if let bias { v += bias[c] }
+        row[c] = relu ? max(v, 0) : v
     }
 }
 
