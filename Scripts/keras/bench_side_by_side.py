@@ -9,6 +9,8 @@ in a fresh process), and prints the ratios.
 
 Ratio = CryLab samples/s / reference samples/s, from the median round of each (rounds are
 interleaved, so load from other processes hits every framework alike); RSS ratio = CryLab / reference.
+Each round's own ratio (CryLab and the reference run one after the other) is printed too, with the
+median and range over rounds: on a host whose speed drifts, these pairs share the conditions.
 --precisions runs CryLab once per listed convolution precision in every round (fp32, bf16, winograd, fast).
 Every child gets OMP_WAIT_POLICY=PASSIVE unless it is already set (TensorFlow does not use OpenMP).
 """
@@ -63,3 +65,6 @@ for workload in args.workloads.split(","):
             if not name.startswith("crylab"):
                 print(f"{workload:<18} {mine}/{name:<6} speed {c['samples_per_second'] / r['samples_per_second']:.2f}x   "
                       f"peak RSS {c['peak_rss_gib'] / r['peak_rss_gib']:.2f}x   (median rounds)", flush=True)
+                paired = sorted(a["samples_per_second"] / b["samples_per_second"] for a, b in zip(runs[mine], runs[name]))
+                print(f"{workload:<18} {mine}/{name:<6} speed by round, sorted {', '.join(f'{x:.2f}' for x in paired)}: "
+                      f"median {paired[len(paired) // 2]:.2f}x, range {paired[0]:.2f}-{paired[-1]:.2f}x", flush=True)
