@@ -12,6 +12,8 @@
 // --precision bf16 runs the oneDNN convolutions in bfloat16 with fp32 accumulation (ConvolutionPrecision);
 // --precision winograd runs 3x3 stride-1 passes through oneDNN's Winograd kernels where it has them;
 // --precision fast runs each pass with whichever of direct fp32, bf16 and Winograd timed fastest when first seen;
+// --fast-mode-choices FILE reads the fast mode's choices from FILE and records new ones there
+// (FastModeChoices); "first_step_seconds" in the JSON shows what the timing costs;
 // --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up;
 // --nhwc-only keeps every activation NHWC (Model.passesBlockedActivations off), to compare;
 // --breakdown times one more step per layer type, and the time inside oneDNN's convolution kernels
@@ -66,7 +68,7 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 guard arguments.count >= 2 else {
-    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--fast-without bf16,winograd,direct,direct-blocked] [--breakdown [--layers]] [--passes] [--implementations]")
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--fast-without bf16,winograd,direct,direct-blocked] [--fast-mode-choices FILE] [--breakdown [--layers]] [--passes] [--implementations]")
     exit(2)
 }
 let workload = arguments[1]
@@ -131,7 +133,13 @@ let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
     }
 }
 
-step()  // warm-up: primitive creation, first allocations
+if let i = arguments.firstIndex(of: "--fast-mode-choices"), let path = arguments.dropFirst(i + 1).first {
+    // The fast mode's choices from (and into) this file: the first step skips timing those it finds.
+    ConvolutionPrecision.setFastModeChoices(FastModeChoices(file: URL(fileURLWithPath: path)))
+}
+let firstStepStart = now()
+step()  // warm-up: primitive creation (and the fast mode's timing), first allocations
+let firstStep = now() - firstStepStart
 /// Every Conv2D of the model with its geometry, in graph order.
 func convolutions(_ model: Model, batch: Int) throws -> [(Conv2D, ConvolutionGeometry)] {
     var shapes: [[Int]] = [[batch] + model.inputShape]
@@ -229,7 +237,7 @@ let result: [String: Any] = [
     "framework": "crylab", "workload": workload,
     "omp_wait_policy": ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "default", "batch": batch, "threads": ComputeThreads.count,
     "precision": ConvolutionPrecision.current.rawValue,
-    "steps": steps, "seconds_per_step_median": median,
+    "steps": steps, "seconds_per_step_median": median, "first_step_seconds": firstStep,
     "samples_per_second": Double(batch) / median,
     "gflops_per_second": flopsPerStep / median / 1e9,
     "gflop_per_step": flopsPerStep / 1e9,

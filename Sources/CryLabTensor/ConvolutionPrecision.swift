@@ -21,7 +21,9 @@ import Synchronization
 ///   seen (`FastModeCandidates`; a pass reading or writing NHWC is charged the reorders it would
 ///   cost between blocked neighbours); each transposed convolution likewise in fp32 or bf16. On a CPU where bf16 kernels are slower than fp32 ones
 ///   (measured: some AVX512-BF16 hosts run them at half the fp32 speed) bf16 loses everywhere;
-///   where they are faster it wins. Results are those of the kernel chosen for each pass.
+///   where they are faster it wins. Results are those of the kernel chosen for each pass. The
+///   choices can be kept in a file for later processes (`FastModeChoices`; `crylab pretrain` and
+///   `finetune` keep them in ~/.cache/crylab), which then skip the timing and run the same kernels.
 ///
 /// Transposed convolutions run their matrix products in bf16 too; 1x1 stride-1 convolutions (one
 /// sgemm) still run in fp32.
@@ -61,6 +63,23 @@ public enum ConvolutionPrecision: String, Sendable, CaseIterable {
     public static func withFastModeCandidates<Result>(_ candidates: FastModeCandidates, _ body: () throws -> Result) rethrows -> Result {
         try $scopedCandidates.withValue(candidates, operation: body)
     }
+
+    private static let processWideChoices = Mutex<FastModeChoices?>(nil)
+    @TaskLocal private static var scopedChoices: FastModeChoices?
+
+    /// Where `fast` looks up and records its timed choices: the innermost `withFastModeChoices`,
+    /// else the process-wide setting; nil (the default) times each choice once per process.
+    public static var fastModeChoices: FastModeChoices? { scopedChoices ?? processWideChoices.withLock { $0 } }
+
+    /// Sets the process-wide choice file (command-line tools).
+    public static func setFastModeChoices(_ choices: FastModeChoices?) {
+        processWideChoices.withLock { $0 = choices }
+    }
+
+    /// Runs `body` with `fast` using `choices`, on the calling task only (tests).
+    public static func withFastModeChoices<Result>(_ choices: FastModeChoices, _ body: () throws -> Result) rethrows -> Result {
+        try $scopedChoices.withValue(choices, operation: body)
+    }
 }
 
 /// The kinds of oneDNN convolution pass `ConvolutionPrecision.fast` chooses among.
@@ -78,4 +97,14 @@ public struct FastModeCandidates: OptionSet, Hashable, Sendable {
     /// on AVX-512): dearer than NHWC alone in places, but no reorders between blocked neighbours.
     public static let directBlocked = FastModeCandidates(rawValue: 8)
     public static let all: FastModeCandidates = [.bf16, .winograd, .direct, .directBlocked]
+
+    /// The names of the kinds in this set, in a fixed order (the benchmark's `--fast-without` and
+    /// `FastModeChoices` use them).
+    public var names: [String] {
+        [(Self.bf16, "bf16"), (.winograd, "winograd"), (.direct, "direct"), (.directBlocked, "direct-blocked")]
+            .filter { contains($0.0) }.map(\.1)
+    }
+
+    /// The name of a single kind.
+    var name: String { names.joined(separator: "+") }
 }

@@ -655,51 +655,66 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         OpenMP.applyToCurrentThread()
         // The candidates the precision allows, where oneDNN has them; fp32 direct always exists.
         let allowed = key.precision == .fast ? key.candidates : []
-        var candidates: [Prepared] = []
+        var candidates: [(kind: FastModeCandidates, pass: Prepared)] = []
         if key.precision == .bf16 || allowed.contains(.bf16), let bf16 = make(g, pass, operandType: dnnl_bf16) {
             if bf16.implementation.hasPrefix("ref") {
                 // oneDNN's reference loops are orders of magnitude slower than fp32 JIT.
                 destroy(bf16)
             } else {
-                candidates.append(bf16)
+                candidates.append((.bf16, bf16))
             }
         }
         // `.winograd` leaves single-channel inputs to direct kernels: oneDNN's Winograd pads them to 16
         // channels (on the story U-Net's first layer its forward took 37 ms, direct 4.8).
         if (key.precision == .winograd && g.inputChannels > 1) || allowed.contains(.winograd),
            let winograd = make(g, pass, operandType: dnnl_f32, algorithm: dnnl_convolution_winograd) {
-            candidates.append(winograd)
+            candidates.append((.winograd, winograd))
         }
         if allowed.contains(.directBlocked), let direct = make(g, pass, operandType: dnnl_f32, activations: dnnl_format_tag_any) {
             // Direct kernels in the layouts oneDNN prefers (nChw16c on AVX-512), where those are not NHWC.
             if direct.blocked.map({ $0.sourceIsNHWC && $0.destinationIsNHWC }) ?? true {
                 destroy(direct)
             } else {
-                candidates.append(direct)
+                candidates.append((.directBlocked, direct))
             }
         }
         if allowed.contains(.direct) || candidates.isEmpty {
-            candidates.append(make(g, pass, operandType: dnnl_f32)!)
+            candidates.append((.direct, make(g, pass, operandType: dnnl_f32)!))
         }
-        let result = candidates.count == 1 ? candidates[0] : fastest(candidates, g, pass, activations)
+        var winner = 0
+        if candidates.count > 1 {
+            // Only `.fast` offers a choice. A stored one is taken as it is; a new one is stored.
+            let choices = ConvolutionPrecision.fastModeChoices
+            let choiceKey = "convolution \(g), \(pass), \(key.threads) threads, among \(candidates.map { $0.kind.name }.joined(separator: ", "))"
+            if let stored = choices?.choice(for: choiceKey), let index = candidates.firstIndex(where: { $0.kind.name == stored }) {
+                winner = index
+            } else {
+                let times = fastest(candidates.map(\.pass), g, pass, activations)
+                winner = times.indices.min { times[$0] < times[$1] }!
+                choices?.record(candidates[winner].kind.name,
+                                nanoseconds: Dictionary(uniqueKeysWithValues: zip(candidates.map { $0.kind.name }, times)), for: choiceKey)
+            }
+            for (i, candidate) in candidates.enumerated() where i != winner { destroy(candidate.pass) }
+        }
+        let result = candidates[winner].pass
         cache[key] = result
         return result
     }
 
-    /// Whichever of the ready passes runs fastest here: one untimed run each, then one timed run
-    /// each, and a second when the two fastest are within 30 % (the better of the two counts).
+    /// How fast each of the ready passes runs here, in nanoseconds: one untimed run each, then one
+    /// timed run each, and a second when the two fastest are within 30 % (the better of the two counts).
     /// A blocked pass is timed without the reorders of operands it takes in nChw16c, since a
     /// `Model` hands those over blocked between such passes (`ActivationLayout.blocked16`); with
     /// the reorders of any others. For the same reason an NHWC pass, when blocked ones compete, is
     /// charged one timed reorder per operand whose channels fill blocks of 16. A bf16 pass must win by
-    /// `ConvolutionPrecision.fastModeBFloat16Margin`, since the timing leaves out the rounding of its
-    /// operands. The others are destroyed.
+    /// `ConvolutionPrecision.fastModeBFloat16Margin` (its time is divided by it), since the timing
+    /// leaves out the rounding of its operands.
     ///
     /// The runs use the call's own activations when given (a bf16 candidate reads them as bf16
     /// bits: the values do not matter, only the time), so timing needs no activation-sized memory
     /// beyond what training holds anyway; weights and bias are zeroed buffers of their own.
     private func fastest(_ candidates: [Prepared], _ g: ConvolutionGeometry, _ pass: Pass,
-                         _ activations: (source: UnsafeMutableRawPointer, destination: UnsafeMutableRawPointer)?) -> Prepared {
+                         _ activations: (source: UnsafeMutableRawPointer, destination: UnsafeMutableRawPointer)?) -> [Double] {
         let activationBytes = activations == nil ? (g.inputShape.reduce(1, *) + g.outputShape.reduce(1, *)) * 4 : 0
         let weightsBytes = candidates.map(\.weightsBytes).max()!, biasBytes = g.outputChannels * 4
         let total = activationBytes + weightsBytes + biasBytes
@@ -749,9 +764,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             if round == 1 && sorted[1] > 1.3 * sorted[0] { break }
             for (i, p) in candidates.enumerated() { best[i] = min(best[i], time(p) + charge(p)) }
         }
-        let winner = best.indices.min { best[$0] < best[$1] }!
-        for (i, p) in candidates.enumerated() where i != winner { destroy(p) }
-        return candidates[winner]
+        return best
     }
 
     private func destroy(_ p: Prepared) {

@@ -214,7 +214,18 @@ func usesBFloat16Products(_ g: TransposedConvolutionGeometry) -> Bool {
     case .fast:
         let key = [g.pixels, g.patchLength, g.inputChannels, ComputeThreads.count]
         if let known = productPrecisionChoices.withLock({ $0[key] }) { return known }
-        let choice = bfloat16ProductIsFaster(m: g.pixels, n: g.patchLength, k: g.inputChannels)
+        let choices = ConvolutionPrecision.fastModeChoices
+        let choiceKey = "transposed-convolution product [\(g.pixels), \(g.inputChannels)] x [\(g.inputChannels), \(g.patchLength)], \(key[3]) threads"
+        let choice: Bool
+        if let stored = choices?.choice(for: choiceKey), stored == "bf16" || stored == "fp32" {
+            choice = stored == "bf16"
+        } else {
+            let times = bfloat16ProductTimes(m: g.pixels, n: g.patchLength, k: g.inputChannels)
+            choice = times.bf16 < ConvolutionPrecision.fastModeBFloat16Margin * times.fp32
+            choices?.record(choice ? "bf16" : "fp32", nanoseconds: [
+                "bf16": times.bf16 / ConvolutionPrecision.fastModeBFloat16Margin, "fp32": times.fp32,
+            ], for: choiceKey)
+        }
         productPrecisionChoices.withLock { $0[key] = choice }
         return choice
     }
@@ -224,9 +235,10 @@ func usesBFloat16Products(_ g: TransposedConvolutionGeometry) -> Bool {
 private let productPrecisionChoices = Mutex<[[Int]: Bool]>([:])
 
 /// Times the forward product c [m, n] = a [m, k] * b [n, k]^T on zeroed operands in bf16 (oneDNN)
-/// and in fp32 (OpenBLAS): one untimed run each, then the better of two alternating runs each.
-/// bf16 must win by `ConvolutionPrecision.fastModeBFloat16Margin`.
-private func bfloat16ProductIsFaster(m: Int, n: Int, k: Int) -> Bool {
+/// and in fp32: one untimed run each, then the better of two alternating runs each, in nanoseconds
+/// (bf16 infinite where oneDNN has no fast kernel). bf16 must win by
+/// `ConvolutionPrecision.fastModeBFloat16Margin`.
+private func bfloat16ProductTimes(m: Int, n: Int, k: Int) -> (bf16: Double, fp32: Double) {
     let a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: n * k)
     var c = [Float](repeating: 0, count: m * n)
     var best = (bf16: Double.infinity, fp32: Double.infinity)
@@ -246,7 +258,7 @@ private func bfloat16ProductIsFaster(m: Int, n: Int, k: Int) -> Bool {
         }
         if round > 0 { best = (min(best.bf16, bf16), min(best.fp32, fp32)) }
     }
-    return best.bf16 < ConvolutionPrecision.fastModeBFloat16Margin * best.fp32
+    return best
 }
 
 public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, input: UnsafePointer<Float>,

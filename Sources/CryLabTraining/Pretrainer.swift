@@ -36,7 +36,7 @@ public struct PretrainSummary: Codable, Sendable {
     /// leaving out the run's first step unless it is the only one.
     public var samplesPerSecond: Double
     /// The run's first optimisation step: kernel creation, first allocations and, with
-    /// `--precision fast`, timing the candidate kernels of every convolution.
+    /// `--precision fast`, timing the candidate kernels of every convolution not in the kept choices.
     public var firstStepSeconds: Double?
     public var secondsPerEpoch: Double?
     public var trainLoss: Double?

@@ -47,6 +47,9 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: ConvolutionPrecision.help)
     var precision: ConvolutionPrecision = .fp32
 
+    @Flag(name: .customLong("retime-fast-mode"), help: ConvolutionPrecision.retimeHelp)
+    var retimeFastMode = false
+
     @Flag(help: "Continue an interrupted run in the same --output folder: folds it finished are reused, the rest trained.")
     var resume = false
 
@@ -68,7 +71,7 @@ struct FinetuneCommand: ParsableCommand {
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
         ComputeThreads.set(threads)
-        ConvolutionPrecision.set(precision)
+        ConvolutionPrecision.setForCommand(precision, retime: retimeFastMode, quiet: quiet)
         var frontEnd = recipe.frontEnd
         if let encoder, frontEnd == nil {
             frontEnd = try Checkpoint.load(encoder).metadata.frontEnd

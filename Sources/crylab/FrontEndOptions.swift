@@ -1,6 +1,7 @@
 import ArgumentParser
 import CryLabDSP
 import CryLabNN
+import Foundation
 
 /// Front-end choices shared by every subcommand that turns audio into spectrograms.
 struct FrontEndOptions: ParsableArguments {
@@ -81,6 +82,25 @@ extension ConvolutionPrecision: ExpressibleByArgument {
         Convolution arithmetic: fp32 (default); bf16 (bfloat16 inputs and weights, fp32 accumulation, \
         results, master weights and optimiser); winograd (fp32 with oneDNN's Winograd kernels for 3x3 \
         stride-1 convolutions, on AVX-512 CPUs); or fast (each convolution pass in whichever of direct fp32, \
-        bf16 and Winograd timed fastest on this machine).
+        bf16 and Winograd timed fastest on this machine; the choices are kept for later runs, see --retime-fast-mode).
         """
+
+    static let retimeHelp: ArgumentHelp = """
+        With --precision fast: time every kernel choice again instead of reusing those kept from earlier \
+        runs on this machine (in $XDG_CACHE_HOME or ~/.cache, crylab/fast-mode-choices.json), and keep the new ones.
+        """
+
+    /// Sets the precision for the process; in `fast`, with the choices kept on this machine.
+    static func setForCommand(_ precision: ConvolutionPrecision, retime: Bool, quiet: Bool) {
+        set(precision)
+        guard precision == .fast else { return }
+        let choices = FastModeChoices(file: FastModeChoices.defaultFile)
+        if retime { choices.forget() }
+        setFastModeChoices(choices)
+        guard !quiet else { return }
+        let message = choices.count > 0
+            ? "fast mode: reusing \(choices.count) kernel choices timed earlier on this machine (\(choices.file.path)); --retime-fast-mode times them again\n"
+            : "fast mode: the first step times the candidate kernels of each convolution; the choices are kept in \(choices.file.path)\n"
+        FileHandle.standardError.write(Data(message.utf8))
+    }
 }

@@ -38,6 +38,9 @@ struct PretrainCommand: ParsableCommand {
     @Option(help: ConvolutionPrecision.help)
     var precision: ConvolutionPrecision = .fp32
 
+    @Flag(name: .customLong("retime-fast-mode"), help: ConvolutionPrecision.retimeHelp)
+    var retimeFastMode = false
+
     @Flag(help: "Continue the run in the output folder from its last.h5.")
     var resume = false
 
@@ -68,7 +71,7 @@ struct PretrainCommand: ParsableCommand {
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
         ComputeThreads.set(threads)
-        ConvolutionPrecision.set(precision)
+        ConvolutionPrecision.setForCommand(precision, retime: retimeFastMode, quiet: quiet)
         let store = try loadData(data, frontEnd: recipe.frontEnd, unlabeled: true, threads: threads, quiet: quiet)
         var options = PretrainOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
         options.maxSteps = maxSteps
