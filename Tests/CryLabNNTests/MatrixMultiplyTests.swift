@@ -52,3 +52,42 @@ import Testing
         #expect(maxAbsDifference(matmul, start) > 0.1, "the product must have changed the output")
     }
 }
+
+/// Dense inference on a large kernel runs oneDNN's inner product on a reordered copy of the
+/// kernel, made once and made again whenever the kernel changes.
+@Suite struct PackedDenseTests {
+    @Test func packedInferenceMatchesThePlainProductAndFollowsTheWeights() throws {
+        var generator = SeededGenerator(seed: 5)
+        // 2,048 x 512: just at the size where Dense starts reordering its kernel for inference.
+        let dense = Dense(inputFeatures: 2048, units: 512, activation: .relu, generator: &generator)
+        try dense.bias!.assign(randomTensor([512], seed: 6, scale: 0.1))
+        let x = randomTensor([32, 2048], seed: 7), fewer = randomTensor([3, 2048], seed: 8)
+        let packed = dense.kernel.value.values.withUnsafeBufferPointer {
+            DNNLConvolution.shared.packDenseWeights($0.baseAddress!, inputFeatures: 2048, units: 512, rows: 32)
+        }
+        print("Dense inference kernel for 32x2048 -> 512: \(packed?.implementation ?? "none (plain product)")")
+        #expect(packed != nil, "on AVX-512, oneDNN's inner product wants its own kernel layout here")
+
+        // The training forward runs the plain product (and drops any reordered copy).
+        func plain(_ input: Tensor) -> Tensor { dense.forward([input], training: true) }
+        let inference = dense.forward([x], training: false)
+        #expect(dense.packedInferenceKernel == packed?.implementation, "inference must run the inner product on the reordered kernel")
+        #expect(relativeError(inference.values, plain(x).values) < 1e-5, "\(relativeError(inference.values, plain(x).values))")
+        #expect(dense.packedInferenceKernel == nil, "a training forward must drop the reordered kernel")
+        let repeated = dense.forward([x], training: false) == inference
+        #expect(repeated, "the same inputs and weights must give the same bits")
+        // Another row count than the copy was made for runs the plain product.
+        _ = dense.forward([x], training: false)
+        let fewerSame = dense.forward([fewer], training: false) == plain(fewer)
+        #expect(fewerSame, "3 rows must run the plain product, as the training forward does")
+
+        // New weights: the next inference must use them, not the old reordered copy.
+        _ = dense.forward([x], training: false)
+        let before = dense.kernel.version
+        try dense.kernel.assign(randomTensor([2048, 512], seed: 9, scale: 0.05))
+        #expect(dense.kernel.version != before)
+        let changed = dense.forward([x], training: false)
+        #expect(relativeError(changed.values, plain(x).values) < 1e-5, "\(relativeError(changed.values, plain(x).values))")
+        #expect(relativeError(changed.values, inference.values) > 0.1, "the new weights must change the output")
+    }
+}
