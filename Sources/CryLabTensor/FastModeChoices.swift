@@ -19,6 +19,8 @@ import Synchronization
 public final class FastModeChoices: Sendable {
     public let file: URL
     private let state: Mutex<Stored>
+    /// Whether a failed write was reported already: once per process is enough.
+    private let reportedWriteFailure = Mutex(false)
 
     struct Stored: Codable, Equatable {
         var machine: String
@@ -62,7 +64,9 @@ public final class FastModeChoices: Sendable {
     }
 
     /// Stores a decision, with each candidate's time, and rewrites the file. A file that cannot be
-    /// written is reported on standard error once per call; the choice still holds for this process.
+    /// written is reported on standard error once; the choices still hold for this process. Two
+    /// processes recording at once each write what they know: the last one's file stands, and
+    /// choices only the other made are timed again by a later run.
     func record(_ choice: String, nanoseconds: [String: Double], for key: String) {
         // Milliseconds to the microsecond. A candidate without a usable kernel timed as infinite
         // is left out, since JSON has no infinity.
@@ -78,8 +82,9 @@ public final class FastModeChoices: Sendable {
             try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
             try data.write(to: file, options: .atomic)
         } catch {
+            guard !reportedWriteFailure.withLock({ reported in defer { reported = true }; return reported }) else { return }
             FileHandle.standardError.write(Data(
-                "warning: could not save fast-mode choices to \(file.path): \(error.localizedDescription)\n".utf8))
+                "warning: the fast mode's choices hold for this run only: could not write \(file.path): \(error.localizedDescription)\n".utf8))
         }
     }
 

@@ -11,6 +11,8 @@ import Testing
                                             kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
     static let corrupt = ConvolutionGeometry(batch: 4, inputHeight: 13, inputWidth: 11, inputChannels: 16, outputChannels: 32,
                                              kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
+    static let unwritable = ConvolutionGeometry(batch: 5, inputHeight: 13, inputWidth: 11, inputChannels: 16, outputChannels: 32,
+                                                kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
 
     func temporaryFile(_ name: String) -> URL {
         FileManager.default.temporaryDirectory.appendingPathComponent("crylab-fast-choices-\(UUID().uuidString)")
@@ -86,5 +88,17 @@ import Testing
 
         reread.forget()
         #expect(reread.count == 0 && !FileManager.default.fileExists(atPath: file.path))
+    }
+
+    /// A place that cannot be written (here: below a regular file) keeps the choices in memory.
+    @Test func unwritableFileKeepsChoicesForTheProcess() throws {
+        let folder = temporaryFile("not-a-folder")
+        defer { try? FileManager.default.removeItem(at: folder.deletingLastPathComponent()) }
+        try FileManager.default.createDirectory(at: folder.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try Data("a regular file".utf8).write(to: folder)
+        let choices = FastModeChoices(file: folder.appendingPathComponent("choices.json"))
+        _ = implementations(Self.unwritable, choices)
+        #expect(choices.count == 3, "the choices must hold in memory when the file cannot be written, got \(choices.count)")
+        #expect(!FileManager.default.fileExists(atPath: choices.file.path))
     }
 }
