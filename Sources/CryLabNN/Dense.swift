@@ -2,10 +2,6 @@
 ///
 ///     x: [batch, inputFeatures] -> y: [batch, units]
 ///     kernel: [inputFeatures, units], bias: [units]
-///
-/// Inference with a large kernel runs oneDNN's inner product on a copy of the kernel reordered
-/// into the layout it reads fastest, made on first use and again after the kernel changes
-/// (`packedInferenceKernel`); training, and other row counts, run the plain matrix product.
 public final class Dense: ActivatedLayer {
     public let name: String
     public let kerasClass = "Dense"
@@ -18,21 +14,6 @@ public final class Dense: ActivatedLayer {
 
     private var cachedInput: Tensor?
     private var cachedOutput: Tensor?
-    /// For inference with a large kernel: the kernel reordered for oneDNN's inner product (nil
-    /// where oneDNN declined), for the kernel version, row count and thread count it was made for.
-    /// A training forward drops it.
-    private var packed: (version: Int, rows: Int, threads: Int, weights: PackedDenseWeights?)?
-
-    /// oneDNN's name for the inner-product kernel inference runs on the reordered kernel (e.g.
-    /// "brgemm:avx512_core"); nil while there is none (small kernels, since a training forward, or
-    /// where oneDNN wants no layout of its own).
-    public var packedInferenceKernel: String? { packed?.weights?.implementation }
-
-    /// Kernels with at least this many weights are reordered for inference. On the story head's
-    /// first layer (65,536 x 1,024, batch 32, 2 threads) the reorder costs 100-140 ms once and holds
-    /// another 268 MB, and the layer's forward then takes 24-33 ms instead of 33-40 ms
-    /// (`crylab-engine-bench classifier-infer --breakdown`); small kernels gain nothing.
-    static let packedInferenceMinimum = 1 << 20
 
     public init(name: String = "dense", inputFeatures: Int, units: Int, activation: Activation = .linear,
                 useBias: Bool = true, generator: inout SeededGenerator) {
@@ -57,20 +38,6 @@ public final class Dense: ActivatedLayer {
         let x = inputs[0]
         precondition(x.shape.last == inputFeatures, "\(name): expected input [..., \(inputFeatures)], got \(x.shape)")
         let rows = x.count / inputFeatures
-        if training {
-            packed = nil
-        } else if let weights = packedKernel(rows: rows), let bias {
-            var y = Tensor(shape: Array(x.shape.dropLast()) + [units]) { out in
-                x.values.withUnsafeBufferPointer { input in
-                    bias.value.values.withUnsafeBufferPointer { b in
-                        DNNLConvolution.shared.denseForward(weights, input: input.baseAddress!, bias: b.baseAddress!,
-                                                            output: out.baseAddress!)
-                    }
-                }
-            }
-            activation.apply(&y)
-            return y
-        }
         var y = Tensor(shape: Array(x.shape.dropLast()) + [units]) { out in
             x.values.withUnsafeBufferPointer { input in
                 kernel.value.values.withUnsafeBufferPointer { k in
@@ -91,22 +58,6 @@ public final class Dense: ActivatedLayer {
             cachedOutput = y
         }
         return y
-    }
-
-    /// The reordered kernel for inference on `rows` rows: reused while the kernel and thread count
-    /// stay the same, made again when either changes. Other row counts (a last, smaller batch) run
-    /// the plain product rather than reorder the kernel once more. nil for small kernels.
-    private func packedKernel(rows: Int) -> PackedDenseWeights? {
-        guard inputFeatures * units >= Self.packedInferenceMinimum, bias != nil else { return nil }
-        if let packed, packed.version == kernel.version, packed.threads == ComputeThreads.count {
-            return packed.rows == rows ? packed.weights : nil
-        }
-        packed = nil  // free the old copy before making the new one
-        let weights = kernel.value.values.withUnsafeBufferPointer {
-            DNNLConvolution.shared.packDenseWeights($0.baseAddress!, inputFeatures: inputFeatures, units: units, rows: rows)
-        }
-        packed = (kernel.version, rows, ComputeThreads.count, weights)
-        return weights
     }
 
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {

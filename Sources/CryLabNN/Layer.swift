@@ -76,12 +76,7 @@ public protocol ActivatedLayer: Layer {
 public final class Parameter {
     /// Keras's weight name within its layer, e.g. "kernel".
     public let name: String
-    public internal(set) var value: Tensor {
-        didSet { version &+= 1 }
-    }
-    /// Changes whenever `value` does (an optimiser step, loading weights): what a copy derived
-    /// from the value (`Dense`'s reordered kernel) checks before it is reused.
-    public private(set) var version = 0
+    public internal(set) var value: Tensor
     /// d(loss)/d(value), accumulated by backward; allocated on first use, zeroed by `Model.zeroGradients`.
     public internal(set) var gradient: Tensor?
     /// false for state that forward updates (BatchNormalization moving statistics): never optimised.

@@ -494,7 +494,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         run(reorder, from: from, to: to)
     }
 
-    func run(_ reorder: dnnl_primitive_t,
+    private func run(_ reorder: dnnl_primitive_t,
                      from: (dnnl_memory_desc_t, UnsafeMutableRawPointer),
                      to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
         let arguments = [argument(Int32(DNNL_ARG_SRC_0), descriptor: from.0, pointer: from.1),
@@ -604,21 +604,6 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
             Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(all.count), all), "executing a convolution")
             Self.check(dnnl_stream_wait(stream), "waiting for a convolution")
         }
-    }
-
-    /// Runs a matrix-product primitive (matmul, inner product) on `arguments`, adding the shared
-    /// scratchpad if it needs one, and destroys the argument memories. Called with the lock held.
-    func executeProduct(_ primitive: dnnl_primitive_t, _ descriptor: dnnl_primitive_desc_t, scratchpadBytes: Int,
-                        _ arguments: [dnnl_exec_arg_t], _ what: String) {
-        var all = arguments
-        if scratchpadBytes > 0 {
-            let scratch = dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0)!.pointee
-            all.append(argument(Int32(DNNL_ARG_SCRATCHPAD), descriptor: scratch, pointer: scratchpad.reserve(bytes: scratchpadBytes)))
-        }
-        defer { for a in all { dnnl_memory_destroy(a.memory) } }
-        OpenMP.applyToCurrentThread()
-        Self.check(dnnl_primitive_execute(primitive, stream, Int32(all.count), all), "executing \(what)")
-        Self.check(dnnl_stream_wait(stream), "waiting for \(what)")
     }
 
     func argument(_ index: Int32, descriptor: dnnl_memory_desc_t, pointer: UnsafeMutableRawPointer) -> dnnl_exec_arg_t {
@@ -930,7 +915,7 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
                         blocked: blocked)
     }
 
-    func reorderPrimitive(from: dnnl_memory_desc_t, to: dnnl_memory_desc_t, _ what: String) -> dnnl_primitive_t {
+    private func reorderPrimitive(from: dnnl_memory_desc_t, to: dnnl_memory_desc_t, _ what: String) -> dnnl_primitive_t {
         var (from, to) = (from, to)
         var reorderDescriptor: dnnl_primitive_desc_t?
         Self.check(dnnl_reorder_primitive_desc_create(&reorderDescriptor, &from, engine, &to, engine, nil), what)

@@ -85,13 +85,21 @@ extension DNNLConvolution {
     private func runMatmul(_ p: MatmulPrimitive, _ key: MatmulKey, a: UnsafeMutableRawPointer, b: UnsafeMutableRawPointer,
                            c: UnsafeMutablePointer<Float>) {
         let descriptors = Self.matmulDescriptors(key)
-        let arguments = [
+        var arguments = [
             argument(Int32(DNNL_ARG_SRC_0), descriptor: descriptors.source, pointer: a),
             argument(Int32(DNNL_ARG_WEIGHTS_0), descriptor: descriptors.weights, pointer: b),
             argument(Int32(DNNL_ARG_DST_0), descriptor: descriptors.destination, pointer: UnsafeMutableRawPointer(c)),
         ]
-        executeProduct(p.primitive, p.primitiveDescriptor, scratchpadBytes: p.scratchpadBytes, arguments,
-                       "a \(key.bfloat16 ? "bf16" : "fp32") matmul")
+        if p.scratchpadBytes > 0 {
+            let scratch = dnnl_primitive_desc_query_md(p.primitiveDescriptor, dnnl_query_scratchpad_md, 0)!.pointee
+            arguments.append(argument(Int32(DNNL_ARG_SCRATCHPAD), descriptor: scratch,
+                                      pointer: scratchpad.reserve(bytes: p.scratchpadBytes)))
+        }
+        defer { for a in arguments { dnnl_memory_destroy(a.memory) } }
+        OpenMP.applyToCurrentThread()
+        let precision = key.bfloat16 ? "bf16" : "fp32"
+        Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(arguments.count), arguments), "executing a \(precision) matmul")
+        Self.check(dnnl_stream_wait(stream), "waiting for a \(precision) matmul")
     }
 
     /// A bfloat16 copy of `count` floats, in memory of its own, to pass as `MatrixOperand.bfloat16`.
