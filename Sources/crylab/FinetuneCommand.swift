@@ -63,6 +63,9 @@ struct FinetuneCommand: ParsableCommand {
         if encoder == nil && !fromScratch { throw ValidationError("give --encoder FILE.h5, or --from-scratch to start from random weights") }
         if encoder != nil && fromScratch { throw ValidationError("--encoder and --from-scratch exclude each other") }
         if let folds, folds < 2 { throw ValidationError("--folds must be at least 2") }
+        if retimeFastMode && precision != .fast {
+            throw ValidationError("--retime-fast-mode times the fast mode's kernel choices: add --precision fast, or leave it out")
+        }
     }
 
     func run() throws {

@@ -62,6 +62,9 @@ struct PretrainCommand: ParsableCommand {
     func validate() throws {
         if data.isEmpty { throw ValidationError("--data is required: audio folders or a feature store") }
         if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
+        if retimeFastMode && precision != .fast {
+            throw ValidationError("--retime-fast-mode times the fast mode's kernel choices: add --precision fast, or leave it out")
+        }
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
