@@ -85,10 +85,9 @@ if let i = arguments.firstIndex(of: "--precision") {
 // For A/B runs of the fast mode: kinds of pass it may not choose.
 var fastModeCandidates = FastModeCandidates.all
 if let i = arguments.firstIndex(of: "--fast-without") {
-    let kinds: [String: FastModeCandidates] = ["bf16": .bf16, "winograd": .winograd, "direct": .direct, "direct-blocked": .directBlocked]
     for name in arguments.dropFirst(i + 1).first?.split(separator: ",") ?? [] {
-        guard let kind = kinds[String(name)] else {
-            print("--fast-without expects some of \(kinds.keys.sorted()), got \(name)")
+        guard let kind = FastModeCandidates(name: String(name)) else {
+            print("--fast-without expects some of \(FastModeCandidates.all.names), got \(name)")
             exit(2)
         }
         fastModeCandidates.remove(kind)

@@ -98,11 +98,17 @@ public struct FastModeCandidates: OptionSet, Hashable, Sendable {
     public static let directBlocked = FastModeCandidates(rawValue: 8)
     public static let all: FastModeCandidates = [.bf16, .winograd, .direct, .directBlocked]
 
-    /// The names of the kinds in this set, in a fixed order (the benchmark's `--fast-without` and
-    /// `FastModeChoices` use them).
-    public var names: [String] {
-        [(Self.bf16, "bf16"), (.winograd, "winograd"), (.direct, "direct"), (.directBlocked, "direct-blocked")]
-            .filter { contains($0.0) }.map(\.1)
+    /// Each kind with its name (the benchmark's `--fast-without` and `FastModeChoices` use them).
+    private static let kinds: [(kind: FastModeCandidates, name: String)] =
+        [(.bf16, "bf16"), (.winograd, "winograd"), (.direct, "direct"), (.directBlocked, "direct-blocked")]
+
+    /// The names of the kinds in this set, in a fixed order.
+    public var names: [String] { Self.kinds.filter { contains($0.kind) }.map(\.name) }
+
+    /// The kind called `name`, one of `FastModeCandidates.all.names`; nil for any other name.
+    public init?(name: String) {
+        guard let found = Self.kinds.first(where: { $0.name == name }) else { return nil }
+        self = found.kind
     }
 
     /// The name of a single kind.

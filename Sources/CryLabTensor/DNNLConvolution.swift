@@ -684,15 +684,10 @@ public final class DNNLConvolution: ConvolutionKernels, @unchecked Sendable {
         var winner = 0
         if candidates.count > 1 {
             // Only `.fast` offers a choice. A stored one is taken as it is; a new one is stored.
-            let choices = ConvolutionPrecision.fastModeChoices
-            let choiceKey = "convolution \(g), \(pass), \(key.threads) threads, among \(candidates.map { $0.kind.name }.joined(separator: ", "))"
-            if let stored = choices?.choice(for: choiceKey), let index = candidates.firstIndex(where: { $0.kind.name == stored }) {
-                winner = index
-            } else {
-                let times = fastest(candidates.map(\.pass), g, pass, activations)
-                winner = times.indices.min { times[$0] < times[$1] }!
-                choices?.record(candidates[winner].kind.name,
-                                nanoseconds: Dictionary(uniqueKeysWithValues: zip(candidates.map { $0.kind.name }, times)), for: choiceKey)
+            let names = candidates.map { $0.kind.name }
+            winner = FastModeChoices.choose("convolution \(g), \(pass), \(key.threads) threads, among \(names.joined(separator: ", "))",
+                                            among: names, in: ConvolutionPrecision.fastModeChoices) {
+                fastest(candidates.map(\.pass), g, pass, activations)
             }
             for (i, candidate) in candidates.enumerated() where i != winner { destroy(candidate.pass) }
         }

@@ -59,15 +59,24 @@ public final class FastModeChoices: Sendable {
         try? FileManager.default.removeItem(at: file)
     }
 
-    func choice(for key: String) -> String? {
-        state.withLock { $0.choices[key]?.choice }
+    /// The decision `key` names among the candidates `names`: the stored one if `choices` holds
+    /// one of them, else the index of the least of `timing()` (each candidate's time, in
+    /// nanoseconds; the first on a tie), stored in `choices` with the times if given.
+    static func choose(_ key: String, among names: [String], in choices: FastModeChoices?, timing: () -> [Double]) -> Int {
+        if let stored = choices?.state.withLock({ $0.choices[key]?.choice }), let index = names.firstIndex(of: stored) {
+            return index
+        }
+        let times = timing()
+        let winner = times.indices.min { times[$0] < times[$1] }!
+        choices?.record(names[winner], nanoseconds: Dictionary(uniqueKeysWithValues: zip(names, times)), for: key)
+        return winner
     }
 
     /// Stores a decision, with each candidate's time, and rewrites the file. A file that cannot be
     /// written is reported on standard error once; the choices still hold for this process. Two
     /// processes recording at once each write what they know: the last one's file stands, and
     /// choices only the other made are timed again by a later run.
-    func record(_ choice: String, nanoseconds: [String: Double], for key: String) {
+    private func record(_ choice: String, nanoseconds: [String: Double], for key: String) {
         // Milliseconds to the microsecond. A candidate without a usable kernel timed as infinite
         // is left out, since JSON has no infinity.
         let milliseconds = nanoseconds.filter { $0.value.isFinite }.mapValues { ($0 / 1e3).rounded() / 1e3 }

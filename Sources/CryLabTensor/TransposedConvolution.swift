@@ -214,18 +214,14 @@ func usesBFloat16Products(_ g: TransposedConvolutionGeometry) -> Bool {
     case .fast:
         let key = [g.pixels, g.patchLength, g.inputChannels, ComputeThreads.count]
         if let known = productPrecisionChoices.withLock({ $0[key] }) { return known }
-        let choices = ConvolutionPrecision.fastModeChoices
-        let choiceKey = "transposed-convolution product [\(g.pixels), \(g.inputChannels)] x [\(g.inputChannels), \(g.patchLength)], \(key[3]) threads"
-        let choice: Bool
-        if let stored = choices?.choice(for: choiceKey), stored == "bf16" || stored == "fp32" {
-            choice = stored == "bf16"
-        } else {
+        // fp32 first, so that it wins a tie; bf16 must win by the margin.
+        let choice = FastModeChoices.choose(
+            "transposed-convolution product [\(g.pixels), \(g.inputChannels)] x [\(g.inputChannels), \(g.patchLength)], \(key[3]) threads",
+            among: ["fp32", "bf16"], in: ConvolutionPrecision.fastModeChoices
+        ) {
             let times = bfloat16ProductTimes(m: g.pixels, n: g.patchLength, k: g.inputChannels)
-            choice = times.bf16 < ConvolutionPrecision.fastModeBFloat16Margin * times.fp32
-            choices?.record(choice ? "bf16" : "fp32", nanoseconds: [
-                "bf16": times.bf16 / ConvolutionPrecision.fastModeBFloat16Margin, "fp32": times.fp32,
-            ], for: choiceKey)
-        }
+            return [times.fp32, times.bf16 / ConvolutionPrecision.fastModeBFloat16Margin]
+        } == 1
         productPrecisionChoices.withLock { $0[key] = choice }
         return choice
     }
