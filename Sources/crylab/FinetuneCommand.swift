@@ -44,11 +44,7 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Threads for the engine (default: every core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(help: ConvolutionPrecision.help)
-    var precision: ConvolutionPrecision = .fp32
-
-    @Flag(name: .customLong("retime-fast-mode"), help: ConvolutionPrecision.retimeHelp)
-    var retimeFastMode = false
+    @OptionGroup var convolution: ConvolutionOptions
 
     @Flag(help: "Continue an interrupted run in the same --output folder: folds it finished are reused, the rest trained.")
     var resume = false
@@ -63,9 +59,6 @@ struct FinetuneCommand: ParsableCommand {
         if encoder == nil && !fromScratch { throw ValidationError("give --encoder FILE.h5, or --from-scratch to start from random weights") }
         if encoder != nil && fromScratch { throw ValidationError("--encoder and --from-scratch exclude each other") }
         if let folds, folds < 2 { throw ValidationError("--folds must be at least 2") }
-        if retimeFastMode && precision != .fast {
-            throw ValidationError("--retime-fast-mode times the fast mode's kernel choices: add --precision fast, or leave it out")
-        }
     }
 
     func run() throws {
@@ -74,7 +67,7 @@ struct FinetuneCommand: ParsableCommand {
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
         ComputeThreads.set(threads)
-        ConvolutionPrecision.setForCommand(precision, retime: retimeFastMode, quiet: quiet)
+        convolution.apply(quiet: quiet)
         var frontEnd = recipe.frontEnd
         if let encoder, frontEnd == nil {
             frontEnd = try Checkpoint.load(encoder).metadata.frontEnd

@@ -76,27 +76,37 @@ struct FrontEndOptions: ParsableArguments {
 extension MelNorm: ExpressibleByArgument {}
 extension FrameFit: ExpressibleByArgument {}
 
-extension ConvolutionPrecision: ExpressibleByArgument {
-    /// The help text of every command's --precision.
-    static let help: ArgumentHelp = """
+extension ConvolutionPrecision: ExpressibleByArgument {}
+
+/// The convolution arithmetic of the commands that train (pretrain, finetune).
+struct ConvolutionOptions: ParsableArguments {
+    @Option(help: """
         Convolution arithmetic: fp32 (default); bf16 (bfloat16 inputs and weights, fp32 accumulation, \
         results, master weights and optimiser); winograd (fp32 with oneDNN's Winograd kernels for 3x3 \
         stride-1 convolutions, on AVX-512 CPUs); or fast (each convolution pass in whichever of direct fp32, \
         bf16 and Winograd timed fastest on this machine; the choices are kept for later runs, see --retime-fast-mode).
-        """
+        """)
+    var precision: ConvolutionPrecision = .fp32
 
-    static let retimeHelp: ArgumentHelp = """
+    @Flag(name: .customLong("retime-fast-mode"), help: """
         With --precision fast: time every kernel choice again instead of reusing those kept from earlier \
         runs on this machine (in $XDG_CACHE_HOME or ~/.cache, crylab/fast-mode-choices.json), and keep the new ones.
-        """
+        """)
+    var retimeFastMode = false
+
+    func validate() throws {
+        if retimeFastMode && precision != .fast {
+            throw ValidationError("--retime-fast-mode times the fast mode's kernel choices: add --precision fast, or leave it out")
+        }
+    }
 
     /// Sets the precision for the process; in `fast`, with the choices kept on this machine.
-    static func setForCommand(_ precision: ConvolutionPrecision, retime: Bool, quiet: Bool) {
-        set(precision)
+    func apply(quiet: Bool) {
+        ConvolutionPrecision.set(precision)
         guard precision == .fast else { return }
         let choices = FastModeChoices(file: FastModeChoices.defaultFile)
-        if retime { choices.forget() }
-        setFastModeChoices(choices)
+        if retimeFastMode { choices.forget() }
+        ConvolutionPrecision.setFastModeChoices(choices)
         guard !quiet else { return }
         let message = choices.count > 0
             ? "fast mode: reusing \(choices.count) kernel choices timed earlier on this machine (\(choices.file.path)); --retime-fast-mode times them again\n"

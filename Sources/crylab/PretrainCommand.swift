@@ -35,11 +35,7 @@ struct PretrainCommand: ParsableCommand {
     @Option(help: "Threads for the engine (default: every core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(help: ConvolutionPrecision.help)
-    var precision: ConvolutionPrecision = .fp32
-
-    @Flag(name: .customLong("retime-fast-mode"), help: ConvolutionPrecision.retimeHelp)
-    var retimeFastMode = false
+    @OptionGroup var convolution: ConvolutionOptions
 
     @Flag(help: "Continue the run in the output folder from its last.h5.")
     var resume = false
@@ -62,9 +58,6 @@ struct PretrainCommand: ParsableCommand {
     func validate() throws {
         if data.isEmpty { throw ValidationError("--data is required: audio folders or a feature store") }
         if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
-        if retimeFastMode && precision != .fast {
-            throw ValidationError("--retime-fast-mode times the fast mode's kernel choices: add --precision fast, or leave it out")
-        }
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
@@ -74,7 +67,7 @@ struct PretrainCommand: ParsableCommand {
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
         ComputeThreads.set(threads)
-        ConvolutionPrecision.setForCommand(precision, retime: retimeFastMode, quiet: quiet)
+        convolution.apply(quiet: quiet)
         let store = try loadData(data, frontEnd: recipe.frontEnd, unlabeled: true, threads: threads, quiet: quiet)
         var options = PretrainOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
         options.maxSteps = maxSteps
