@@ -80,7 +80,7 @@ public func extractFeatures(from sources: [AudioSource], frontEnd: FrontEnd, thr
     }
     progress.finish()
 
-    let classNames = Array(Set(sources.compactMap(\.className))).sorted()
+    let classNames = sortedClassNames(sources.compactMap(\.className))
     let classIndex = Dictionary(uniqueKeysWithValues: classNames.enumerated().map { ($1, Int32($0)) })
     var store = FeatureStore(frontEnd: frontEnd, classNames: classNames, features: [], mels: mels, frames: frames,
                              labels: [], paths: [], groups: [], durations: [], sourceRates: [],
