@@ -59,6 +59,35 @@ public struct FeatureStore: Sendable {
         return Spectrogram(rows: mels, frames: frames, values: Array(features[(index * size)..<((index + 1) * size)]))
     }
 
+    /// The clips at `indices` (in that order) as a store of their own, with the same front end,
+    /// class names and normalisation statistics; the skipped list is kept.
+    public func subset(_ indices: [Int]) -> FeatureStore {
+        let size = mels * frames
+        var values: [Float] = []
+        values.reserveCapacity(indices.count * size)
+        for index in indices { values += features[(index * size)..<((index + 1) * size)] }
+        return FeatureStore(frontEnd: frontEnd, classNames: classNames, features: values, mels: mels, frames: frames,
+                            labels: indices.map { labels[$0] }, paths: indices.map { paths[$0] },
+                            groups: indices.map { groups[$0] }, durations: indices.map { durations[$0] },
+                            sourceRates: indices.map { sourceRates[$0] }, normalization: normalization, skipped: skipped)
+    }
+
+    /// This store's clips followed by `other`'s (same front end and size; class names must agree
+    /// or `other` must be unlabeled, whose clips stay unlabeled).
+    public func appending(_ other: FeatureStore) -> FeatureStore {
+        precondition(other.frontEnd == frontEnd && other.mels == mels && other.frames == frames,
+                     "appending a store of another front end or size")
+        let otherLabels: [Int32] = other.labels.map { label in
+            guard label >= 0, let index = classNames.firstIndex(of: other.classNames[Int(label)]) else { return -1 }
+            return Int32(index)
+        }
+        return FeatureStore(frontEnd: frontEnd, classNames: classNames, features: features + other.features, mels: mels,
+                            frames: frames, labels: labels + otherLabels, paths: paths + other.paths,
+                            groups: groups + other.groups, durations: durations + other.durations,
+                            sourceRates: sourceRates + other.sourceRates, normalization: normalization,
+                            skipped: skipped + other.skipped)
+    }
+
     /// Writes the store atomically: `path` appears only when complete.
     public func write(to path: String) throws {
         try HDF5File.writeAtomically(to: path) { file in

@@ -25,6 +25,10 @@ public final class BatchNormalization: BlockedLayoutLayer {
     public let movingVariance: Parameter
     public var trainable = true
     public var frozenUsesBatchStatistics = false
+    /// While set, a training forward makes the moving statistics the plain average of the batch
+    /// statistics seen since it was set to 0 (this counts them), instead of the momentum update:
+    /// see `Model.recalibrateBatchNormalization`.
+    public var averagedBatches: Int?
     var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
@@ -79,11 +83,17 @@ public final class BatchNormalization: BlockedLayoutLayer {
         if batchStatistics {
             let statistics = x.values.withUnsafeBufferPointer { batchNormStatistics($0.baseAddress!, rows) }
             (mean, variance) = (statistics.mean.map { Float($0) }, statistics.variance.map { Float($0) })
+            // Keras's momentum update; while recalibrating, a running average over the batches.
+            var keep = momentum
+            if let seen = averagedBatches {
+                keep = Float(seen) / Float(seen + 1)
+                averagedBatches = seen + 1
+            }
             movingMean.updateValues { m in
-                for c in 0..<channels { m[c] = m[c] * momentum + mean[c] * (1 - momentum) }
+                for c in 0..<channels { m[c] = m[c] * keep + mean[c] * (1 - keep) }
             }
             movingVariance.updateValues { v in
-                for c in 0..<channels { v[c] = v[c] * momentum + variance[c] * (1 - momentum) }
+                for c in 0..<channels { v[c] = v[c] * keep + variance[c] * (1 - keep) }
             }
         } else {
             (mean, variance) = (movingMean.value.values, movingVariance.value.values)
@@ -145,4 +155,18 @@ public final class BatchNormalization: BlockedLayoutLayer {
     }
 
     public func releaseCache() { cache = nil }
+}
+
+extension Model {
+    /// Sets the moving mean and variance of every BatchNormalization layer that normalises with
+    /// batch statistics in training to the average of those statistics over `batches` (training
+    /// forward passes; no weight changes). After a short run the momentum-0.99 moving statistics
+    /// still hold much of their initial values, and inference with them can fall to chance.
+    public func recalibrateBatchNormalization(_ batches: [Tensor]) {
+        let norms = layers.compactMap { $0 as? BatchNormalization }.filter { $0.usesBatchStatistics(training: true) }
+        guard !norms.isEmpty, !batches.isEmpty else { return }
+        for norm in norms { norm.averagedBatches = 0 }
+        for batch in batches { _ = forward(batch, training: true) }
+        for norm in norms { norm.averagedBatches = nil }
+    }
 }

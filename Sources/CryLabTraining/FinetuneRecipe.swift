@@ -158,10 +158,14 @@ public struct EvaluationRecipe: Codable, Sendable, Equatable {
     public var testFraction: Double = 0.2
     /// After cross-validation, train one more model on all labeled clips and save it as classifier.h5.
     public var trainFinalModel = true
+    /// After training, set every trained BatchNormalization layer's moving statistics to their
+    /// average over the training clips (centre crops, no augmentation). Short runs need it: the
+    /// momentum-0.99 statistics still hold much of their initial values (default false).
+    public var recalibrateBatchNormalization = false
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case split, folds, testFraction, trainFinalModel }
+    enum CodingKeys: String, CodingKey, CaseIterable { case split, folds, testFraction, trainFinalModel, recalibrateBatchNormalization }
 
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -170,6 +174,7 @@ public struct EvaluationRecipe: Codable, Sendable, Equatable {
         folds = try c.decodeIfPresent(Int.self, forKey: .folds) ?? 5
         testFraction = try c.decodeIfPresent(Double.self, forKey: .testFraction) ?? 0.2
         trainFinalModel = try c.decodeIfPresent(Bool.self, forKey: .trainFinalModel) ?? true
+        recalibrateBatchNormalization = try c.decodeIfPresent(Bool.self, forKey: .recalibrateBatchNormalization) ?? false
         guard folds >= 2 else { throw DecodingError.dataCorruptedError(forKey: .folds, in: c, debugDescription: "must be at least 2") }
     }
 }

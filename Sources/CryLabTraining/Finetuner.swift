@@ -14,8 +14,29 @@ public struct FinetuneOptions: Sendable {
     /// Reuse the folds an interrupted run of the same recipe, data and encoder finished (saved in
     /// `folds/` of the run folder) and train only the rest. Without it, saved folds are discarded.
     public var resume = false
+    /// Train on this many labeled clips per class, drawn (stratified, per draw) from each training
+    /// fold only; nil trains on every training clip.
+    public var labelsPerClass: Int?
+    /// How many label draws are evaluated (each its own cross-validation on the same folds).
+    public var draws = 1
+    /// Evaluate on this store instead of cross-validating: train on the data (or K labels per
+    /// class of it), test on every labeled clip of `test` of the recipe's classes.
+    public var test: FeatureStore?
+    /// The test store's path, for the report.
+    public var testPath: String?
 
     public init(output: URL) { self.output = output }
+}
+
+/// One label draw of a few-label fine-tuning run: pooled figures of the model and of the
+/// baseline trained on the same drawn clips.
+public struct LabelDrawFigures: Codable, Sendable {
+    public var draw: Int
+    public var trainingClips: Int
+    public var balancedAccuracy: Double
+    public var macroF1: Double
+    public var baselineBalancedAccuracy: Double
+    public var baselineMacroF1: Double
 }
 
 /// Everything a fine-tuning run measured.
@@ -38,6 +59,9 @@ public struct FinetuneSummary: Codable, Sendable {
     public var classifier: String?
     public var report: String?
     public var warnings: [String]
+    /// With --labels-per-class: K, and every draw's figures (the cross-validation above is draw 1's).
+    public var labelsPerClass: Int?
+    public var labelDraws: [LabelDrawFigures]?
 }
 
 /// Fine-tunes an encoder with a classification head, evaluates it with grouped cross-validation
@@ -53,17 +77,54 @@ public final class Finetuner {
     let encoderConfiguration: UNetConfiguration
     let pretrained: Model?
     let normalization: (mean: Float, std: Float)?
+    /// With a test store: the set positions that train (the data's clips) and that test (the test store's).
+    let trainingPositions: [Int]
+    let testPositions: [Int]?
     private var trainedSamples = 0
     private var trainingSeconds = 0.0
 
+    /// - Parameter labeledSet: the clips and labels to use; default: the store's class folders
+    ///   restricted to the recipe's classes.
     public init(recipe: FinetuneRecipe, recipeText: String, store: FeatureStore, options: FinetuneOptions,
+                labeledSet: LabeledSet? = nil,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         self.recipe = recipe
         self.recipeText = recipeText
-        self.store = store
         self.options = options
         self.log = log
-        set = try LabeledSet(store: store, classes: recipe.classes, merge: recipe.merge)
+        if let test = options.test {
+            // One store, the test clips after the training clips, so every clip has one position.
+            guard test.frontEnd == store.frontEnd else {
+                throw RecipeError(file: options.testPath ?? "test", message: "was made with another front end than the training data (\(describeDifference(test.frontEnd, store.frontEnd))); make both with the same options")
+            }
+            let trainingClasses = Set(store.classNames)
+            if let missing = (recipe.classes ?? store.classNames).first(where: { !test.classNames.contains($0) }) {
+                log("note: the test store has no class '\(missing)'; its recall is not measured")
+            }
+            if let unknown = test.classNames.first(where: { !trainingClasses.contains($0) }) {
+                log("note: the test store's class '\(unknown)' is not in the training data; its clips are left out")
+            }
+            let combined = store.appending(test)
+            self.store = combined
+            let labeled = try labeledSet ?? LabeledSet(store: combined, classes: recipe.classes ?? store.classNames, merge: recipe.merge)
+            let training = labeled.indices.indices.filter { labeled.indices[$0] < store.count }
+            let testing = labeled.indices.indices.filter { labeled.indices[$0] >= store.count }
+            let shared = Set(training.map { labeled.groups[$0] }).intersection(testing.map { labeled.groups[$0] })
+            if !shared.isEmpty {
+                log("warning: \(shared.count) recording sources are in both the training data and the test store (e.g. \(shared.sorted()[0])): the test is not independent of training")
+            }
+            guard !testing.isEmpty else {
+                throw RecipeError(file: options.testPath ?? "test", message: "has no labeled clip of the classes \(labeled.classNames.joined(separator: ", "))")
+            }
+            set = labeled
+            trainingPositions = training
+            testPositions = testing
+        } else {
+            self.store = store
+            set = try labeledSet ?? LabeledSet(store: store, classes: recipe.classes, merge: recipe.merge)
+            trainingPositions = Array(0..<set.count)
+            testPositions = nil
+        }
         if let path = options.encoderPath {
             // A Keras file carries no architecture of ours: it is read as the recipe's encoder.
             let loaded = try EncoderFile(path: path, kerasArchitecture: try recipe.encoder.configuration(
@@ -93,9 +154,12 @@ public final class Finetuner {
     public func run() throws -> FinetuneSummary {
         let started = Date()
         try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true)
-        let folds: [Fold]
-        let protocolDescription: String
+        var folds: [Fold]
+        var protocolDescription: String
         switch recipe.evaluation.split {
+        case _ where testPositions != nil:
+            folds = [Fold(train: trainingPositions, test: testPositions!)]
+            protocolDescription = "trained on the data's \(trainingPositions.count) clips, tested on the \(testPositions!.count) clips of \(options.testPath ?? "the test store")"
         case .groupedKFold:
             folds = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: recipe.evaluation.folds, seed: recipe.training.seed)
             protocolDescription = "\(recipe.evaluation.folds)-fold cross-validation, grouped by recording source and stratified by class; pooled out-of-fold figures"
@@ -104,15 +168,58 @@ public final class Finetuner {
             protocolDescription = "one random \(Int((1 - recipe.evaluation.testFraction) * 100))/\(Int(recipe.evaluation.testFraction * 100)) split of clips (families straddle train and test: optimistic)"
         }
         log("fine-tuning on \(set.count) clips of \(set.classNames.joined(separator: ", ")) from \(Set(set.groups).count) sources; \(protocolDescription)")
+        if let k = options.labelsPerClass {
+            protocolDescription += "; \(k) labels per class drawn from each training fold (\(options.draws) draws), every epoch trained (no held-out selection unless the recipe's validationFraction holds some of the K out)"
+        }
         var bestEpochs: [Int] = []
         var histories: [[String: [Double]]] = []
-        let saved = FoldRecords(folder: options.output.appendingPathComponent("folds"), identity: runIdentity(folds: folds))
+        let allFolds = folds
+        var draws: [(result: CrossValidationResult, baseline: CrossValidationResult, trainingClips: Int)] = []
+        for draw in 0..<(options.labelsPerClass == nil ? 1 : options.draws) {
+            if let k = options.labelsPerClass {
+                folds = allFolds.enumerated().map { index, fold in
+                    Fold(train: drawLabels(from: fold.train, labels: set.labels, perClass: k,
+                                           seed: recipe.training.seed &+ 0xD1A5 &+ UInt64(draw) &* 7919 &+ UInt64(index)),
+                         test: fold.test)
+                }
+                log("label draw \(draw + 1)/\(options.draws): \(k) labels per class, \(folds[0].train.count) training clips in fold 1")
+            }
+            bestEpochs = []
+            histories = []
+            let result = try crossValidateOnce(folds: folds, draw: draw, bestEpochs: &bestEpochs, histories: &histories)
+            draws.append((result, logisticRegressionBaseline(store: store, set: set, folds: folds), folds.map(\.train.count).reduce(0, +) / folds.count))
+        }
+        let (result, baseline, _) = draws[0]
+        var summary = FinetuneSummary(
+            runFolder: options.output.path, recipe: recipe.name, encoder: options.encoderPath ?? "random weights",
+            classes: set.classNames, clips: set.count, groups: Set(set.groups).count, protocolDescription: protocolDescription,
+            crossValidation: result, baseline: baseline, bestEpochs: bestEpochs, histories: histories,
+            samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9), seconds: 0, classifier: nil, report: nil,
+            warnings: [])
+        if options.labelsPerClass != nil {
+            summary.labelsPerClass = options.labelsPerClass
+            summary.labelDraws = draws.enumerated().map { index, item in
+                LabelDrawFigures(draw: index + 1, trainingClips: item.trainingClips,
+                                 balancedAccuracy: item.result.pooled.balancedAccuracy, macroF1: item.result.pooled.macroF1,
+                                 baselineBalancedAccuracy: item.baseline.pooled.balancedAccuracy,
+                                 baselineMacroF1: item.baseline.pooled.macroF1)
+            }
+        }
+        return try finish(summary, started: started)
+    }
+
+    /// One cross-validation over `folds` (finished folds saved per draw for --resume).
+    func crossValidateOnce(folds: [Fold], draw: Int, bestEpochs: inout [Int], histories: inout [[String: [Double]]]) throws -> CrossValidationResult {
+        let folder = options.labelsPerClass == nil ? "folds" : "folds/draw-\(draw + 1)"
+        let saved = FoldRecords(folder: options.output.appendingPathComponent(folder), identity: runIdentity(folds: folds))
         if !options.resume { try saved.discard() }
-        let result = try crossValidate(set, folds: folds, method: recipe.name) { train, foldIndex in
+        var epochs: [Int] = [], records: [[String: [Double]]] = []
+        defer { bestEpochs = epochs; histories = records }
+        return try crossValidate(set, folds: folds, method: recipe.name) { train, foldIndex in
             if options.resume, let record = try saved.load(fold: foldIndex) {
                 log("fold \(foldIndex + 1)/\(folds.count): finished by the interrupted run, reused from \(saved.path(fold: foldIndex).path)")
-                bestEpochs.append(record.bestEpoch)
-                histories.append(record.history)
+                epochs.append(record.bestEpoch)
+                records.append(record.history)
                 trainedSamples += record.trainedSamples
                 trainingSeconds += record.trainingSeconds
                 let byPosition = Dictionary(uniqueKeysWithValues: zip(record.testPositions, record.probabilities))
@@ -121,21 +228,20 @@ public final class Finetuner {
             log("fold \(foldIndex + 1)/\(folds.count): \(train.count) training clips")
             let (samplesBefore, secondsBefore) = (trainedSamples, trainingSeconds)
             let (model, batcher, best, history) = try trainModel(on: train, label: "fold \(foldIndex + 1)/\(folds.count)")
-            bestEpochs.append(best)
-            histories.append(history)
+            epochs.append(best)
+            records.append(history)
             let test = folds[foldIndex].test
             try saved.save(FoldRecord(identity: saved.identity, fold: foldIndex, testPositions: test,
                                       probabilities: self.predict(model, test, batcher: batcher), bestEpoch: best, history: history,
                                       trainedSamples: trainedSamples - samplesBefore, trainingSeconds: trainingSeconds - secondsBefore))
             return { positions in self.predict(model, positions, batcher: batcher) }
         }
-        let baseline = logisticRegressionBaseline(store: store, set: set, folds: folds)
-        var summary = FinetuneSummary(
-            runFolder: options.output.path, recipe: recipe.name, encoder: options.encoderPath ?? "random weights",
-            classes: set.classNames, clips: set.count, groups: Set(set.groups).count, protocolDescription: protocolDescription,
-            crossValidation: result, baseline: baseline, bestEpochs: bestEpochs, histories: histories,
-            samplesPerSecond: Double(trainedSamples) / max(trainingSeconds, 1e-9), seconds: 0, classifier: nil, report: nil,
-            warnings: [])
+    }
+
+    /// Warnings, the final classifier, the report files.
+    func finish(_ summary: FinetuneSummary, started: Date) throws -> FinetuneSummary {
+        var summary = summary
+        let result = summary.crossValidation
         if !result.pooled.neverPredicted.isEmpty {
             summary.warnings.append("the model never predicted: \(result.pooled.neverPredicted.joined(separator: ", "))")
         }
@@ -147,8 +253,12 @@ public final class Finetuner {
             summary.warnings.append("balanced accuracy above 0.9 on this kind of data usually means leakage between train and test; check the groups")
         }
         if recipe.evaluation.trainFinalModel {
-            log("final model on all \(set.count) clips")
-            let (model, batcher, _, _) = try trainModel(on: Array(0..<set.count), label: "final")
+            // Every training clip (never a test store's), or K per class of them.
+            let positions = options.labelsPerClass.map {
+                drawLabels(from: trainingPositions, labels: set.labels, perClass: $0, seed: recipe.training.seed &+ 0xF1A1)
+            } ?? trainingPositions
+            log("final model on \(positions.count) clips")
+            let (model, batcher, _, _) = try trainModel(on: positions, label: "final")
             let path = options.output.appendingPathComponent("classifier.h5").path
             var metadata = CheckpointMetadata(frontEnd: store.frontEnd, normalization: NormalizationStats(mean: batcher.mean, std: batcher.std),
                                               classNames: set.classNames, recipe: recipeText, epoch: recipe.training.epochs,
@@ -174,13 +284,18 @@ public final class Finetuner {
         text += "\n--clips " + set.indices.map { store.paths[$0] }.joined(separator: "|")
         text += "\n--labels " + set.labels.map(String.init).joined(separator: ",")
         text += "\n--folds " + folds.map { $0.test.map(String.init).joined(separator: ",") }.joined(separator: ";")
+        if options.labelsPerClass != nil {
+            text += "\n--drawn " + folds.map { $0.train.map(String.init).joined(separator: ",") }.joined(separator: ";")
+        }
         return text
     }
 
     /// Trains one classifier on the set positions `train` (a grouped share held out for model
     /// selection); returns it with its batcher and the selected epoch (1-based).
-    func trainModel(on train: [Int], label: String) throws -> (Model, SpectrogramBatcher, Int, [String: [Double]]) {
-        let training = recipe.training
+    /// `epochs` overrides the recipe's (the label curve trains small draws for a bounded number of steps).
+    func trainModel(on train: [Int], label: String, epochs: Int? = nil) throws -> (Model, SpectrogramBatcher, Int, [String: [Double]]) {
+        var training = recipe.training
+        if let epochs { training.epochs = epochs }
         let (fit, validation) = training.validationFraction > 0
             ? groupedHoldout(groups: set.groups, indices: train, fraction: training.validationFraction, seed: training.seed)
             : (train, [])
@@ -252,6 +367,13 @@ public final class Finetuner {
         }
         if let best {
             for ((_, parameter), value) in zip(model.namedWeights, best.weights) { try parameter.assign(value) }
+        }
+        if recipe.evaluation.recalibrateBatchNormalization {
+            let batches = stride(from: 0, to: fit.count, by: training.batchSize).map { start -> Tensor in
+                var centre: SeededGenerator? = nil
+                return batcher.inputs(fit[start..<min(start + training.batchSize, fit.count)].map { set.indices[$0] }, random: &centre)
+            }
+            model.recalibrateBatchNormalization(batches)
         }
         return (model, batcher, best?.epoch ?? training.epochs, history)
     }

@@ -81,3 +81,28 @@ public func randomSplit(count: Int, testFraction: Double, seed: UInt64) -> Fold 
     let testCount = Int((Double(count) * testFraction).rounded())
     return Fold(train: Array(indices[testCount...]).sorted(), test: Array(indices[..<testCount]).sorted())
 }
+
+/// One fold per recording source: each group is the test set once, every other group trains.
+/// The honest protocol when there are few groups (FSDD's five speakers), where k-fold would put
+/// several groups together in a test fold and leave fewer to train on.
+public func leaveOneGroupOutFolds(groups: [String]) -> [Fold] {
+    let names = Array(Set(groups)).sorted()
+    return names.map { name in
+        Fold(train: groups.indices.filter { groups[$0] != name }, test: groups.indices.filter { groups[$0] == name })
+    }
+}
+
+/// `perClass` labeled clips of every class, drawn without replacement from `positions` (a
+/// training fold: the draw never reaches outside it), or every clip of a class that has fewer.
+/// The same `seed` gives the same draw, so every model compared on a curve sees the same labels.
+/// - Returns: the drawn positions, sorted.
+public func drawLabels(from positions: [Int], labels: [Int], perClass: Int, seed: UInt64) -> [Int] {
+    var byClass: [Int: [Int]] = [:]
+    for position in positions { byClass[labels[position], default: []].append(position) }
+    var generator = SeededGenerator(seed: seed)
+    var drawn: [Int] = []
+    for label in byClass.keys.sorted() {
+        drawn += byClass[label]!.shuffled(using: &generator).prefix(perClass)
+    }
+    return drawn.sorted()
+}

@@ -35,6 +35,15 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Override the number of cross-validation folds.")
     var folds: Int?
 
+    @Option(name: .customLong("labels-per-class"), help: "Train on K labeled clips per class, drawn (stratified) from each training fold only.")
+    var labelsPerClass: Int?
+
+    @Option(help: "With --labels-per-class: how many label draws to evaluate, each a cross-validation on the same folds.")
+    var draws: Int = 1
+
+    @Option(help: "A labeled feature store to test on instead of cross-validating (trained on --data).")
+    var test: String?
+
     @Option(help: "Override the recipe's number of epochs.")
     var epochs: Int?
 
@@ -59,6 +68,11 @@ struct FinetuneCommand: ParsableCommand {
         if encoder == nil && !fromScratch { throw ValidationError("give --encoder FILE.h5, or --from-scratch to start from random weights") }
         if encoder != nil && fromScratch { throw ValidationError("--encoder and --from-scratch exclude each other") }
         if let folds, folds < 2 { throw ValidationError("--folds must be at least 2") }
+        if let labelsPerClass, labelsPerClass < 1 { throw ValidationError("--labels-per-class must be at least 1") }
+        if draws < 1 { throw ValidationError("--draws must be at least 1") }
+        if draws > 1 && labelsPerClass == nil { throw ValidationError("--draws needs --labels-per-class: without it every draw would hold the same clips") }
+        if test != nil && folds != nil { throw ValidationError("--test evaluates on another store; --folds cross-validates: give one of them") }
+        if let test, !isFeatureStore(test) { throw ValidationError("--test must be a feature store (.h5), got '\(test)'") }
     }
 
     func run() throws {
@@ -77,6 +91,12 @@ struct FinetuneCommand: ParsableCommand {
         options.encoderPath = encoder
         options.quiet = quiet
         options.resume = resume
+        options.labelsPerClass = labelsPerClass
+        options.draws = draws
+        if let test {
+            options.test = try FeatureStore.read(from: test)
+            options.testPath = test
+        }
         let summary = try Finetuner(recipe: recipe, recipeText: text, store: store, options: options).run()
         if json {
             var compact = summary
@@ -88,6 +108,12 @@ struct FinetuneCommand: ParsableCommand {
             print(String(format: "baseline (logistic regression on log-mel statistics, same folds): balanced accuracy %.3f (p = %.3f), macro-F1 %.3f",
                          summary.baseline.pooled.balancedAccuracy, summary.baseline.pooled.chance.balancedAccuracyPValue,
                          summary.baseline.pooled.macroF1))
+            if let k = summary.labelsPerClass, let draws = summary.labelDraws {
+                let values = draws.map(\.balancedAccuracy), baseline = draws.map(\.baselineBalancedAccuracy)
+                print(String(format: "%d labels per class, %d draws: balanced accuracy %.3f (%.3f-%.3f), baseline on the same draws %.3f (%.3f-%.3f)",
+                             k, draws.count, values.reduce(0, +) / Double(values.count), values.min()!, values.max()!,
+                             baseline.reduce(0, +) / Double(baseline.count), baseline.min()!, baseline.max()!))
+            }
             for warning in summary.warnings { print("warning: \(warning)") }
             if let path = summary.classifier { print("classifier: \(path)") }
             if let path = summary.report { print("report: \(path)") }
