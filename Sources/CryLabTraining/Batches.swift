@@ -84,8 +84,62 @@ public struct SpectrogramBatcher: Sendable {
                 for m in start..<(start + width) { for t in 0..<frames { mask.values[(b * mels + m) * frames + t] = 1 } }
             }
         }
+        let patches = objective.patches
+        if patches.ratio > 0 {
+            // Non-overlapping patches from the top-left corner; edge patches are cut to fit.
+            for b in 0..<batch {
+                for top in stride(from: 0, to: mels, by: patches.mels) {
+                    for left in stride(from: 0, to: frames, by: patches.frames)
+                    where Double.random(in: 0..<1, using: &generator) < patches.ratio {
+                        for m in top..<min(top + patches.mels, mels) {
+                            for t in left..<min(left + patches.frames, frames) { mask.values[(b * mels + m) * frames + t] = 1 }
+                        }
+                    }
+                }
+            }
+        }
         for i in 0..<input.values.count where mask.values[i] != 0 { input.values[i] = 0 }
         return mask
+    }
+
+    /// Mixes, with `mixing.probability`, the next clip of the batch (the last takes the first)
+    /// into each clip of `input`, in power: the values are normalised dB (`(dB - mean) / std`),
+    /// the other clip is lowered by a level drawn from `minimumDB...maximumDB`.
+    /// input: [batch, mels, frames, 1]
+    public static func mixClips(_ input: inout Tensor, mixing: MixingRecipe, mean: Float, std: Float,
+                                using generator: inout SeededGenerator) {
+        let batch = input.shape[0]
+        guard mixing.probability > 0, batch > 1 else { return }
+        let size = input.count / batch
+        let clean = input.values
+        for b in 0..<batch where Double.random(in: 0..<1, using: &generator) < mixing.probability {
+            let other = (b + 1) % batch
+            let attenuation = Float.random(in: mixing.minimumDB...mixing.maximumDB, using: &generator)
+            for i in 0..<size {
+                let own = clean[b * size + i] * std + mean, added = clean[other * size + i] * std + mean - attenuation
+                let mixed = 10 * log10(pow(10, own / 10) + pow(10, added / 10))
+                input.values[b * size + i] = (mixed - mean) / std
+            }
+        }
+    }
+
+    /// Level and time augmentation of whole clips (input and target alike): each clip shifted by
+    /// up to `gainDB` dB (the values are normalised dB, so by `gain / std`) and rolled circularly by
+    /// up to `timeShift` frames either way.
+    /// input: [batch, mels, frames, 1]
+    public static func shiftClips(_ input: inout Tensor, gainDB: Float, timeShift: Int, std: Float,
+                                  using generator: inout SeededGenerator) {
+        guard gainDB > 0 || timeShift > 0 else { return }
+        let (batch, mels, frames) = (input.shape[0], input.shape[1], input.shape[2])
+        let original = input.values
+        for b in 0..<batch {
+            let gain = gainDB > 0 ? Float.random(in: -gainDB...gainDB, using: &generator) / std : 0
+            let shift = timeShift > 0 ? Int.random(in: -min(timeShift, frames - 1)...min(timeShift, frames - 1), using: &generator) : 0
+            for m in 0..<mels {
+                let row = (b * mels + m) * frames
+                for t in 0..<frames { input.values[row + (t + shift + frames) % frames] = original[row + t] + gain }
+            }
+        }
     }
 
     /// Adds Gaussian noise of standard deviation `std` (Box-Muller) in place.

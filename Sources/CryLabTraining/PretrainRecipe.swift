@@ -68,27 +68,94 @@ public struct ObjectiveRecipe: Codable, Sendable, Equatable {
     public var timeMasks = MaskRecipe()
     /// Frequency masks hiding `count` bands of up to `width` mel bins from the input.
     public var frequencyMasks = MaskRecipe()
+    /// Time-frequency patches hidden at random (Audio-MAE style, which hides about 80 %).
+    public var patches = PatchMaskRecipe()
+    /// Another clip of the batch mixed into the input (in power, at a random level below the
+    /// clip's), the clean clip the target: denoising.
+    public var mixing = MixingRecipe()
+    /// Augmentation of input and target alike: a random level change of up to this many dB.
+    public var gainDB: Float = 0
+    /// Augmentation of input and target alike: a circular shift in time of up to this many frames.
+    public var timeShift: Int = 0
     /// Standard deviation of Gaussian noise added to the (normalised) input.
     public var noise: Float = 0
     public var loss: Loss = .all
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case timeMasks, frequencyMasks, noise, loss }
+    enum CodingKeys: String, CodingKey, CaseIterable { case timeMasks, frequencyMasks, patches, mixing, gainDB, timeShift, noise, loss }
 
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         timeMasks = try c.decodeIfPresent(MaskRecipe.self, forKey: .timeMasks) ?? timeMasks
         frequencyMasks = try c.decodeIfPresent(MaskRecipe.self, forKey: .frequencyMasks) ?? frequencyMasks
+        patches = try c.decodeIfPresent(PatchMaskRecipe.self, forKey: .patches) ?? patches
+        mixing = try c.decodeIfPresent(MixingRecipe.self, forKey: .mixing) ?? mixing
+        gainDB = try c.decodeIfPresent(Float.self, forKey: .gainDB) ?? gainDB
+        timeShift = try c.decodeIfPresent(Int.self, forKey: .timeShift) ?? timeShift
         noise = try c.decodeIfPresent(Float.self, forKey: .noise) ?? noise
         loss = try c.decodeIfPresent(Loss.self, forKey: .loss) ?? loss
-        if loss == .masked && timeMasks.count == 0 && frequencyMasks.count == 0 {
-            throw DecodingError.dataCorruptedError(forKey: .loss, in: c, debugDescription: "'masked' needs timeMasks or frequencyMasks with a count above 0")
+        if loss == .masked && !masks {
+            throw DecodingError.dataCorruptedError(forKey: .loss, in: c, debugDescription: "'masked' needs timeMasks, frequencyMasks or patches that hide something (a count or ratio above 0)")
+        }
+        guard gainDB >= 0, timeShift >= 0 else {
+            throw DecodingError.dataCorruptedError(forKey: .gainDB, in: c, debugDescription: "gainDB and timeShift must be 0 or more, got \(gainDB) and \(timeShift)")
         }
     }
 
-    public var masks: Bool { timeMasks.count > 0 || frequencyMasks.count > 0 }
+    public var masks: Bool { timeMasks.count > 0 || frequencyMasks.count > 0 || patches.ratio > 0 }
+}
+
+/// Non-overlapping patches of `mels` x `frames` cells, each hidden with probability `ratio`.
+public struct PatchMaskRecipe: Codable, Sendable, Equatable {
+    public var ratio: Double = 0
+    public var mels: Int = 4
+    public var frames: Int = 4
+
+    public init(ratio: Double = 0, mels: Int = 4, frames: Int = 4) {
+        self.ratio = ratio
+        self.mels = mels
+        self.frames = frames
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case ratio, mels, frames }
+
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        ratio = try c.decodeIfPresent(Double.self, forKey: .ratio) ?? 0
+        mels = try c.decodeIfPresent(Int.self, forKey: .mels) ?? 4
+        frames = try c.decodeIfPresent(Int.self, forKey: .frames) ?? 4
+        guard (0..<1).contains(ratio) else { throw DecodingError.dataCorruptedError(forKey: .ratio, in: c, debugDescription: "must be in [0, 1), got \(ratio)") }
+        guard mels >= 1, frames >= 1 else { throw DecodingError.dataCorruptedError(forKey: .mels, in: c, debugDescription: "patch sides must be at least 1, got \(mels) x \(frames)") }
+    }
+}
+
+/// Denoising by mixing: with `probability`, another clip is added to the input at a level
+/// `minimumDB`...`maximumDB` below the clip's own.
+public struct MixingRecipe: Codable, Sendable, Equatable {
+    public var probability: Double = 0
+    public var minimumDB: Float = 3
+    public var maximumDB: Float = 15
+
+    public init(probability: Double = 0, minimumDB: Float = 3, maximumDB: Float = 15) {
+        self.probability = probability
+        self.minimumDB = minimumDB
+        self.maximumDB = maximumDB
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case probability, minimumDB, maximumDB }
+
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        probability = try c.decodeIfPresent(Double.self, forKey: .probability) ?? 0
+        minimumDB = try c.decodeIfPresent(Float.self, forKey: .minimumDB) ?? 3
+        maximumDB = try c.decodeIfPresent(Float.self, forKey: .maximumDB) ?? 15
+        guard (0...1).contains(probability) else { throw DecodingError.dataCorruptedError(forKey: .probability, in: c, debugDescription: "must be in [0, 1], got \(probability)") }
+        guard minimumDB <= maximumDB else { throw DecodingError.dataCorruptedError(forKey: .maximumDB, in: c, debugDescription: "must be at least minimumDB (\(minimumDB)), got \(maximumDB)") }
+    }
 }
 
 /// `crylab pretrain`'s recipe. Every field has a default; see `Recipes/pretrain.yaml`.

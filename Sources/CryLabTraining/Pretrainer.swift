@@ -168,7 +168,8 @@ public final class Pretrainer {
             progress.finish()
             let validationLoss = evaluate(model, validationIndices, batcher: batcher)
             history["train_loss", default: []].append(lossSum / Double(max(seen, 1)))
-            history["val_loss", default: []].append(validationLoss ?? .nan)
+            // Without validation clips there is no validation loss to record (NaN cannot be stored in a checkpoint's JSON).
+            if let validationLoss { history["val_loss", default: []].append(validationLoss) }
             history["seconds", default: []].append(Date().timeIntervalSince(started))
             completedEpochs = epoch + 1
             let score = validationLoss ?? lossSum / Double(max(seen, 1))
@@ -228,7 +229,14 @@ public final class Pretrainer {
         var crop: SeededGenerator? = training ? generator : nil
         var input = batcher.inputs(batch, random: &crop)
         if training, let advanced = crop { generator = advanced }
+        if training {
+            SpectrogramBatcher.shiftClips(&input, gainDB: recipe.objective.gainDB, timeShift: recipe.objective.timeShift,
+                                          std: batcher.std, using: &generator)
+        }
         let target = input
+        if training {
+            SpectrogramBatcher.mixClips(&input, mixing: recipe.objective.mixing, mean: batcher.mean, std: batcher.std, using: &generator)
+        }
         var mask: Tensor?
         if recipe.objective.masks { mask = SpectrogramBatcher.applyMasks(&input, objective: recipe.objective, using: &generator) }
         if training { SpectrogramBatcher.addNoise(&input, std: recipe.objective.noise, using: &generator) }
