@@ -51,6 +51,63 @@ public struct HTMLReport {
         sections.append(svg + "</svg>")
     }
 
+    /// One curve of a band chart: a mean per x position with a shaded range around it (NaN: no point).
+    public struct BandSeries {
+        public var name: String
+        public var mean: [Double]
+        public var low: [Double]
+        public var high: [Double]
+        public init(name: String, mean: [Double], low: [Double], high: [Double]) {
+            self.name = name
+            self.mean = mean
+            self.low = low
+            self.high = high
+        }
+    }
+
+    /// Curves over categorical x positions (e.g. labels per class), each with a shaded band, a
+    /// legend, and an optional dashed reference line (e.g. chance).
+    public mutating func bandChart(title: String, xLabels: [String], xTitle: String, series: [BandSeries],
+                                   reference: (value: Double, name: String)? = nil) {
+        let width = 640.0, height = 340.0, left = 50.0, right = 190.0, top = 30.0, bottom = 45.0
+        var all = series.flatMap { $0.low + $0.high + $0.mean }.filter(\.isFinite)
+        if let reference { all.append(reference.value) }
+        guard !xLabels.isEmpty, let lowest = all.min(), let highest = all.max() else { return }
+        let low = max(0, (lowest * 10).rounded(.down) / 10), high = min(1, max((highest * 10).rounded(.up) / 10, low + 0.1))
+        let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+        func x(_ i: Int) -> Double { left + (width - left - right) * (xLabels.count > 1 ? Double(i) / Double(xLabels.count - 1) : 0.5) }
+        func y(_ v: Double) -> Double { height - bottom - (height - top - bottom) * (v - low) / (high - low) }
+        var svg = "<svg width=\"\(Int(width))\" height=\"\(Int(height))\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
+        svg += "<text x=\"\(left)\" y=\"16\">\(escape(title))</text>"
+        for tick in stride(from: low, through: high + 1e-9, by: 0.1) {
+            svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", left, y(tick), width - right, y(tick))
+            svg += String(format: "<text x=\"8\" y=\"%.1f\">%.1f</text>", y(tick) + 4, tick)
+        }
+        for (i, label) in xLabels.enumerated() {
+            svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%@</text>", x(i), height - bottom + 16, escape(label))
+        }
+        svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%@</text>", (left + width - right) / 2, height - 8, escape(xTitle))
+        if let reference {
+            svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\" stroke-dasharray=\"4 3\"/>", left, y(reference.value), width - right, y(reference.value))
+            svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">%@</text>", width - right + 4, y(reference.value) + 4, escape(reference.name))
+        }
+        for (index, line) in series.enumerated() {
+            let colour = colours[index % colours.count]
+            let valid = line.mean.indices.filter { line.mean[$0].isFinite && line.low[$0].isFinite && line.high[$0].isFinite }
+            if valid.count > 1 {
+                let upper = valid.map { String(format: "%.1f,%.1f", x($0), y(line.high[$0])) }
+                let lower = valid.reversed().map { String(format: "%.1f,%.1f", x($0), y(line.low[$0])) }
+                svg += "<polygon fill=\"\(colour)\" fill-opacity=\"0.15\" stroke=\"none\" points=\"\((upper + lower).joined(separator: " "))\"/>"
+            }
+            let points = valid.map { String(format: "%.1f,%.1f", x($0), y(line.mean[$0])) }.joined(separator: " ")
+            svg += "<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(points)\"/>"
+            for i in valid { svg += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>", x(i), y(line.mean[i]), colour) }
+            svg += String(format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"3\" fill=\"%@\"/>", width - right + 10, top + 18 * Double(index) + 4, colour)
+            svg += String(format: "<text x=\"%.1f\" y=\"%.1f\">%@</text>", width - right + 26, top + 18 * Double(index) + 9, escape(line.name))
+        }
+        sections.append(svg + "</svg>")
+    }
+
     /// A confusion matrix as a heat map: rows are true classes, columns predictions.
     public mutating func confusionMatrix(_ matrix: [[Int]], classNames: [String]) {
         let cell = 56.0, left = 110.0, top = 90.0

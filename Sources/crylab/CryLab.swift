@@ -15,7 +15,7 @@ struct CryLab: ParsableCommand {
         version: "0.1.0",
         subcommands: [DemoCommand.self, FeaturesCommand.self, PretrainCommand.self, ExportEncoderCommand.self,
                       FinetuneCommand.self, EvaluateCommand.self, PredictCommand.self, EmbedCommand.self,
-                      InspectCommand.self, BaselineCommand.self, ProbeCommand.self])
+                      InspectCommand.self, BaselineCommand.self, ProbeCommand.self, LabelCurveCommand.self])
 
     static func main() {
         // Idle OpenMP threads must sleep, not spin: with another process on a core, spinning made
