@@ -123,21 +123,24 @@ public struct SpectrogramBatcher: Sendable {
         }
     }
 
-    /// Level and time augmentation of whole clips (input and target alike): each clip shifted by
-    /// up to `gainDB` dB (the values are normalised dB, so by `gain / std`) and rolled circularly by
-    /// up to `timeShift` frames either way.
+    /// Level, time and frequency augmentation of whole clips (input and target alike): each clip
+    /// shifted by up to `gainDB` dB (the values are normalised dB, so by `gain / std`), rolled
+    /// circularly by up to `timeShift` frames either way, and moved by up to `frequencyShift` mel
+    /// bands either way (the edge band repeated into the gap).
     /// input: [batch, mels, frames, 1]
-    public static func shiftClips(_ input: inout Tensor, gainDB: Float, timeShift: Int, std: Float,
+    public static func shiftClips(_ input: inout Tensor, gainDB: Float, timeShift: Int, frequencyShift: Int = 0, std: Float,
                                   using generator: inout SeededGenerator) {
-        guard gainDB > 0 || timeShift > 0 else { return }
+        guard gainDB > 0 || timeShift > 0 || frequencyShift > 0 else { return }
         let (batch, mels, frames) = (input.shape[0], input.shape[1], input.shape[2])
         let original = input.values
         for b in 0..<batch {
             let gain = gainDB > 0 ? Float.random(in: -gainDB...gainDB, using: &generator) / std : 0
             let shift = timeShift > 0 ? Int.random(in: -min(timeShift, frames - 1)...min(timeShift, frames - 1), using: &generator) : 0
+            let bands = frequencyShift > 0 ? Int.random(in: -min(frequencyShift, mels - 1)...min(frequencyShift, mels - 1), using: &generator) : 0
             for m in 0..<mels {
                 let row = (b * mels + m) * frames
-                for t in 0..<frames { input.values[row + (t + shift + frames) % frames] = original[row + t] + gain }
+                let source = (b * mels + min(max(m - bands, 0), mels - 1)) * frames
+                for t in 0..<frames { input.values[row + (t + shift + frames) % frames] = original[source + t] + gain }
             }
         }
     }

@@ -51,6 +51,8 @@ public struct LabelCurveOptions: Sendable {
     public var draws = 3
     /// Grouped folds; nil: leave one group out when there are at most 10 groups, else 5 folds.
     public var folds: Int?
+    /// Run only these folds (1-based), for a quick look; nil: every fold.
+    public var onlyFolds: [Int]?
     public var models: [CurveModel] = CurveModel.allCases
     public var pretraining = PretrainingProtocol.strict
     /// The encoder for `.suppliedEncoder`.
@@ -64,6 +66,9 @@ public struct LabelCurveOptions: Sendable {
     /// epoch, between 1 and the fine-tuning recipe's epochs): small draws get many epochs, the
     /// full set a few, and every run costs about the same.
     public var fineTuningSteps = 150
+    /// ... and at least this many epochs (at most the recipe's): the full training set, at 63
+    /// steps an epoch on FSDD, would otherwise get under three.
+    public var minimumFineTuningEpochs = 20
     /// Pretraining epochs per fold (default: the pretraining recipe's).
     public var pretrainingEpochs: Int?
     /// Reuse what an interrupted run in the same folder finished (pretrained encoders and folds).
@@ -140,6 +145,7 @@ public struct LabelCurveResult: Codable, Sendable {
     public var labelsPerClass: [Int?]
     public var draws: Int
     public var fineTuningSteps: Int
+    public var minimumFineTuningEpochs: Int
     public var chanceBalancedAccuracy: Double
     public var cells: [CurveCell]
     public var comparisons: [CurveComparison]
@@ -233,6 +239,10 @@ public final class LabelCurve {
         let started = Date()
         try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true)
         let folds = self.folds
+        if let only = options.onlyFolds, let wrong = only.first(where: { !(1...folds.count).contains($0) }) {
+            throw RecipeError(file: "label-curve", message: "--fold \(wrong) does not exist; this data has folds 1 to \(folds.count)")
+        }
+        let runFolds = options.onlyFolds.map(Set.init) ?? Set(1...folds.count)
         let groupsDescription = folds.count == Set(set.groups).count ? "leave-one-group-out over \(folds.count) groups"
             : "\(folds.count)-fold cross-validation grouped by recording source and stratified by class"
         let pretrainingDescription: String = switch options.pretraining {
@@ -242,17 +252,18 @@ public final class LabelCurve {
         }
         let description = "\(set.count) clips of \(set.classNames.count) classes (\(options.target.rawValue)), \(groupsDescription); "
             + "\(options.draws) draws of K labels per class from the training groups per fold (K = all: one); \(pretrainingDescription); "
-            + "fine-tuning \(options.fineTuningSteps) steps per run, no held-out selection (fixed epochs)"
+            + "fine-tuning at least \(options.fineTuningSteps) steps and \(options.minimumFineTuningEpochs) epochs per run (at most the recipe's \(finetuneRecipe.training.epochs)), no held-out selection (fixed epochs)"
+            + (runFolds.count < folds.count ? "; only fold " + runFolds.sorted().map(String.init).joined(separator: ", ") + " of \(folds.count)" : "")
         log("label curve: " + description)
 
         let unitsPerFold = options.labelsPerClass.reduce(0) { $0 + ($1 == nil ? 1 : options.draws) }
-        let progress = ProgressReporter(label: "label curve", total: folds.count * unitsPerFold, quiet: options.quiet)
+        let progress = ProgressReporter(label: "label curve", total: runFolds.count * unitsPerFold, quiet: options.quiet)
         var runs: [CurveRun] = []
         var pretraining: [CurvePretraining] = []
         var sharedEncoder: (path: String, record: CurvePretraining)?
         let bandFeatures = options.models.contains(.logMel) ? set.indices.map { bandStatistics(store, index: $0) } : []
 
-        for (foldIndex, fold) in folds.enumerated() {
+        for (foldIndex, fold) in folds.enumerated() where runFolds.contains(foldIndex + 1) {
             let testGroups = Array(Set(fold.test.map { set.groups[$0] })).sorted()
             let foldFolder = options.output.appendingPathComponent("fold-\(foldIndex + 1)")
             let recordPath = foldFolder.appendingPathComponent("runs.json")
@@ -333,7 +344,7 @@ public final class LabelCurve {
                         } else if let finetuner = finetuners[model] {
                             let batch = finetuneRecipe.training.batchSize
                             let stepsPerEpoch = (train.count + batch - 1) / batch
-                            let epochs = max(1, min(finetuneRecipe.training.epochs, (options.fineTuningSteps + stepsPerEpoch - 1) / stepsPerEpoch))
+                            let epochs = fineTuningEpochs(stepsPerEpoch: stepsPerEpoch)
                             let (network, networkBatcher, _, _) = try finetuner.trainModel(on: train, label: model.rawValue, epochs: epochs)
                             probabilities = finetuner.predict(network, fold.test, batcher: networkBatcher)
                         } else {
@@ -359,7 +370,8 @@ public final class LabelCurve {
         var result = LabelCurveResult(
             data: options.dataPath, target: options.target, classes: set.classNames, clips: set.count, groups: Array(Set(set.groups)).sorted(),
             protocolDescription: description, pretrainingProtocol: options.pretraining, labelsPerClass: options.labelsPerClass,
-            draws: options.draws, fineTuningSteps: options.fineTuningSteps, chanceBalancedAccuracy: 1 / Double(set.classNames.count),
+            draws: options.draws, fineTuningSteps: options.fineTuningSteps,
+            minimumFineTuningEpochs: options.minimumFineTuningEpochs, chanceBalancedAccuracy: 1 / Double(set.classNames.count),
             cells: curveCells(runs, labelsPerClass: options.labelsPerClass),
             comparisons: curveComparisons(runs, labelsPerClass: options.labelsPerClass),
             pretraining: pretraining, runs: runs, seconds: Date().timeIntervalSince(started), files: [])
@@ -367,12 +379,19 @@ public final class LabelCurve {
         return result
     }
 
+    /// Epochs of one fine-tuning run: enough for `fineTuningSteps` steps and at least
+    /// `minimumFineTuningEpochs`, at most the recipe's epochs.
+    func fineTuningEpochs(stepsPerEpoch: Int) -> Int {
+        let forSteps = (options.fineTuningSteps + stepsPerEpoch - 1) / stepsPerEpoch
+        return max(1, min(finetuneRecipe.training.epochs, max(forSteps, options.minimumFineTuningEpochs)))
+    }
+
     /// What a saved fold must have been computed from to be reused.
     func identity(fold: Fold) -> String {
         var text = pretrainRecipeText + "\n---\n" + finetuneRecipeText
         text += "\n--models " + options.models.map(\.rawValue).joined(separator: ",")
         text += "\n--k " + options.labelsPerClass.map(curveLabel).joined(separator: ",")
-        text += "\n--draws \(options.draws) --steps \(options.fineTuningSteps) --seed \(options.seed) --protocol \(options.pretraining.rawValue)"
+        text += "\n--draws \(options.draws) --steps \(options.fineTuningSteps) --min-epochs \(options.minimumFineTuningEpochs) --seed \(options.seed) --protocol \(options.pretraining.rawValue)"
         text += "\n--pretraining-epochs \(options.pretrainingEpochs.map(String.init) ?? "recipe") --encoder \(options.encoderPath ?? "")"
         text += "\n--clips \(set.count) --test " + fold.test.map(String.init).joined(separator: ",")
         return text

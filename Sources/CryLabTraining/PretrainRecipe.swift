@@ -77,13 +77,21 @@ public struct ObjectiveRecipe: Codable, Sendable, Equatable {
     public var gainDB: Float = 0
     /// Augmentation of input and target alike: a circular shift in time of up to this many frames.
     public var timeShift: Int = 0
+    /// Augmentation of input and target alike: a shift along the mel axis of up to this many
+    /// bands either way, the edge band repeated into the gap (a crude vocal-tract-length change).
+    public var frequencyShift: Int = 0
     /// Standard deviation of Gaussian noise added to the (normalised) input.
     public var noise: Float = 0
     public var loss: Loss = .all
+    /// A second term: two augmented views of each clip should agree on the encoder's pooled
+    /// output (contrastive, off by default).
+    public var invariance = InvarianceRecipe()
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey, CaseIterable { case timeMasks, frequencyMasks, patches, mixing, gainDB, timeShift, noise, loss }
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case timeMasks, frequencyMasks, patches, mixing, gainDB, timeShift, frequencyShift, noise, loss, invariance
+    }
 
     public init(from decoder: Decoder) throws {
         try rejectUnknownKeys(decoder, CodingKeys.self)
@@ -94,17 +102,47 @@ public struct ObjectiveRecipe: Codable, Sendable, Equatable {
         mixing = try c.decodeIfPresent(MixingRecipe.self, forKey: .mixing) ?? mixing
         gainDB = try c.decodeIfPresent(Float.self, forKey: .gainDB) ?? gainDB
         timeShift = try c.decodeIfPresent(Int.self, forKey: .timeShift) ?? timeShift
+        frequencyShift = try c.decodeIfPresent(Int.self, forKey: .frequencyShift) ?? frequencyShift
+        invariance = try c.decodeIfPresent(InvarianceRecipe.self, forKey: .invariance) ?? invariance
         noise = try c.decodeIfPresent(Float.self, forKey: .noise) ?? noise
         loss = try c.decodeIfPresent(Loss.self, forKey: .loss) ?? loss
         if loss == .masked && !masks {
             throw DecodingError.dataCorruptedError(forKey: .loss, in: c, debugDescription: "'masked' needs timeMasks, frequencyMasks or patches that hide something (a count or ratio above 0)")
         }
-        guard gainDB >= 0, timeShift >= 0 else {
-            throw DecodingError.dataCorruptedError(forKey: .gainDB, in: c, debugDescription: "gainDB and timeShift must be 0 or more, got \(gainDB) and \(timeShift)")
+        guard gainDB >= 0, timeShift >= 0, frequencyShift >= 0 else {
+            throw DecodingError.dataCorruptedError(forKey: .gainDB, in: c, debugDescription: "gainDB, timeShift and frequencyShift must be 0 or more, got \(gainDB), \(timeShift) and \(frequencyShift)")
         }
     }
 
     public var masks: Bool { timeMasks.count > 0 || frequencyMasks.count > 0 || patches.ratio > 0 }
+}
+
+/// The contrastive invariance term (SimCLR's NT-Xent on two views, as COLA and BYOL-A use views):
+/// each clip is augmented twice (the objective's gain, time and frequency shifts, mixing and
+/// masks), the encoder's output (the levels an exported encoder keeps) is averaged over time
+/// and frequency and centred on the batch, and each view must pick its twin, by cosine
+/// similarity over `temperature`, among the other 2 x batch - 1 views. Added to the
+/// reconstruction loss times `weight`.
+public struct InvarianceRecipe: Codable, Sendable, Equatable {
+    /// 0 turns the term off.
+    public var weight: Double = 0
+    public var temperature: Double = 0.2
+
+    public init(weight: Double = 0, temperature: Double = 0.2) {
+        self.weight = weight
+        self.temperature = temperature
+    }
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case weight, temperature }
+
+    public init(from decoder: Decoder) throws {
+        try rejectUnknownKeys(decoder, CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        weight = try c.decodeIfPresent(Double.self, forKey: .weight) ?? 0
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? 0.2
+        guard weight >= 0 else { throw DecodingError.dataCorruptedError(forKey: .weight, in: c, debugDescription: "must be 0 or more, got \(weight)") }
+        guard temperature > 0 else { throw DecodingError.dataCorruptedError(forKey: .temperature, in: c, debugDescription: "must be above 0, got \(temperature)") }
+    }
 }
 
 /// Non-overlapping patches of `mels` x `frames` cells, each hidden with probability `ratio`.

@@ -103,6 +103,7 @@ public final class Pretrainer {
         let batcher = SpectrogramBatcher(store: store, frames: modelFrames, mean: stats.mean, std: stats.std)
         let configuration = try recipe.model.configuration(mels: store.mels, frames: modelFrames, seed: training.seed)
         let model = try Model.uNet(configuration)
+        let invarianceEncoder = recipe.objective.invariance.weight > 0 ? sharedEncoder(of: model, configuration: configuration) : nil
         let stepsPerEpoch = (trainIndices.count + training.batchSize - 1) / training.batchSize
         let optimizer = training.optimizer.makeOptimizer(stepsPerEpoch: stepsPerEpoch, epochs: training.epochs)
 
@@ -147,9 +148,16 @@ public final class Pretrainer {
             for batchStart in stride(from: 0, to: order.count, by: training.batchSize) {
                 let batch = Array(order[batchStart..<min(batchStart + training.batchSize, order.count)])
                 let (input, target, lossMask) = makeBatch(batch, batcher: batcher, generator: &generator, training: true)
+                let views = invarianceEncoder == nil || batch.count < 2 ? nil : makeViews(batch, batcher: batcher, generator: &generator)
                 let stepStarted = Date()
-                let loss = model.trainingStep(input: input, optimizer: optimizer, clipNorm: training.optimizer.clipNorm) { output in
-                    meanSquaredError(prediction: output, target: target, mask: lossMask)
+                let loss: Double
+                if let views, let invarianceEncoder {
+                    loss = trainingStep(model, input: input, target: target, mask: lossMask, views: views,
+                                        encoder: invarianceEncoder, optimizer: optimizer)
+                } else {
+                    loss = model.trainingStep(input: input, optimizer: optimizer, clipNorm: training.optimizer.clipNorm) { output in
+                        meanSquaredError(prediction: output, target: target, mask: lossMask)
+                    }
                 }
                 if firstStep == nil {
                     firstStep = (batch.count, Date().timeIntervalSince(stepStarted))
@@ -231,6 +239,7 @@ public final class Pretrainer {
         if training, let advanced = crop { generator = advanced }
         if training {
             SpectrogramBatcher.shiftClips(&input, gainDB: recipe.objective.gainDB, timeShift: recipe.objective.timeShift,
+                                          frequencyShift: recipe.objective.frequencyShift,
                                           std: batcher.std, using: &generator)
         }
         let target = input
@@ -241,6 +250,47 @@ public final class Pretrainer {
         if recipe.objective.masks { mask = SpectrogramBatcher.applyMasks(&input, objective: recipe.objective, using: &generator) }
         if training { SpectrogramBatcher.addNoise(&input, std: recipe.objective.noise, using: &generator) }
         return (input, target, recipe.objective.loss == .masked ? mask : nil)
+    }
+
+    /// Two augmented views of every clip for the invariance term, stacked: [2 * batch, mels, frames, 1].
+    /// Each view draws its own crop, gain, time and frequency shift, mixing and masks.
+    func makeViews(_ batch: [Int], batcher: SpectrogramBatcher, generator: inout SeededGenerator) -> Tensor {
+        let objective = recipe.objective
+        var stacked: [Float] = []
+        var shape: [Int] = []
+        for _ in 0..<2 {
+            var crop: SeededGenerator? = generator
+            var view = batcher.inputs(batch, random: &crop)
+            generator = crop!
+            SpectrogramBatcher.shiftClips(&view, gainDB: objective.gainDB, timeShift: objective.timeShift,
+                                          frequencyShift: objective.frequencyShift, std: batcher.std, using: &generator)
+            SpectrogramBatcher.mixClips(&view, mixing: objective.mixing, mean: batcher.mean, std: batcher.std, using: &generator)
+            if objective.masks { _ = SpectrogramBatcher.applyMasks(&view, objective: objective, using: &generator) }
+            SpectrogramBatcher.addNoise(&view, std: objective.noise, using: &generator)
+            stacked += view.values
+            shape = view.shape
+        }
+        shape[0] *= 2
+        return Tensor(shape: shape, values: stacked)
+    }
+
+    /// One step of reconstruction plus the invariance term: the U-Net's and the shared encoder's
+    /// backward passes add into the same gradients, then one clipped optimiser update.
+    func trainingStep(_ model: Model, input: Tensor, target: Tensor, mask: Tensor?, views: Tensor,
+                      encoder: Model, optimizer: any Optimizer) -> Double {
+        let invariance = recipe.objective.invariance
+        model.zeroGradients()
+        let reconstruction = meanSquaredError(prediction: model.forward(input, training: true), target: target, mask: mask)
+        model.backward(reconstruction.gradient)
+        let contrast = viewContrastiveLoss(features: encoder.forward(views, training: true), temperature: invariance.temperature)
+        var gradient = contrast.gradient
+        let scale = Float(invariance.weight)
+        for i in gradient.values.indices { gradient.values[i] *= scale }
+        encoder.backward(.output(gradient))
+        let parameters = model.trainableParameters
+        if let clipNorm = recipe.training.optimizer.clipNorm { clipGradientsByGlobalNorm(parameters, maxNorm: clipNorm) }
+        optimizer.step(parameters)
+        return reconstruction.value + invariance.weight * contrast.value
     }
 
     /// Mean validation loss, with the same masks every epoch; nil without validation clips.

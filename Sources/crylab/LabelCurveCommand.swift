@@ -41,6 +41,9 @@ struct LabelCurveCommand: ParsableCommand {
     @Option(help: "Grouped folds (default: leave one group out when there are at most 10 groups, else 5).")
     var folds: Int?
 
+    @Option(help: "Run only these folds (1-based, comma-separated), for a quick look; the paired tests then cover fewer pairs.")
+    var fold: String?
+
     @Option(help: "Rows to run, comma-separated: \(CurveModel.allCases.map(\.rawValue).joined(separator: ", ")).")
     var models: String = CurveModel.allCases.map(\.rawValue).joined(separator: ",")
 
@@ -61,6 +64,9 @@ struct LabelCurveCommand: ParsableCommand {
 
     @Option(help: "Optimisation steps per fine-tuning run (epochs follow from the draw's size, at most the recipe's).")
     var steps: Int = 150
+
+    @Option(name: .customLong("min-epochs"), help: "Fewest epochs per fine-tuning run (at most the recipe's), so that large draws are not cut short by --steps.")
+    var minEpochs: Int = 20
 
     @Option(help: "Seed of folds and draws.")
     var seed: UInt64 = 0
@@ -106,6 +112,7 @@ struct LabelCurveCommand: ParsableCommand {
         _ = try parsedModels()
         if draws < 1 { throw ValidationError("--draws must be at least 1") }
         if steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if minEpochs < 1 { throw ValidationError("--min-epochs must be at least 1") }
         if let folds, folds < 2 { throw ValidationError("--folds must be at least 2") }
         if transductive && encoder != nil { throw ValidationError("--transductive pretrains an encoder; --encoder supplies one: give one of them") }
         if !isFeatureStore(data) { throw ValidationError("--data must be a feature store (.h5); make one with `crylab features`") }
@@ -120,6 +127,14 @@ struct LabelCurveCommand: ParsableCommand {
         options.labelsPerClass = try parsedK()
         options.draws = draws
         options.folds = folds
+        options.onlyFolds = try fold.map { text in
+            try text.split(separator: ",").map { item in
+                guard let value = Int(item.trimmingCharacters(in: .whitespaces)) else {
+                    throw ValidationError("--fold takes fold numbers, comma-separated; got '\(text)'")
+                }
+                return value
+            }
+        }
         options.models = try parsedModels()
         options.target = target
         options.classes = classes?.split(separator: ",").map(String.init)
@@ -128,6 +143,7 @@ struct LabelCurveCommand: ParsableCommand {
         options.unlabeledPool = try unlabeled.map { try FeatureStore.read(from: $0) }
         options.pretrainingEpochs = pretrainingEpochs
         options.fineTuningSteps = steps
+        options.minimumFineTuningEpochs = minEpochs
         options.seed = seed
         options.resume = resume
         options.quiet = quiet
