@@ -253,25 +253,13 @@ public final class Pretrainer {
     }
 
     /// Two augmented views of every clip for the invariance term, stacked: [2 * batch, mels, frames, 1].
-    /// Each view draws its own crop, gain, time and frequency shift, mixing and masks.
+    /// Each is a training input as `makeBatch` makes it, with its own crop, shifts, mixing and masks.
     func makeViews(_ batch: [Int], batcher: SpectrogramBatcher, generator: inout SeededGenerator) -> Tensor {
-        let objective = recipe.objective
-        var stacked: [Float] = []
-        var shape: [Int] = []
-        for _ in 0..<2 {
-            var crop: SeededGenerator? = generator
-            var view = batcher.inputs(batch, random: &crop)
-            generator = crop!
-            SpectrogramBatcher.shiftClips(&view, gainDB: objective.gainDB, timeShift: objective.timeShift,
-                                          frequencyShift: objective.frequencyShift, std: batcher.std, using: &generator)
-            SpectrogramBatcher.mixClips(&view, mixing: objective.mixing, mean: batcher.mean, std: batcher.std, using: &generator)
-            if objective.masks { _ = SpectrogramBatcher.applyMasks(&view, objective: objective, using: &generator) }
-            SpectrogramBatcher.addNoise(&view, std: objective.noise, using: &generator)
-            stacked += view.values
-            shape = view.shape
-        }
+        let first = makeBatch(batch, batcher: batcher, generator: &generator, training: true).0
+        let second = makeBatch(batch, batcher: batcher, generator: &generator, training: true).0
+        var shape = first.shape
         shape[0] *= 2
-        return Tensor(shape: shape, values: stacked)
+        return Tensor(shape: shape, values: first.values + second.values)
     }
 
     /// One step of reconstruction plus the invariance term: the U-Net's and the shared encoder's

@@ -19,12 +19,8 @@ public func viewContrastiveLoss(features: Tensor, temperature: Double) -> (value
     let twin = { (i: Int) in i < half ? i + half : i - half }
 
     // e: [rows, channels], the channel means; u: centred; z: unit length.
-    var e = [[Double]](repeating: [Double](repeating: 0, count: channels), count: rows)
-    for i in 0..<rows {
-        let base = i * positions * channels
-        for p in 0..<positions { for c in 0..<channels { e[i][c] += Double(features.values[base + p * channels + c]) } }
-        for c in 0..<channels { e[i][c] /= Double(positions) }
-    }
+    let size = positions * channels
+    let e = (0..<rows).map { i in channelMeansAndStds(Array(features.values[(i * size)..<((i + 1) * size)]), channels: channels).means }
     var centre = [Double](repeating: 0, count: channels)
     for row in e { for c in 0..<channels { centre[c] += row[c] / Double(rows) } }
     let u = e.map { row in (0..<channels).map { row[$0] - centre[$0] } }

@@ -107,8 +107,20 @@ struct LabelCurveCommand: ParsableCommand {
         }
     }
 
+    func parsedFolds() throws -> [Int]? {
+        try fold.map { text in
+            try text.split(separator: ",").map { item in
+                guard let value = Int(item.trimmingCharacters(in: .whitespaces)), value >= 1 else {
+                    throw ValidationError("--fold takes fold numbers from 1, comma-separated; got '\(text)'")
+                }
+                return value
+            }
+        }
+    }
+
     func validate() throws {
         _ = try parsedK()
+        _ = try parsedFolds()
         _ = try parsedModels()
         if draws < 1 { throw ValidationError("--draws must be at least 1") }
         if steps < 1 { throw ValidationError("--steps must be at least 1") }
@@ -127,14 +139,7 @@ struct LabelCurveCommand: ParsableCommand {
         options.labelsPerClass = try parsedK()
         options.draws = draws
         options.folds = folds
-        options.onlyFolds = try fold.map { text in
-            try text.split(separator: ",").map { item in
-                guard let value = Int(item.trimmingCharacters(in: .whitespaces)) else {
-                    throw ValidationError("--fold takes fold numbers, comma-separated; got '\(text)'")
-                }
-                return value
-            }
-        }
+        options.onlyFolds = try parsedFolds()
         options.models = try parsedModels()
         options.target = target
         options.classes = classes?.split(separator: ",").map(String.init)
