@@ -4,13 +4,58 @@ import CryLabFeatures
 import CryLabNN
 import Foundation
 
-public enum EmbeddingPool: String, Sendable, CaseIterable {
-    case none, mean, meanStd = "mean-std"
+/// How an encoder's output map [height (mel bands), width (frames), channels] becomes one
+/// vector per clip.
+public enum EmbeddingPool: String, Codable, Sendable, CaseIterable {
+    /// The whole map, unpooled.
+    case none
+    /// Each channel's mean over time and frequency: `channels` values.
+    case mean
+    /// Each channel's mean and standard deviation over time and frequency: 2 x `channels`.
+    case meanStd = "mean-std"
+    /// Each channel's mean and standard deviation over time, for each row of mel bands the
+    /// map keeps: 2 x `height` x `channels`. Keeps where in frequency a pattern sits, which
+    /// pooling over frequency throws away.
+    case bandMeanStd = "band-mean-std"
+
+    /// Values per clip for an output map of `shape` [height, width, channels].
+    public func size(of shape: [Int]) -> [Int] {
+        let channels = shape.last!
+        switch self {
+        case .none: return shape
+        case .mean: return [channels]
+        case .meanStd: return [2 * channels]
+        case .bandMeanStd: return [2 * shape[0] * channels]
+        }
+    }
+
+    /// Pools one clip's map, `values` laid out [height, width, channels]. For `.bandMeanStd`
+    /// the means of every row come first, then the standard deviations.
+    public func pool(_ values: [Float], shape: [Int]) -> [Double] {
+        switch self {
+        case .none:
+            return values.map(Double.init)
+        case .mean:
+            return channelMeansAndStds(values, channels: shape.last!).means
+        case .meanStd:
+            let (means, stds) = channelMeansAndStds(values, channels: shape.last!)
+            return means + stds
+        case .bandMeanStd:
+            let rows = shape[0], rowSize = values.count / rows
+            var means: [Double] = [], stds: [Double] = []
+            for row in 0..<rows {
+                let (m, s) = channelMeansAndStds(Array(values[(row * rowSize)..<((row + 1) * rowSize)]), channels: shape.last!)
+                means += m
+                stds += s
+            }
+            return means + stds
+        }
+    }
 }
 
 /// Encoder outputs for every clip of a feature store.
 public struct Embeddings {
-    /// [clips, ...]: pooled [clips, channels] or [clips, 2 * channels], or [clips, height, width, channels].
+    /// [clips, ...]: pooled [clips, features] (see `EmbeddingPool`), or [clips, height, width, channels].
     public var values: [Float]
     public var shape: [Int]
     public var store: FeatureStore
@@ -29,19 +74,14 @@ public struct Embeddings {
         // rows: one [height * width * channels] map per clip
         var values: [Float] = []
         for row in rows {
-            switch pool {
-            case .none:
+            if pool == .none {
                 values.append(contentsOf: row)
-            case .mean, .meanStd:
-                let (means, stds) = channelMeansAndStds(row, channels: outputShape.last!)
-                values.append(contentsOf: means.map(Float.init))
-                if pool == .meanStd { values.append(contentsOf: stds.map(Float.init)) }
+            } else {
+                values.append(contentsOf: pool.pool(row, shape: outputShape).map(Float.init))
             }
         }
-        let channels = outputShape.last!
-        let perClip = pool == .none ? outputShape : [pool == .meanStd ? 2 * channels : channels]
         self.values = values
-        self.shape = [store.count] + perClip
+        self.shape = [store.count] + pool.size(of: outputShape)
         self.store = store
     }
 

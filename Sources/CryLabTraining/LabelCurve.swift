@@ -6,8 +6,8 @@ import Foundation
 
 /// The models a label-efficiency curve compares, all on the same folds and the same label draws.
 public enum CurveModel: String, Codable, Sendable, CaseIterable {
-    /// The pretrained encoder, frozen; logistic regression on its pooled features (mean and
-    /// standard deviation of every channel).
+    /// The pretrained encoder, frozen; logistic regression on its pooled features (by default
+    /// each channel's mean and standard deviation over time, per row of mel bands).
     case pretrainedFrozen = "pretrained-frozen"
     /// The pretrained encoder with the fine-tuning recipe's head, every weight trained.
     case pretrainedFinetuned = "pretrained-finetuned"
@@ -54,6 +54,8 @@ public struct LabelCurveOptions: Sendable {
     /// Run only these folds (1-based), for a quick look; nil: every fold.
     public var onlyFolds: [Int]?
     public var models: [CurveModel] = CurveModel.allCases
+    /// How the frozen rows pool the encoder's output map before logistic regression.
+    public var pooling = EmbeddingPool.bandMeanStd
     public var pretraining = PretrainingProtocol.strict
     /// The encoder for `.suppliedEncoder`.
     public var encoderPath: String?
@@ -142,6 +144,8 @@ public struct LabelCurveResult: Codable, Sendable {
     public var groups: [String]
     public var protocolDescription: String
     public var pretrainingProtocol: PretrainingProtocol
+    /// How the frozen rows pooled the encoder's output.
+    public var pooling: EmbeddingPool
     public var labelsPerClass: [Int?]
     public var draws: Int
     public var fineTuningSteps: Int
@@ -251,6 +255,7 @@ public final class LabelCurve {
         case .suppliedEncoder: "the supplied encoder \(options.encoderPath ?? "")"
         }
         let description = "\(set.count) clips of \(set.classNames.count) classes (\(options.target.rawValue)), \(groupsDescription); "
+            + "frozen rows pool the encoder's output by \(options.pooling.rawValue); "
             + "\(options.draws) draws of K labels per class from the training groups per fold (K = all: one); \(pretrainingDescription); "
             + "fine-tuning at least \(options.fineTuningSteps) steps and \(options.minimumFineTuningEpochs) epochs per run (at most the recipe's \(finetuneRecipe.training.epochs)), no held-out selection (fixed epochs)"
             + (runFolds.count < folds.count ? "; only fold " + runFolds.sorted().map(String.init).joined(separator: ", ") + " of \(folds.count)" : "")
@@ -311,10 +316,12 @@ public final class LabelCurve {
                 ?? SpectrogramBatcher.statistics(of: store, indices: fold.train.map { set.indices[$0] })
             let batcher = SpectrogramBatcher(store: store, frames: configuration.inputShape[1], mean: normalization.mean, std: normalization.std)
             if options.models.contains(.pretrainedFrozen), let encoderFile {
-                frozen[.pretrainedFrozen] = pooledFeatures(encoder: encoderFile.model, set: set, batcher: batcher, batchSize: 64)
+                frozen[.pretrainedFrozen] = pooledFeatures(encoder: encoderFile.model, set: set, batcher: batcher, batchSize: 64,
+                                                           pool: options.pooling)
             }
             if options.models.contains(.randomFrozen) {
-                frozen[.randomFrozen] = pooledFeatures(encoder: try Model.encoder(configuration, levels: levels), set: set, batcher: batcher, batchSize: 64)
+                frozen[.randomFrozen] = pooledFeatures(encoder: try Model.encoder(configuration, levels: levels), set: set, batcher: batcher,
+                                                        batchSize: 64, pool: options.pooling)
             }
             if options.models.contains(.logMel) { frozen[.logMel] = bandFeatures }
 
@@ -369,7 +376,7 @@ public final class LabelCurve {
 
         var result = LabelCurveResult(
             data: options.dataPath, target: options.target, classes: set.classNames, clips: set.count, groups: Array(Set(set.groups)).sorted(),
-            protocolDescription: description, pretrainingProtocol: options.pretraining, labelsPerClass: options.labelsPerClass,
+            protocolDescription: description, pretrainingProtocol: options.pretraining, pooling: options.pooling, labelsPerClass: options.labelsPerClass,
             draws: options.draws, fineTuningSteps: options.fineTuningSteps,
             minimumFineTuningEpochs: options.minimumFineTuningEpochs, chanceBalancedAccuracy: 1 / Double(set.classNames.count),
             cells: curveCells(runs, labelsPerClass: options.labelsPerClass),
@@ -389,7 +396,7 @@ public final class LabelCurve {
     /// What a saved fold must have been computed from to be reused.
     func identity(fold: Fold) -> String {
         var text = pretrainRecipeText + "\n---\n" + finetuneRecipeText
-        text += "\n--models " + options.models.map(\.rawValue).joined(separator: ",")
+        text += "\n--models " + options.models.map(\.rawValue).joined(separator: ",") + " --pool " + options.pooling.rawValue
         text += "\n--k " + options.labelsPerClass.map(curveLabel).joined(separator: ",")
         text += "\n--draws \(options.draws) --steps \(options.fineTuningSteps) --min-epochs \(options.minimumFineTuningEpochs) --seed \(options.seed) --protocol \(options.pretraining.rawValue)"
         text += "\n--pretraining-epochs \(options.pretrainingEpochs.map(String.init) ?? "recipe") --encoder \(options.encoderPath ?? "")"

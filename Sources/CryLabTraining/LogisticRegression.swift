@@ -34,40 +34,73 @@ public struct LogisticRegression: Sendable {
         }
         self.mean = mean
         self.scale = scale
-        let z = x.map { row in (0..<d).map { (row[$0] - mean[$0]) * scale[$0] } }
+        // Standardised examples, one flat row per example.
+        var z = [Double](repeating: 0, count: n * d)
+        for i in 0..<n { for j in 0..<d { z[i * d + j] = (x[i][j] - mean[j]) * scale[j] } }
         var counts = [Double](repeating: 0, count: classes)
         for label in y { counts[label] += 1 }
         let sampleWeight = y.map { balanced ? Double(n) / (Double(classes) * max(counts[$0], 1)) : 1 }
         let totalWeight = sampleWeight.reduce(0, +)
 
-        weights = [Double](repeating: 0, count: d * classes)
-        bias = [Double](repeating: 0, count: classes)
+        var weights = [Double](repeating: 0, count: d * classes)
+        var bias = [Double](repeating: 0, count: classes)
         var mW = weights, vW = weights, mB = bias, vB = bias
+        var gradW = weights, gradB = bias, p = bias, g = bias
         let rate = 0.05, beta1 = 0.9, beta2 = 0.999
-        for step in 1...iterations {
-            var gradW = [Double](repeating: 0, count: d * classes)
-            var gradB = [Double](repeating: 0, count: classes)
-            for i in 0..<n {
-                let p = Self.softmax(logits(z[i]))
+        z.withUnsafeBufferPointer { z in
+            for step in 1...iterations {
+                for index in 0..<gradW.count { gradW[index] = 0 }
+                for c in 0..<classes { gradB[c] = 0 }
+                weights.withUnsafeBufferPointer { w in
+                    gradW.withUnsafeMutableBufferPointer { gradW in
+                        for i in 0..<n {
+                            let row = z.baseAddress! + i * d
+                            Self.logits(row, features: d, weights: w, bias: bias, into: &p)
+                            Self.softmaxInPlace(&p)
+                            for c in 0..<classes {
+                                g[c] = sampleWeight[i] * (p[c] - (y[i] == c ? 1 : 0)) / totalWeight
+                                gradB[c] += g[c]
+                            }
+                            for j in 0..<d {
+                                let value = row[j], offset = j * classes
+                                for c in 0..<classes { gradW[offset + c] += g[c] * value }
+                            }
+                        }
+                    }
+                }
+                for index in 0..<weights.count { gradW[index] += l2 * weights[index] }
+                let correction1 = 1 - pow(beta1, Double(step)), correction2 = 1 - pow(beta2, Double(step))
+                for index in 0..<weights.count {
+                    mW[index] = beta1 * mW[index] + (1 - beta1) * gradW[index]
+                    vW[index] = beta2 * vW[index] + (1 - beta2) * gradW[index] * gradW[index]
+                    weights[index] -= rate * (mW[index] / correction1) / ((vW[index] / correction2).squareRoot() + 1e-8)
+                }
                 for c in 0..<classes {
-                    let g = sampleWeight[i] * (p[c] - (y[i] == c ? 1 : 0)) / totalWeight
-                    gradB[c] += g
-                    for j in 0..<d { gradW[j * classes + c] += g * z[i][j] }
+                    mB[c] = beta1 * mB[c] + (1 - beta1) * gradB[c]
+                    vB[c] = beta2 * vB[c] + (1 - beta2) * gradB[c] * gradB[c]
+                    bias[c] -= rate * (mB[c] / correction1) / ((vB[c] / correction2).squareRoot() + 1e-8)
                 }
             }
-            for index in 0..<weights.count { gradW[index] += l2 * weights[index] }
-            let correction1 = 1 - pow(beta1, Double(step)), correction2 = 1 - pow(beta2, Double(step))
-            for index in 0..<weights.count {
-                mW[index] = beta1 * mW[index] + (1 - beta1) * gradW[index]
-                vW[index] = beta2 * vW[index] + (1 - beta2) * gradW[index] * gradW[index]
-                weights[index] -= rate * (mW[index] / correction1) / ((vW[index] / correction2).squareRoot() + 1e-8)
-            }
-            for c in 0..<classes {
-                mB[c] = beta1 * mB[c] + (1 - beta1) * gradB[c]
-                vB[c] = beta2 * vB[c] + (1 - beta2) * gradB[c] * gradB[c]
-                bias[c] -= rate * (mB[c] / correction1) / ((vB[c] / correction2).squareRoot() + 1e-8)
-            }
         }
+        self.weights = weights
+        self.bias = bias
+    }
+
+    /// bias + row . weights for every class, skipping zero features (as `probabilities` does).
+    private static func logits(_ row: UnsafePointer<Double>, features: Int, weights: UnsafeBufferPointer<Double>,
+                               bias: [Double], into out: inout [Double]) {
+        let classes = bias.count
+        for c in 0..<classes { out[c] = bias[c] }
+        for j in 0..<features where row[j] != 0 {
+            for c in 0..<classes { out[c] += row[j] * weights[j * classes + c] }
+        }
+    }
+
+    private static func softmaxInPlace(_ values: inout [Double]) {
+        let top = values.max() ?? 0
+        for c in values.indices { values[c] = exp(values[c] - top) }
+        let sum = values.reduce(0, +)
+        for c in values.indices { values[c] /= sum }
     }
 
     private func logits(_ z: [Double]) -> [Double] {

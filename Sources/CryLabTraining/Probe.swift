@@ -4,14 +4,12 @@ import CryLabFeatures
 import CryLabNN
 import Foundation
 
-/// Pooled encoder features (mean and standard deviation of each channel over time and
-/// frequency) for every clip of `set`.
-func pooledFeatures(encoder: Model, set: LabeledSet, batcher: SpectrogramBatcher, batchSize: Int) -> [[Double]] {
+/// Pooled encoder features for every clip of `set`: by default each channel's mean and
+/// standard deviation over time and frequency.
+func pooledFeatures(encoder: Model, set: LabeledSet, batcher: SpectrogramBatcher, batchSize: Int,
+                    pool: EmbeddingPool = .meanStd) -> [[Double]] {
     let (rows, shape) = batcher.predict(encoder, indices: set.indices, batchSize: batchSize)
-    return rows.map { row in
-        let (means, stds) = channelMeansAndStds(row, channels: shape.last!)
-        return means + stds
-    }
+    return rows.map { pool.pool($0, shape: shape) }
 }
 
 /// Linear probe: logistic regression on pooled encoder features, cross-validated on folds
@@ -22,11 +20,11 @@ func pooledFeatures(encoder: Model, set: LabeledSet, batcher: SpectrogramBatcher
 ///   - normalization: subtracted and divided before the encoder, as in pretraining.
 public func linearProbe(encoder: Model, randomWeights: Model, store: FeatureStore, set: LabeledSet, source: LabelSource,
                         frames: Int, normalization: (mean: Float, std: Float), folds k: Int, seed: UInt64,
-                        batchSize: Int = 32) -> ProbeResult {
+                        pool: EmbeddingPool = .meanStd, batchSize: Int = 32) -> ProbeResult {
     let folds = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: k, seed: seed)
     let batcher = SpectrogramBatcher(store: store, frames: frames, mean: normalization.mean, std: normalization.std)
     func probe(_ model: Model, name: String) -> CrossValidationResult {
-        let features = pooledFeatures(encoder: model, set: set, batcher: batcher, batchSize: batchSize)
+        let features = pooledFeatures(encoder: model, set: set, batcher: batcher, batchSize: batchSize, pool: pool)
         return crossValidate(set, folds: folds, method: name) { train, _ in
             let regression = LogisticRegression(x: train.map { features[$0] }, y: train.map { set.labels[$0] }, classes: set.classNames.count)
             return { positions in positions.map { regression.probabilities(features[$0]) } }

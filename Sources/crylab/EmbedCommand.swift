@@ -24,7 +24,7 @@ struct EmbedCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output file (.h5).")
     var output: String
 
-    @Option(help: "Pooling over time and frequency: none, mean or mean-std.")
+    @Option(help: "Pooling: mean-std or mean (over time and frequency), band-mean-std (over time, per row of mel bands), or none.")
     var pool: EmbeddingPool = .meanStd
 
     @Option(help: "Threads (default: every core).")

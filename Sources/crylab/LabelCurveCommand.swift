@@ -47,6 +47,9 @@ struct LabelCurveCommand: ParsableCommand {
     @Option(help: "Rows to run, comma-separated: \(CurveModel.allCases.map(\.rawValue).joined(separator: ", ")).")
     var models: String = CurveModel.allCases.map(\.rawValue).joined(separator: ",")
 
+    @Option(help: "How the frozen rows pool the encoder's output map for logistic regression: band-mean-std (each channel's mean and standard deviation over time, per row of mel bands), mean-std or mean (over time and frequency).")
+    var pool: EmbeddingPool = .bandMeanStd
+
     @Option(help: "What the labels are: folder (the store's labels), age or gender (Donate-a-Cry file names).")
     var target: LabelSource = .folder
 
@@ -122,6 +125,7 @@ struct LabelCurveCommand: ParsableCommand {
         _ = try parsedK()
         _ = try parsedFolds()
         _ = try parsedModels()
+        if pool == .none { throw ValidationError("--pool none would give logistic regression every position of the map; use band-mean-std, mean-std or mean") }
         if draws < 1 { throw ValidationError("--draws must be at least 1") }
         if steps < 1 { throw ValidationError("--steps must be at least 1") }
         if minEpochs < 1 { throw ValidationError("--min-epochs must be at least 1") }
@@ -141,6 +145,7 @@ struct LabelCurveCommand: ParsableCommand {
         options.folds = folds
         options.onlyFolds = try parsedFolds()
         options.models = try parsedModels()
+        options.pooling = pool
         options.target = target
         options.classes = classes?.split(separator: ",").map(String.init)
         options.pretraining = encoder != nil ? .suppliedEncoder : transductive ? .transductive : .strict

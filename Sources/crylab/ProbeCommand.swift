@@ -35,6 +35,9 @@ struct ProbeCommand: ParsableCommand {
     @Option(help: "Cross-validation folds.")
     var folds = 5
 
+    @Option(help: "How the encoder's output map is pooled for logistic regression: mean-std or mean (over time and frequency), or band-mean-std (over time, per row of mel bands).")
+    var pool: EmbeddingPool = .meanStd
+
     @Option(help: "Seed of the fold assignment.")
     var seed: UInt64 = 0
 
@@ -47,6 +50,7 @@ struct ProbeCommand: ParsableCommand {
     func validate() throws {
         if encoders.isEmpty { throw ValidationError("--encoder is required") }
         if folds < 2 { throw ValidationError("--folds must be at least 2") }
+        if pool == .none { throw ValidationError("--pool none would give logistic regression every position of the map; use mean-std, mean or band-mean-std") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
         let stores = data.filter(isFeatureStore)
         if !stores.isEmpty && (stores.count != data.count || stores.count != encoders.count) {
@@ -83,7 +87,7 @@ struct ProbeCommand: ParsableCommand {
             let result = linearProbe(encoder: file.model, randomWeights: try Model.encoder(file.configuration, levels: file.levels),
                                      store: store, set: set, source: target, frames: file.configuration.inputShape[1],
                                      normalization: (file.normalization?.mean ?? 0, file.normalization?.std ?? 1),
-                                     folds: folds, seed: seed)
+                                     folds: folds, seed: seed, pool: pool)
             probes.append(result)
             if !json {
                 print("\(encoder): \(result.text)")

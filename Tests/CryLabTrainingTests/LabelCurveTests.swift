@@ -126,6 +126,29 @@ struct ObjectiveOptionTests {
     }
 }
 
+@Suite("Embedding pooling")
+struct EmbeddingPoolTests {
+    @Test("band-mean-std gives each row of mel bands its own channel means and deviations over time")
+    func bandMeanStd() {
+        // A [2 rows, 3 frames, 2 channels] map: value = 10 * row + frame for channel 0, its negative times 2 for channel 1.
+        let shape = [2, 3, 2]
+        var values: [Float] = []
+        for row in 0..<2 { for frame in 0..<3 { let v = Float(10 * row + frame); values += [v, -2 * v] } }
+        let pooled = EmbeddingPool.bandMeanStd.pool(values, shape: shape)
+        #expect(EmbeddingPool.bandMeanStd.size(of: shape) == [8])
+        #expect(pooled.count == 8)
+        // Means: row 0 (1, -2), row 1 (11, -22); standard deviations of {0, 1, 2}: sqrt(2/3), doubled for channel 1.
+        let spread = (2.0 / 3).squareRoot()
+        let expected = [1, -2, 11, -22, spread, 2 * spread, spread, 2 * spread]
+        for (got, want) in zip(pooled, expected) { #expect(abs(got - want) < 1e-9) }
+        // Pooling over frequency too mixes the rows: the mean of channel 0 is 6 and its spread is 5 times larger.
+        let whole = EmbeddingPool.meanStd.pool(values, shape: shape)
+        #expect(EmbeddingPool.meanStd.size(of: shape) == [4] && whole.count == 4)
+        #expect(abs(whole[0] - 6) < 1e-9 && abs(whole[2] - (25 + 2.0 / 3).squareRoot()) < 1e-9)
+        #expect(EmbeddingPool.mean.pool(values, shape: shape) == Array(whole.prefix(2)))
+    }
+}
+
 @Suite("Label curve", .serialized)
 struct LabelCurveTests {
     @Test("a small curve runs every row on the same draws, pretrains per fold without the test group, and writes its files")
@@ -153,6 +176,7 @@ struct LabelCurveTests {
         let result = try curve.run()
         // 3 folds x (2 draws at K=2 + 1 at K=all) x 5 rows.
         #expect(result.runs.count == 3 * 3 * CurveModel.allCases.count)
+        #expect(result.pooling == .bandMeanStd && result.protocolDescription.contains("band-mean-std"))
         #expect(result.cells.count == 2 * CurveModel.allCases.count)
         for run in result.runs {
             #expect(run.trainingClips == (run.labelsPerClass == nil ? 32 : 8))
