@@ -12,11 +12,18 @@ interleaved, so load from other processes hits every framework alike); RSS ratio
 Each round's own ratio (CryLab and the reference run one after the other) is printed too, with the
 median and range over rounds: on a host whose speed drifts, these pairs share the conditions.
 --precisions runs CryLab once per listed convolution precision in every round (fp32, bf16, winograd, fast).
+--record FILE also appends to FILE (JSON lines) a description of the run (date, host, CPU, versions,
+command) and then each process's JSON with its round and label, as each finishes; put it under
+Benchmarks/results/ and Scripts/bench/results_table.py turns it into Benchmarks/RESULTS.md.
 Every child gets OMP_WAIT_POLICY=PASSIVE unless it is already set (TensorFlow does not use OpenMP).
 """
 import argparse
+import datetime
+import importlib.metadata
 import json
 import os
+import platform
+import socket
 import subprocess
 import sys
 
@@ -30,6 +37,7 @@ parser.add_argument("--binary", default=os.path.join(root, ".build", "release", 
 parser.add_argument("--workloads", default="unet-train,small-unet-train,classifier-infer")
 parser.add_argument("--torch-python", default=None)
 parser.add_argument("--precisions", default="fp32", help="CryLab convolution precisions, comma-separated")
+parser.add_argument("--record", metavar="FILE", help="append the run's description and every process's JSON to FILE")
 args = parser.parse_args()
 
 common = [f"--steps", str(args.steps), "--threads", str(args.threads), "--batch", str(args.batch)]
@@ -43,6 +51,56 @@ def run(command):
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
+def output_of(command):
+    """First line a helper command prints, or None when it cannot run."""
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.splitlines()[0] if out else None
+
+
+def host_description():
+    """What a later reader needs to compare figures across hosts and versions."""
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                name, _, value = line.partition(":")
+                if name.strip() == "model name" and model is None:
+                    model = value.strip()
+                if name.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    versions = {"python": platform.python_version()}
+    for package in ["keras", "tensorflow", "torch"]:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    for package in ["libdnnl-dev", "libopenblas-dev"]:
+        versions[package] = output_of(["dpkg-query", "-W", "-f", "${Version}", package])
+    versions["swift"] = output_of(["swift", "--version"])
+    commit = output_of(["git", "-C", root, "rev-parse", "HEAD"])
+    if commit and output_of(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"]):
+        commit += " (with uncommitted changes)"
+    return {
+        "kind": "run-info", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(), "cpu_model": model, "cores": os.cpu_count(),
+        # The flags that decide which kernels oneDNN can use (bf16 without AMX was slow here).
+        "cpu_flags": sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512f"}),
+        "command": [os.path.relpath(sys.argv[0], root)] + sys.argv[1:], "commit": commit, "versions": versions,
+    }
+
+
+def record(entry):
+    if args.record:
+        with open(args.record, "a") as out:
+            out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+record(host_description())
 print(f"{'workload':<18} {'framework':<12} {'samples/s':>10} {'GFLOP/s':>8} {'peak GiB':>9}")
 # (name, command, options after the workload)
 crylabs = [("crylab" if p == "fp32" else f"crylab-{p}", [args.binary], ["--precision", p]) for p in args.precisions.split(",")]
@@ -52,9 +110,10 @@ if args.torch_python:
 
 for workload in args.workloads.split(","):
     runs = {name: [] for name, _, _ in frameworks}
-    for _ in range(args.rounds):
+    for round_index in range(args.rounds):
         for name, command, options in frameworks:
             r = run(command + [workload] + options + common)
+            record({"kind": "run", "round": round_index, "label": name, **r})
             print(f"{workload:<18} {name:<12} {r['samples_per_second']:>10.2f} {r['gflops_per_second']:>8.1f} {r['peak_rss_gib']:>9.2f}",
                   flush=True)
             runs[name].append(r)
