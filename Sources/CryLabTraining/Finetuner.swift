@@ -127,8 +127,8 @@ public final class Finetuner {
         }
         if let path = options.encoderPath {
             // A Keras file carries no architecture of ours: it is read as the recipe's encoder.
-            let loaded = try EncoderFile(path: path, kerasArchitecture: try recipe.encoder.configuration(
-                mels: store.mels, frames: recipe.encoder.frames ?? store.frames, seed: recipe.training.seed), kerasLevels: recipe.encoderLevels)
+            let loaded = try EncoderFile(path: path, kerasArchitecture: try recipe.encoderConfiguration(mels: store.mels, frames: store.frames),
+                                         kerasLevels: recipe.encoderLevels)
             if let frontEnd = loaded.frontEnd, frontEnd != store.frontEnd {
                 throw RecipeError(file: path, message: "the encoder was pretrained on another front end (\(describeDifference(frontEnd, store.frontEnd))); make the labeled feature store with the encoder's preset")
             }
@@ -139,13 +139,12 @@ public final class Finetuner {
             pretrained = loaded.model
             normalization = loaded.normalization.map { ($0.mean, $0.std) }
         } else {
-            let frames = recipe.encoder.frames ?? store.frames
-            encoderConfiguration = try recipe.encoder.configuration(mels: store.mels, frames: frames, seed: recipe.training.seed)
+            encoderConfiguration = try recipe.encoderConfiguration(mels: store.mels, frames: store.frames)
             pretrained = nil
             normalization = nil
         }
         guard encoderConfiguration.inputShape[0] == store.mels, encoderConfiguration.inputShape[1] <= store.frames else {
-            throw RecipeError(file: "recipe", message: "the encoder takes \(encoderConfiguration.inputShape[0]) mels x \(encoderConfiguration.inputShape[1]) frames; the data has \(store.mels) x \(store.frames)")
+            throw RecipeError(file: options.encoderPath ?? recipe.path, message: (options.encoderPath == nil ? "key 'encoder.frames': " : "") + "the encoder takes \(encoderConfiguration.inputShape[0]) mels x \(encoderConfiguration.inputShape[1]) frames; the data has \(store.mels) x \(store.frames)")
         }
     }
 

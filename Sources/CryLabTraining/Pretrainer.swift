@@ -76,10 +76,10 @@ public final class Pretrainer {
     public init(recipe: PretrainRecipe, recipeText: String, store: FeatureStore, options: PretrainOptions,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         guard store.mels == recipe.frontEnd.nMels else {
-            throw RecipeError(file: "recipe", message: "key 'frontEnd': the data has \(store.mels) mel bands, the recipe \(recipe.frontEnd.nMels); make the feature store with the recipe's front end")
+            throw RecipeError(file: recipe.path, message: "key 'frontEnd.nMels': \(recipe.frontEnd.nMels), but the data has \(store.mels) mel bands; make the feature store with this front end")
         }
         guard store.frontEnd == recipe.frontEnd else {
-            throw RecipeError(file: "recipe", message: "key 'frontEnd': the feature store was made with another front end (\(describeDifference(store.frontEnd, recipe.frontEnd))); re-run `crylab features` with the recipe's preset, or give audio folders")
+            throw RecipeError(file: recipe.path, message: "key 'frontEnd': the feature store was made with another front end (\(describeDifference(store.frontEnd, recipe.frontEnd))); re-run `crylab features` with this front end, or give audio folders")
         }
         self.recipe = recipe
         self.recipeText = recipeText
@@ -98,10 +98,12 @@ public final class Pretrainer {
         let (trainIndices, validationIndices) = training.validationFraction > 0
             ? groupedHoldout(groups: store.groups, indices: all, fraction: training.validationFraction, seed: training.seed)
             : (all, [])
-        guard !trainIndices.isEmpty else { throw RecipeError(file: "recipe", message: "no training clips left after the validation split") }
+        guard !trainIndices.isEmpty else {
+            throw RecipeError(file: recipe.path, message: "key 'training.validationFraction': \(training.validationFraction) leaves no training clips of the data's \(store.count)")
+        }
         let stats = recipe.normalize ? SpectrogramBatcher.statistics(of: store, indices: trainIndices) : (mean: Float(0), std: Float(1))
         let batcher = SpectrogramBatcher(store: store, frames: modelFrames, mean: stats.mean, std: stats.std)
-        let configuration = try recipe.model.configuration(mels: store.mels, frames: modelFrames, seed: training.seed)
+        let configuration = try recipe.modelConfiguration(mels: store.mels, frames: store.frames)
         let model = try Model.uNet(configuration)
         let invarianceEncoder = recipe.objective.invariance.weight > 0 ? sharedEncoder(of: model, configuration: configuration) : nil
         let loop = TrainingLoop(model: model, training: training, clips: trainIndices.count, selection: .lowestLoss)
