@@ -125,7 +125,9 @@ let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
 @MainActor func step() {
     ConvolutionPrecision.withFastModeCandidates(fastModeCandidates) {
         if training {
-            model.trainingStep(input: input, optimizer: optimizer) { meanSquaredError(prediction: $0, target: input) }
+            model.zeroGradients()
+            model.accumulateGradients(input: input) { meanSquaredError(prediction: $0, target: input) }
+            optimizer.step(model)
         } else {
             _ = model.predict(input)
         }

@@ -167,6 +167,15 @@ public final class Model {
         }
     }
 
+    /// A training-mode forward pass on `input`, `loss` of its output, and the backward pass: adds
+    /// d(loss)/d(weights) to the gradients. Returns the loss.
+    @discardableResult
+    public func accumulateGradients(input: Tensor, loss: (Tensor) -> LossResult) -> Double {
+        let result = loss(forward(input, training: true))
+        backward(result.gradient)
+        return result.value
+    }
+
     public func zeroGradients() {
         for layer in layers { for weight in layer.weights { weight.zeroGradient() } }
     }

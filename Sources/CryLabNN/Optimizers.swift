@@ -180,20 +180,3 @@ public final class SGD: Optimizer {
         }
     }
 }
-
-extension Model {
-    /// One optimisation step: zero gradients, training-mode forward, loss, backward, optional
-    /// clipping, optimiser update. Returns the loss value.
-    @discardableResult
-    public func trainingStep(input: Tensor, optimizer: any Optimizer, clipNorm: Float? = nil,
-                             loss: (Tensor) -> LossResult) -> Double {
-        zeroGradients()
-        let output = forward(input, training: true)
-        let result = loss(output)
-        backward(result.gradient)
-        let parameters = trainableParameters
-        if let clipNorm { clipGradientsByGlobalNorm(parameters, maxNorm: clipNorm) }
-        optimizer.step(parameters)
-        return result.value
-    }
-}

@@ -180,7 +180,9 @@ public struct EvaluationRecipe: Codable, Sendable, Equatable {
 }
 
 /// `crylab finetune`'s recipe. Every field has a default; see `Recipes/finetune.yaml`.
-public struct FinetuneRecipe: Codable, Sendable, Equatable {
+public struct FinetuneRecipe: Codable, Sendable, Equatable, LoadableRecipe {
+    /// Where it was read from (not a key).
+    public var path = "FinetuneRecipe()"
     public var name = "finetune"
     /// Front end for audio folders; must match the encoder's (default: the encoder's own).
     public var frontEnd: FrontEnd?
@@ -230,5 +232,11 @@ public struct FinetuneRecipe: Codable, Sendable, Equatable {
 
     public static func load(_ path: String) throws -> (recipe: FinetuneRecipe, text: String) {
         try loadRecipeFile(FinetuneRecipe.self, path: path)
+    }
+
+    /// The encoder trained from scratch (or read from a Keras file) for data of `mels` x `frames`
+    /// (cropped to `encoder.frames`).
+    public func encoderConfiguration(mels: Int, frames: Int) throws -> UNetConfiguration {
+        try encoder.configuration(mels: mels, frames: encoder.frames ?? frames, seed: training.seed, file: path, key: "encoder")
     }
 }

@@ -127,8 +127,8 @@ public final class Finetuner {
         }
         if let path = options.encoderPath {
             // A Keras file carries no architecture of ours: it is read as the recipe's encoder.
-            let loaded = try EncoderFile(path: path, kerasArchitecture: try recipe.encoder.configuration(
-                mels: store.mels, frames: recipe.encoder.frames ?? store.frames, seed: recipe.training.seed), kerasLevels: recipe.encoderLevels)
+            let loaded = try EncoderFile(path: path, kerasArchitecture: try recipe.encoderConfiguration(mels: store.mels, frames: store.frames),
+                                         kerasLevels: recipe.encoderLevels)
             if let frontEnd = loaded.frontEnd, frontEnd != store.frontEnd {
                 throw RecipeError(file: path, message: "the encoder was pretrained on another front end (\(describeDifference(frontEnd, store.frontEnd))); make the labeled feature store with the encoder's preset")
             }
@@ -139,13 +139,12 @@ public final class Finetuner {
             pretrained = loaded.model
             normalization = loaded.normalization.map { ($0.mean, $0.std) }
         } else {
-            let frames = recipe.encoder.frames ?? store.frames
-            encoderConfiguration = try recipe.encoder.configuration(mels: store.mels, frames: frames, seed: recipe.training.seed)
+            encoderConfiguration = try recipe.encoderConfiguration(mels: store.mels, frames: store.frames)
             pretrained = nil
             normalization = nil
         }
         guard encoderConfiguration.inputShape[0] == store.mels, encoderConfiguration.inputShape[1] <= store.frames else {
-            throw RecipeError(file: "recipe", message: "the encoder takes \(encoderConfiguration.inputShape[0]) mels x \(encoderConfiguration.inputShape[1]) frames; the data has \(store.mels) x \(store.frames)")
+            throw RecipeError(file: options.encoderPath ?? recipe.path, message: (options.encoderPath == nil ? "key 'encoder.frames': " : "") + "the encoder takes \(encoderConfiguration.inputShape[0]) mels x \(encoderConfiguration.inputShape[1]) frames; the data has \(store.mels) x \(store.frames)")
         }
     }
 
@@ -227,7 +226,8 @@ public final class Finetuner {
             }
             log("fold \(foldIndex + 1)/\(folds.count): \(train.count) training clips")
             let (samplesBefore, secondsBefore) = (trainedSamples, trainingSeconds)
-            let (model, batcher, best, history) = try trainModel(on: train, label: "fold \(foldIndex + 1)/\(folds.count)")
+            let (model, batcher, best, epochRecords) = try trainModel(on: train, label: "fold \(foldIndex + 1)/\(folds.count)")
+            let history = Self.history(epochRecords)
             epochs.append(best)
             records.append(history)
             let test = folds[foldIndex].test
@@ -291,9 +291,9 @@ public final class Finetuner {
     }
 
     /// Trains one classifier on the set positions `train` (a grouped share held out for model
-    /// selection); returns it with its batcher and the selected epoch (1-based).
+    /// selection); returns it with its batcher, the selected epoch (1-based) and every epoch's record.
     /// `epochs` overrides the recipe's (the label curve trains small draws for a bounded number of steps).
-    func trainModel(on train: [Int], label: String, epochs: Int? = nil) throws -> (Model, SpectrogramBatcher, Int, [String: [Double]]) {
+    func trainModel(on train: [Int], label: String, epochs: Int? = nil) throws -> (Model, SpectrogramBatcher, Int, [EpochRecord]) {
         var training = recipe.training
         if let epochs { training.epochs = epochs }
         let (fit, validation) = training.validationFraction > 0
@@ -316,57 +316,36 @@ public final class Finetuner {
         for position in fit { counts[set.labels[position]] += 1 }
         let weights: [Float]? = recipe.imbalance.classWeights == .balanced
             ? counts.map { Float(Double(fit.count) / (Double(classes) * max($0, 1))) } : nil
-        let stepsPerEpoch = (fit.count + training.batchSize - 1) / training.batchSize
-        var optimizer = training.optimizer.makeOptimizer(stepsPerEpoch: stepsPerEpoch, epochs: training.epochs)
+        let loop = TrainingLoop(model: model, training: training, clips: fit.count, selection: .highestBalancedAccuracy)
         var generator = SeededGenerator(seed: training.seed &+ UInt64(train.count) &* 0x9E37_79B9)
-        var best: (score: Double, loss: Double, epoch: Int, weights: [Tensor])? = nil
-        var sinceBest = 0
-        var history: [String: [Double]] = [:]
-        for epoch in 0..<training.epochs {
-            if let unfreeze = recipe.freeze.unfreezeAtEpoch, epoch + 1 == unfreeze {
-                model.unfreezeAll()
-                optimizer = training.optimizer.makeOptimizer(stepsPerEpoch: stepsPerEpoch, epochs: training.epochs - epoch,
-                                                             multiplier: recipe.freeze.unfreezeLearningRateMultiplier)
-            }
-            let order = epochOrder(fit, using: &generator)
-            var lossSum = 0.0
-            for start in stride(from: 0, to: order.count, by: training.batchSize) {
-                let batch = Array(order[start..<min(start + training.batchSize, order.count)])
-                let (input, labels) = trainingBatch(batch, batcher: batcher, classes: classes, using: &generator)
-                let stepStart = Date()
-                lossSum += model.trainingStep(input: input, optimizer: optimizer, clipNorm: training.optimizer.clipNorm) { output in
-                    softmaxCrossEntropy(probabilities: output, labels: labels, classWeights: weights,
-                                        labelSmoothing: recipe.imbalance.labelSmoothing)
-                } * Double(batch.count)
-                trainingSeconds += Date().timeIntervalSince(stepStart)
-                trainedSamples += batch.count
-            }
-            // Model selection on the held-out sources: balanced accuracy, then loss.
-            var score = -lossSum / Double(max(order.count, 1)), validationLoss = lossSum / Double(max(order.count, 1))
-            if !validation.isEmpty {
-                let probabilities = predict(model, validation, batcher: batcher)
-                let truth = validation.map { set.labels[$0] }
-                score = ClassificationReport(truth: truth, predicted: probabilities.map(argmax), classNames: set.classNames).balancedAccuracy
-                validationLoss = zip(truth, probabilities).reduce(0.0) { $0 - Foundation.log(max($1.1[$1.0], 1e-12)) } / Double(truth.count)
-            }
-            history["train_loss", default: []].append(lossSum / Double(max(order.count, 1)))
-            history["val_loss", default: []].append(validationLoss)
-            history["val_balanced_accuracy", default: []].append(score)
-            // Without held-out sources there is nothing to select on: the last epoch is kept.
-            if validation.isEmpty || best == nil || score > best!.score || (score == best!.score && validationLoss < best!.loss) {
-                best = (score, validationLoss, epoch + 1, model.namedWeights.map { $0.parameter.value })
-                sinceBest = 0
-            } else {
-                sinceBest += 1
-            }
-            if !options.quiet {
-                log(String(format: "  %@ epoch %d/%d: train loss %.4f, validation balanced accuracy %.3f, loss %.4f",
-                           label, epoch + 1, training.epochs, lossSum / Double(max(order.count, 1)), score, validationLoss))
-            }
-            if let patience = training.earlyStoppingPatience, sinceBest >= patience { break }
-        }
-        if let best {
-            for ((_, parameter), value) in zip(model.namedWeights, best.weights) { try parameter.assign(value) }
+        var bestWeights: [Tensor]?
+        try loop.run(
+            beginEpoch: { epoch in
+                if let unfreeze = recipe.freeze.unfreezeAtEpoch, epoch + 1 == unfreeze {
+                    model.unfreezeAll()
+                    loop.optimizer = training.optimizer.makeOptimizer(stepsPerEpoch: loop.stepsPerEpoch, epochs: training.epochs - epoch,
+                                                                      multiplier: recipe.freeze.unfreezeLearningRateMultiplier)
+                }
+                return epochOrder(fit, using: &generator)
+            },
+            makeBatch: { trainingBatch($0, batcher: batcher, classes: classes, using: &generator) },
+            computeGradients: { batch in
+                model.accumulateGradients(input: batch.input) {
+                    softmaxCrossEntropy(probabilities: $0, labels: batch.labels, classWeights: weights, labelSmoothing: recipe.imbalance.labelSmoothing)
+                }
+            },
+            validate: { validation.isEmpty ? (nil, nil) : validationFigures(model, validation, batcher: batcher) },
+            endEpoch: { record, isBest in
+                if isBest { bestWeights = model.namedWeights.map { $0.parameter.value } }
+                if !options.quiet {
+                    log(String(format: "  %@ epoch %d/%d: train loss %.4f", label, record.epoch, training.epochs, record.trainLoss)
+                        + (record.validationBalancedAccuracy.map { String(format: ", validation balanced accuracy %.3f, loss %.4f", $0, record.selectionLoss) } ?? ""))
+                }
+            })
+        trainedSamples += loop.trainedSamples
+        trainingSeconds += loop.trainingSeconds
+        if let bestWeights {
+            for ((_, parameter), value) in zip(model.namedWeights, bestWeights) { try parameter.assign(value) }
         }
         if recipe.evaluation.recalibrateBatchNormalization {
             let batches = stride(from: 0, to: fit.count, by: training.batchSize).map { start -> Tensor in
@@ -375,7 +354,24 @@ public final class Finetuner {
             }
             model.recalibrateBatchNormalization(batches)
         }
-        return (model, batcher, best?.epoch ?? training.epochs, history)
+        return (model, batcher, loop.best?.epoch ?? training.epochs, loop.history)
+    }
+
+    /// Model selection on the held-out sources: their mean cross-entropy and balanced accuracy.
+    func validationFigures(_ model: Model, _ positions: [Int], batcher: SpectrogramBatcher) -> (loss: Double?, balancedAccuracy: Double?) {
+        let probabilities = predict(model, positions, batcher: batcher)
+        let truth = positions.map { set.labels[$0] }
+        let accuracy = ClassificationReport(truth: truth, predicted: probabilities.map(argmax), classNames: set.classNames).balancedAccuracy
+        let loss = zip(truth, probabilities).reduce(0.0) { $0 - Foundation.log(max($1.1[$1.0], 1e-12)) } / Double(truth.count)
+        return (loss, accuracy)
+    }
+
+    /// A fold's history as report.json and the fold files keep it: train_loss, val_loss and
+    /// val_balanced_accuracy per epoch. Without held-out sources the training loss stands in for
+    /// the validation loss, and its negative for the balanced accuracy.
+    static func history(_ records: [EpochRecord]) -> [String: [Double]] {
+        ["train_loss": records.map(\.trainLoss), "val_loss": records.map(\.selectionLoss),
+         "val_balanced_accuracy": records.map { $0.validationBalancedAccuracy ?? -$0.trainLoss }]
     }
 
     /// This epoch's training order: a shuffle, or class-balanced draws with replacement.
@@ -395,7 +391,7 @@ public final class Finetuner {
     }
 
     /// Augmented inputs and (soft, with mixup) one-hot labels of a training batch.
-    func trainingBatch(_ batch: [Int], batcher: SpectrogramBatcher, classes: Int, using generator: inout SeededGenerator) -> (Tensor, Tensor) {
+    func trainingBatch(_ batch: [Int], batcher: SpectrogramBatcher, classes: Int, using generator: inout SeededGenerator) -> (input: Tensor, labels: Tensor) {
         var crop: SeededGenerator? = generator
         var input = batcher.inputs(batch.map { set.indices[$0] }, random: &crop)
         generator = crop!

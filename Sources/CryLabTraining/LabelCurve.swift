@@ -303,14 +303,12 @@ public final class LabelCurve {
                     encoderPath = record.encoder
                 }
             }
-            let encoderFile = try encoderPath.map { try EncoderFile(path: $0, kerasArchitecture: try pretrainRecipe.model.configuration(
-                mels: store.mels, frames: pretrainRecipe.model.frames ?? store.frames, seed: pretrainRecipe.training.seed),
-                kerasLevels: pretrainRecipe.model.widths.count - 1) }
+            let encoderFile = try encoderPath.map { try EncoderFile(path: $0, kerasArchitecture: try pretrainRecipe.modelConfiguration(
+                mels: store.mels, frames: store.frames), kerasLevels: pretrainRecipe.model.widths.count - 1) }
 
             // Frozen features, computed once per fold.
             var frozen: [CurveModel: [[Double]]] = [:]
-            let configuration = try encoderFile?.configuration ?? pretrainRecipe.model.configuration(
-                mels: store.mels, frames: pretrainRecipe.model.frames ?? store.frames, seed: pretrainRecipe.training.seed)
+            let configuration = try encoderFile?.configuration ?? pretrainRecipe.modelConfiguration(mels: store.mels, frames: store.frames)
             let levels = encoderFile?.levels ?? configuration.depth
             let normalization = encoderFile?.normalization.map { (mean: $0.mean, std: $0.std) }
                 ?? SpectrogramBatcher.statistics(of: store, indices: fold.train.map { set.indices[$0] })

@@ -43,11 +43,12 @@ public struct UNetRecipe: Codable, Sendable, Equatable {
         }
     }
 
-    /// The engine's configuration for inputs of `mels` x `frames`.
-    public func configuration(mels: Int, frames: Int, seed: UInt64) throws -> UNetConfiguration {
+    /// The engine's configuration for inputs of `mels` x `frames`; an error names `file` and
+    /// the key this shape stands under in it.
+    func configuration(mels: Int, frames: Int, seed: UInt64, file: String, key: String) throws -> UNetConfiguration {
         let factor = 1 << (widths.count - 1)
         guard mels % factor == 0, frames % factor == 0 else {
-            throw RecipeError(file: "recipe", message: "key 'model': an input of \(mels) mels x \(frames) frames cannot be pooled \(widths.count - 1) times; both must be multiples of \(factor) (set model.frames or frontEnd.nMels)")
+            throw RecipeError(file: file, message: "key '\(key)': an input of \(mels) mels x \(frames) frames cannot be pooled \(widths.count - 1) times; both must be multiples of \(factor) (set \(key).frames or frontEnd.nMels)")
         }
         return UNetConfiguration(inputShape: [mels, frames, 1], widths: widths, kernelSize: kernelSize,
                                  convolutionsPerLevel: convolutionsPerLevel, skipConnections: skipConnections,
@@ -197,7 +198,9 @@ public struct MixingRecipe: Codable, Sendable, Equatable {
 }
 
 /// `crylab pretrain`'s recipe. Every field has a default; see `Recipes/pretrain.yaml`.
-public struct PretrainRecipe: Codable, Sendable, Equatable {
+public struct PretrainRecipe: Codable, Sendable, Equatable, LoadableRecipe {
+    /// Where it was read from (not a key).
+    public var path = "PretrainRecipe()"
     /// Run name: output goes to `Checkpoints/<name>/` unless --output says otherwise.
     public var name: String = "pretrain"
     /// The audio front end (a preset plus overrides); must match a feature store given as data.
@@ -231,5 +234,10 @@ public struct PretrainRecipe: Codable, Sendable, Equatable {
 
     public static func load(_ path: String) throws -> (recipe: PretrainRecipe, text: String) {
         try loadRecipeFile(PretrainRecipe.self, path: path)
+    }
+
+    /// The U-Net for data of `mels` x `frames` (cropped to `model.frames`).
+    public func modelConfiguration(mels: Int, frames: Int) throws -> UNetConfiguration {
+        try model.configuration(mels: mels, frames: model.frames ?? frames, seed: training.seed, file: path, key: "model")
     }
 }

@@ -76,10 +76,10 @@ public final class Pretrainer {
     public init(recipe: PretrainRecipe, recipeText: String, store: FeatureStore, options: PretrainOptions,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         guard store.mels == recipe.frontEnd.nMels else {
-            throw RecipeError(file: "recipe", message: "key 'frontEnd': the data has \(store.mels) mel bands, the recipe \(recipe.frontEnd.nMels); make the feature store with the recipe's front end")
+            throw RecipeError(file: recipe.path, message: "key 'frontEnd.nMels': \(recipe.frontEnd.nMels), but the data has \(store.mels) mel bands; make the feature store with this front end")
         }
         guard store.frontEnd == recipe.frontEnd else {
-            throw RecipeError(file: "recipe", message: "key 'frontEnd': the feature store was made with another front end (\(describeDifference(store.frontEnd, recipe.frontEnd))); re-run `crylab features` with the recipe's preset, or give audio folders")
+            throw RecipeError(file: recipe.path, message: "key 'frontEnd': the feature store was made with another front end (\(describeDifference(store.frontEnd, recipe.frontEnd))); re-run `crylab features` with this front end, or give audio folders")
         }
         self.recipe = recipe
         self.recipeText = recipeText
@@ -98,18 +98,17 @@ public final class Pretrainer {
         let (trainIndices, validationIndices) = training.validationFraction > 0
             ? groupedHoldout(groups: store.groups, indices: all, fraction: training.validationFraction, seed: training.seed)
             : (all, [])
-        guard !trainIndices.isEmpty else { throw RecipeError(file: "recipe", message: "no training clips left after the validation split") }
+        guard !trainIndices.isEmpty else {
+            throw RecipeError(file: recipe.path, message: "key 'training.validationFraction': \(training.validationFraction) leaves no training clips of the data's \(store.count)")
+        }
         let stats = recipe.normalize ? SpectrogramBatcher.statistics(of: store, indices: trainIndices) : (mean: Float(0), std: Float(1))
         let batcher = SpectrogramBatcher(store: store, frames: modelFrames, mean: stats.mean, std: stats.std)
-        let configuration = try recipe.model.configuration(mels: store.mels, frames: modelFrames, seed: training.seed)
+        let configuration = try recipe.modelConfiguration(mels: store.mels, frames: store.frames)
         let model = try Model.uNet(configuration)
         let invarianceEncoder = recipe.objective.invariance.weight > 0 ? sharedEncoder(of: model, configuration: configuration) : nil
-        let stepsPerEpoch = (trainIndices.count + training.batchSize - 1) / training.batchSize
-        let optimizer = training.optimizer.makeOptimizer(stepsPerEpoch: stepsPerEpoch, epochs: training.epochs)
-
-        var history: [String: [Double]] = ["train_loss": [], "val_loss": [], "seconds": []]
-        var firstEpoch = 0
-        var best = Double.infinity
+        let loop = TrainingLoop(model: model, training: training, clips: trainIndices.count, selection: .lowestLoss)
+        loop.maxSteps = options.maxSteps
+        loop.showsProgress = !options.quiet
         let lastPath = options.output.appendingPathComponent("last.h5").path
         let bestPath = options.output.appendingPathComponent("best.h5").path
         if options.resume {
@@ -118,99 +117,62 @@ public final class Pretrainer {
                 throw RecipeError(file: lastPath, message: "was trained with another model configuration; resume with the recipe it was started with")
             }
             _ = try model.copyWeights(from: saved.model)
-            if let state = saved.optimizer { try restoreOptimizer(optimizer, from: state, for: model) }
-            firstEpoch = saved.metadata.epoch
-            history = saved.metadata.history
-            best = saved.metadata.bestMetric ?? .infinity
-            log("resuming \(lastPath) after epoch \(firstEpoch)")
+            if let state = saved.optimizer { try restoreOptimizer(loop.optimizer, from: state, for: model) }
+            loop.history = Self.records(saved.metadata.history)
+            log("resuming \(lastPath) after epoch \(loop.history.count)")
         }
+        let firstEpoch = loop.history.count
 
         log("pretraining: \(trainIndices.count) training and \(validationIndices.count) validation clips, "
-            + "\(model.parameterCount) parameters, input \(store.mels)x\(modelFrames), \(stepsPerEpoch) steps per epoch")
+            + "\(model.parameterCount) parameters, input \(store.mels)x\(modelFrames), \(loop.stepsPerEpoch) steps per epoch")
         let interrupt = InterruptFlag()
         interrupt.install()
         defer { interrupt.uninstall() }
+        loop.interrupt = interrupt
 
-        var steps = firstEpoch * stepsPerEpoch
-        var trainedSamples = 0
-        var trainingSeconds = 0.0
-        var firstStep: (samples: Int, seconds: Double)?
-        var completedEpochs = firstEpoch
-        var interrupted = false
-        var epochsWithoutImprovement = 0
-        epochLoop: for epoch in firstEpoch..<training.epochs {
-            let started = Date()
-            var generator = SeededGenerator(seed: training.seed &+ 0x9E37_79B9 &* UInt64(epoch + 1))
-            let order = trainIndices.shuffled(using: &generator)
-            let progress = ProgressReporter(label: "epoch \(epoch + 1)/\(training.epochs)", total: order.count, quiet: options.quiet)
-            var lossSum = 0.0
-            var seen = 0
-            for batchStart in stride(from: 0, to: order.count, by: training.batchSize) {
-                let batch = Array(order[batchStart..<min(batchStart + training.batchSize, order.count)])
-                let (input, target, lossMask) = makeBatch(batch, batcher: batcher, generator: &generator, training: true)
-                let views = invarianceEncoder == nil || batch.count < 2 ? nil : makeViews(batch, batcher: batcher, generator: &generator)
-                let stepStarted = Date()
-                let loss: Double
-                if let views, let invarianceEncoder {
-                    loss = trainingStep(model, input: input, target: target, mask: lossMask, views: views,
-                                        encoder: invarianceEncoder, optimizer: optimizer)
-                } else {
-                    loss = model.trainingStep(input: input, optimizer: optimizer, clipNorm: training.optimizer.clipNorm) { output in
-                        meanSquaredError(prediction: output, target: target, mask: lossMask)
-                    }
+        var generator = SeededGenerator(seed: training.seed)  // replaced at the start of every epoch
+        let stop = try loop.run(
+            beginEpoch: { epoch in
+                generator = SeededGenerator(seed: training.seed &+ 0x9E37_79B9 &* UInt64(epoch + 1))
+                return trainIndices.shuffled(using: &generator)
+            },
+            makeBatch: { clips in
+                let (input, target, mask) = makeBatch(clips, batcher: batcher, generator: &generator, training: true)
+                let views = invarianceEncoder == nil || clips.count < 2 ? nil : makeViews(clips, batcher: batcher, generator: &generator)
+                return (input: input, target: target, mask: mask, views: views)
+            },
+            computeGradients: { batch in
+                let reconstruction = model.accumulateGradients(input: batch.input) {
+                    meanSquaredError(prediction: $0, target: batch.target, mask: batch.mask)
                 }
-                if firstStep == nil {
-                    firstStep = (batch.count, Date().timeIntervalSince(stepStarted))
-                } else {
-                    trainingSeconds += Date().timeIntervalSince(stepStarted)
-                    trainedSamples += batch.count
-                }
-                steps += 1
-                lossSum += loss * Double(batch.count)
-                seen += batch.count
-                progress.advance(by: batch.count, note: String(format: "loss %.4f", lossSum / Double(seen))
-                                 + (trainedSamples == 0 ? "" : String(format: " %.1f samples/s", Double(trainedSamples) / trainingSeconds)))
-                if let maxSteps = options.maxSteps, steps - firstEpoch * stepsPerEpoch >= maxSteps { break epochLoop }
-                if interrupt.isRaised { interrupted = true; break epochLoop }
-            }
-            progress.finish()
-            let validationLoss = evaluate(model, validationIndices, batcher: batcher)
-            history["train_loss", default: []].append(lossSum / Double(max(seen, 1)))
-            // Without validation clips there is no validation loss to record (NaN cannot be stored in a checkpoint's JSON).
-            if let validationLoss { history["val_loss", default: []].append(validationLoss) }
-            history["seconds", default: []].append(Date().timeIntervalSince(started))
-            completedEpochs = epoch + 1
-            let score = validationLoss ?? lossSum / Double(max(seen, 1))
-            let improved = score < best
-            if improved { best = score; epochsWithoutImprovement = 0 } else { epochsWithoutImprovement += 1 }
-            let metadata = self.metadata(epoch: completedEpochs, step: steps, best: best, history: history, stats: stats)
-            try Checkpoint.save(model, metadata: metadata, optimizer: optimizerState(optimizer, for: model), to: lastPath)
-            if improved { try Checkpoint.save(model, metadata: metadata, optimizer: nil, to: bestPath) }
-            try writeHistory(history)
-            log(String(format: "epoch %d/%d: train loss %.5f, validation loss %@, %.1f s%@", completedEpochs, training.epochs,
-                       history["train_loss"]!.last!, validationLoss.map { String(format: "%.5f", $0) } ?? "n/a",
-                       history["seconds"]!.last!, improved ? " (best)" : ""))
-            if let patience = training.earlyStoppingPatience, epochsWithoutImprovement >= patience {
-                log("early stopping: no improvement for \(patience) epochs")
-                break
-            }
-        }
+                guard let views = batch.views, let invarianceEncoder else { return reconstruction }
+                return reconstruction + accumulateInvarianceGradients(views: views, encoder: invarianceEncoder)
+            },
+            validate: { (evaluate(model, validationIndices, batcher: batcher), nil) },
+            endEpoch: { record, isBest in
+                let metadata = self.metadata(loop, stats: stats)
+                try Checkpoint.save(model, metadata: metadata, optimizer: optimizerState(loop.optimizer, for: model), to: lastPath)
+                if isBest { try Checkpoint.save(model, metadata: metadata, optimizer: nil, to: bestPath) }
+                try writeHistory(loop.history)
+                log(String(format: "epoch %d/%d: train loss %.5f, validation loss %@, %.1f s%@", record.epoch, training.epochs,
+                           record.trainLoss, record.validationLoss.map { String(format: "%.5f", $0) } ?? "n/a",
+                           record.seconds, isBest ? " (best)" : ""))
+            })
+        if stop == .earlyStopping { log("early stopping: no improvement for \(training.earlyStoppingPatience ?? 0) epochs") }
 
+        let history = loop.history
         var summary = PretrainSummary(
-            runFolder: options.output.path, epochs: completedEpochs, steps: steps, trainingClips: trainIndices.count,
+            runFolder: options.output.path, epochs: history.count, steps: loop.steps, trainingClips: trainIndices.count,
             validationClips: validationIndices.count, parameters: model.parameterCount,
-            samplesPerSecond: trainedSamples > 0 ? Double(trainedSamples) / trainingSeconds
-                : firstStep.map { Double($0.samples) / $0.seconds } ?? 0,
-            firstStepSeconds: firstStep?.seconds,
-            secondsPerEpoch: history["seconds"]?.isEmpty == false ? history["seconds"]!.reduce(0, +) / Double(history["seconds"]!.count) : nil,
-            trainLoss: history["train_loss"]?.last, validationLoss: history["val_loss"]?.last.flatMap { $0.isNaN ? nil : $0 },
-            bestValidationLoss: best.isFinite ? best : nil, validationLossWithoutSkips: nil, checkpoint: nil, encoder: nil,
-            report: nil, probe: nil, interrupted: interrupted)
-        if options.maxSteps != nil && completedEpochs == firstEpoch { return summary }
-        if interrupted {
+            samplesPerSecond: loop.samplesPerSecond, firstStepSeconds: loop.firstStep?.seconds,
+            secondsPerEpoch: history.isEmpty ? nil : history.map(\.seconds).reduce(0, +) / Double(history.count),
+            trainLoss: history.last?.trainLoss, validationLoss: history.last?.validationLoss.flatMap { $0.isNaN ? nil : $0 },
+            bestValidationLoss: loop.best?.selectionLoss, validationLossWithoutSkips: nil, checkpoint: nil, encoder: nil,
+            report: nil, probe: nil, interrupted: stop == .interrupted)
+        if options.maxSteps != nil && history.count == firstEpoch { return summary }
+        if stop == .interrupted {
             let path = options.output.appendingPathComponent("interrupted.h5").path
-            try Checkpoint.save(model, metadata: metadata(epoch: completedEpochs, step: steps, best: best, history: history, stats: stats),
-                                optimizer: optimizerState(optimizer, for: model), to: path)
+            try Checkpoint.save(model, metadata: metadata(loop, stats: stats), optimizer: optimizerState(loop.optimizer, for: model), to: path)
             summary.checkpoint = path
             log("saved \(path); `--resume` continues from last.h5 (the last complete epoch)")
             return summary
@@ -222,8 +184,7 @@ public final class Pretrainer {
 
         let encoderPath = options.output.appendingPathComponent("encoder.h5").path
         let encoder = try exportEncoder(from: model, configuration: configuration)
-        try Checkpoint.save(encoder, metadata: metadata(epoch: completedEpochs, step: steps, best: best, history: history, stats: stats),
-                            to: encoderPath)
+        try Checkpoint.save(encoder, metadata: metadata(loop, stats: stats), to: encoderPath)
         summary.encoder = encoderPath
         if let probeStore = options.probe {
             summary.probe = try linearProbe(encoder: encoder, configuration: configuration, probeStore: probeStore, stats: stats)
@@ -262,23 +223,16 @@ public final class Pretrainer {
         return Tensor(shape: shape, values: first.values + second.values)
     }
 
-    /// One step of reconstruction plus the invariance term: the U-Net's and the shared encoder's
-    /// backward passes add into the same gradients, then one clipped optimiser update.
-    func trainingStep(_ model: Model, input: Tensor, target: Tensor, mask: Tensor?, views: Tensor,
-                      encoder: Model, optimizer: any Optimizer) -> Double {
+    /// The invariance term's share of a step: the two views through the shared encoder, its
+    /// backward pass adding into the U-Net's gradients. Returns the weighted term.
+    func accumulateInvarianceGradients(views: Tensor, encoder: Model) -> Double {
         let invariance = recipe.objective.invariance
-        model.zeroGradients()
-        let reconstruction = meanSquaredError(prediction: model.forward(input, training: true), target: target, mask: mask)
-        model.backward(reconstruction.gradient)
         let contrast = viewContrastiveLoss(features: encoder.forward(views, training: true), temperature: invariance.temperature)
         var gradient = contrast.gradient
         let scale = Float(invariance.weight)
         for i in gradient.values.indices { gradient.values[i] *= scale }
         encoder.backward(.output(gradient))
-        let parameters = model.trainableParameters
-        if let clipNorm = recipe.training.optimizer.clipNorm { clipGradientsByGlobalNorm(parameters, maxNorm: clipNorm) }
-        optimizer.step(parameters)
-        return reconstruction.value + invariance.weight * contrast.value
+        return invariance.weight * contrast.value
     }
 
     /// Mean validation loss, with the same masks every epoch; nil without validation clips.
@@ -294,10 +248,24 @@ public final class Pretrainer {
         return total / Double(indices.count)
     }
 
-    func metadata(epoch: Int, step: Int, best: Double, history: [String: [Double]], stats: (mean: Float, std: Float)) -> CheckpointMetadata {
+    func metadata(_ loop: TrainingLoop, stats: (mean: Float, std: Float)) -> CheckpointMetadata {
         CheckpointMetadata(frontEnd: store.frontEnd, normalization: NormalizationStats(mean: stats.mean, std: stats.std),
-                           classNames: [], recipe: recipeText, epoch: epoch, step: step, randomState: [],
-                           bestMetric: best.isFinite ? best : nil, history: history, frozenLayers: [])
+                           classNames: [], recipe: recipeText, epoch: loop.history.count, step: loop.steps, randomState: [],
+                           bestMetric: loop.best?.selectionLoss, history: Self.history(loop.history), frozenLayers: [])
+    }
+
+    /// The history as checkpoints and history.json keep it: train_loss, val_loss (with validation clips), seconds.
+    static func history(_ records: [EpochRecord]) -> [String: [Double]] {
+        ["train_loss": records.map(\.trainLoss), "val_loss": records.compactMap(\.validationLoss), "seconds": records.map(\.seconds)]
+    }
+
+    /// The records of a checkpoint's history, for `--resume`.
+    static func records(_ history: [String: [Double]]) -> [EpochRecord] {
+        let train = history["train_loss"] ?? [], validation = history["val_loss"] ?? [], seconds = history["seconds"] ?? []
+        return train.indices.map {
+            EpochRecord(epoch: $0 + 1, trainLoss: train[$0], validationLoss: $0 < validation.count ? validation[$0] : nil,
+                        seconds: $0 < seconds.count ? seconds[$0] : 0)
+        }
     }
 
     /// The encoder levels of the trained U-Net (all but the bottleneck), with its weights.
@@ -307,17 +275,15 @@ public final class Pretrainer {
         return encoder
     }
 
-    func writeHistory(_ history: [String: [Double]]) throws {
-        let columns = ["train_loss", "val_loss", "seconds"]
-        let rows = history["train_loss"]?.count ?? 0
-        var csv = "epoch," + columns.joined(separator: ",") + "\n"
-        for row in 0..<rows {
-            csv += "\(row + 1)," + columns.map { history[$0].map { row < $0.count ? String($0[row]) : "" } ?? "" }.joined(separator: ",") + "\n"
+    func writeHistory(_ records: [EpochRecord]) throws {
+        var csv = "epoch,train_loss,val_loss,seconds\n"
+        for record in records {
+            csv += "\(record.epoch),\(record.trainLoss),\(record.validationLoss.map { "\($0)" } ?? ""),\(record.seconds)\n"
         }
         try Data(csv.utf8).write(to: options.output.appendingPathComponent("history.csv"), options: .atomic)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(history.mapValues { $0.map { $0.isFinite ? $0 : -1 } })
+        try encoder.encode(Self.history(records).mapValues { $0.map { $0.isFinite ? $0 : -1 } })
             .write(to: options.output.appendingPathComponent("history.json"), options: .atomic)
     }
 }

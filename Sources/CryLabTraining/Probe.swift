@@ -66,10 +66,10 @@ extension Pretrainer {
     }
 
     /// The HTML report: loss curves, reconstructions of a few validation clips, the skip test and the probe.
-    func writeReport(model: Model, summary: PretrainSummary, history: [String: [Double]], validation: [Int], batcher: SpectrogramBatcher) throws -> String {
+    func writeReport(model: Model, summary: PretrainSummary, history: [EpochRecord], validation: [Int], batcher: SpectrogramBatcher) throws -> String {
         var report = HTMLReport(title: "CryLab pretraining: \(recipe.name)")
         report.paragraph("\(summary.epochs) epochs, \(summary.steps) steps, \(summary.trainingClips) training and \(summary.validationClips) validation clips, \(summary.parameters) parameters, \(String(format: "%.1f", summary.samplesPerSecond)) samples/s.")
-        report.lineChart(title: "loss per epoch", series: [("train", history["train_loss"] ?? []), ("validation", history["val_loss"] ?? [])])
+        report.lineChart(title: "loss per epoch", series: [("train", history.map(\.trainLoss)), ("validation", history.compactMap(\.validationLoss))])
         var rows: [[String]] = []
         if let v = summary.validationLoss { rows.append(["validation loss", String(format: "%.5f", v)]) }
         if let v = summary.validationLossWithoutSkips { rows.append(["validation loss, skip connections cut", String(format: "%.5f", v)]) }

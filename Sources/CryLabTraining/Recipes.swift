@@ -118,13 +118,22 @@ public struct MaskRecipe: Codable, Sendable, Equatable {
     }
 }
 
+/// A recipe that remembers where it was read from, so that what is found wrong with it later
+/// (against the data) names the file as a decoding error does.
+public protocol LoadableRecipe: Decodable {
+    /// The file, or the name given to `loadRecipeText`.
+    var path: String { get set }
+}
+
 /// Loads a recipe from YAML text: decoded into typed structures and validated once.
-public func loadRecipeText<R: Decodable>(_ type: R.Type, text: String, file: String) throws -> R {
-    try decodeRecipe(R.self, yaml: text, file: file)
+public func loadRecipeText<R: LoadableRecipe>(_ type: R.Type, text: String, file: String) throws -> R {
+    var recipe = try decodeRecipe(R.self, yaml: text, file: file)
+    recipe.path = file
+    return recipe
 }
 
 /// Loads a recipe file; returns the recipe and its text (stored in every checkpoint).
-public func loadRecipeFile<R: Decodable>(_ type: R.Type, path: String) throws -> (recipe: R, text: String) {
+public func loadRecipeFile<R: LoadableRecipe>(_ type: R.Type, path: String) throws -> (recipe: R, text: String) {
     let text: String
     do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
         throw RecipeError(file: path, message: "cannot read the recipe (\(error.localizedDescription)); check the path: the shipped recipes are in Recipes/")

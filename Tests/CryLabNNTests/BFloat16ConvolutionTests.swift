@@ -220,7 +220,7 @@ import Testing
                 let model = try Model.uNet(configuration)
                 let optimizer = Adam(schedule: .constant(3e-3))
                 return (0..<40).map { _ in
-                    model.trainingStep(input: input, optimizer: optimizer) { meanSquaredError(prediction: $0, target: target) }
+                    optimizationStep(model, input: input, optimizer: optimizer) { meanSquaredError(prediction: $0, target: target) }
                 }
             }
         }

@@ -29,7 +29,7 @@ import Testing
         let x = randomTensor([3, 12, 12, 1], seed: 8)
         let target = randomTensor([3, 6, 6, 1], seed: 9)
         let losses = (0..<3).map { _ in
-            model.trainingStep(input: x, optimizer: optimizer) { meanSquaredError(prediction: $0, target: target) }
+            optimizationStep(model, input: x, optimizer: optimizer) { meanSquaredError(prediction: $0, target: target) }
         }
         return (losses, model.namedWeights.map(\.parameter.value), convolutions.map(\.lastOutputLayout))
     }
@@ -192,7 +192,7 @@ import Testing
             let optimizer = Adam(schedule: .constant(3e-3))
             let x = randomTensor([2, 16, 16, 1], seed: 4)
             let losses = (0..<3).map { _ in
-                model.trainingStep(input: x, optimizer: optimizer) { meanSquaredError(prediction: $0, target: x) }
+                optimizationStep(model, input: x, optimizer: optimizer) { meanSquaredError(prediction: $0, target: x) }
             }
             var layouts: [String: ActivationLayout] = [:]
             for layer in model.layers {

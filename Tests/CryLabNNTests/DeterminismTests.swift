@@ -14,7 +14,7 @@ import Testing
         let mask = Tensor(shape: x.shape, values: x.values.map { $0 > 0 ? 1 : 0 })
         var losses: [Double] = []
         for _ in 0..<3 {
-            losses.append(model.trainingStep(input: x, optimizer: optimizer, clipNorm: 1) {
+            losses.append(optimizationStep(model, input: x, optimizer: optimizer, clipNorm: 1) {
                 meanSquaredError(prediction: $0, target: x, mask: mask)
             })
         }

@@ -142,7 +142,7 @@ import Testing
         let labels = Tensor(shape: [4, 3], values: [1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0])
         let optimizer = Adam()
         for _ in 0..<2 {
-            model.trainingStep(input: x, optimizer: optimizer) { softmaxCrossEntropy(probabilities: $0, labels: labels) }
+            optimizationStep(model, input: x, optimizer: optimizer) { softmaxCrossEntropy(probabilities: $0, labels: labels) }
         }
         // Frozen: no gradients, no updates, and BatchNorm's moving statistics untouched (inference mode).
         #expect(frozen.map { $0.weights.map(\.value) } == before)

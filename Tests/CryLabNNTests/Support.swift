@@ -19,6 +19,18 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Double {
     Double(maxAbsDifference(a, b)) / Double(max(1, maxAbs(b)))
 }
 
+/// One optimisation step for the engine's tests: zeroed gradients, `loss` back-propagated, optional
+/// clipping, the optimiser's update (training runs step through CryLabTraining's loop).
+@discardableResult
+func optimizationStep(_ model: Model, input: Tensor, optimizer: any Optimizer, clipNorm: Float? = nil,
+                      loss: (Tensor) -> LossResult) -> Double {
+    model.zeroGradients()
+    let value = model.accumulateGradients(input: input, loss: loss)
+    if let clipNorm { clipGradientsByGlobalNorm(model.trainableParameters, maxNorm: clipNorm) }
+    optimizer.step(model)
+    return value
+}
+
 // MARK: Gradient checks against finite differences in Double
 //
 // A check has three parts: the float32 forward against the Double reference forward

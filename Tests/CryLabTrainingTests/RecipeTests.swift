@@ -1,4 +1,5 @@
 import CryLabDSP
+import CryLabFeatures
 import CryLabTraining
 import Foundation
 import Testing
@@ -17,14 +18,16 @@ struct RecipeTests {
         #expect(recipe.objective.loss == .all && !recipe.objective.masks)
         #expect(recipe.training.epochs == 25 && recipe.training.batchSize == 32)
         #expect(recipe.training.optimizer.kind == .adam && recipe.training.optimizer.learningRate == 0.001)
-        let configuration = try recipe.model.configuration(mels: 128, frames: 128, seed: 0)
+        let configuration = try recipe.modelConfiguration(mels: 128, frames: 128)
         #expect(configuration.inputShape == [128, 128, 1])
     }
 
     @Test("an empty recipe takes every default")
     func defaults() throws {
         let recipe = try loadRecipeText(PretrainRecipe.self, text: "", file: "empty.yaml")
-        #expect(recipe == PretrainRecipe())
+        var defaults = PretrainRecipe()
+        defaults.path = "empty.yaml"
+        #expect(recipe == defaults)
     }
 
     @Test("front-end overrides apply on top of the preset")
@@ -34,6 +37,34 @@ struct RecipeTests {
         expected.nMels = 64
         expected.toDB = true
         #expect(recipe.frontEnd == expected)
+    }
+
+    @Test("a recipe that does not fit the data: the error names the recipe's file and key")
+    func dataMismatchNamesFileAndKey() throws {
+        func message(_ body: () throws -> Void) -> String {
+            do { try body() } catch { return "\(error)" }
+            return "no error"
+        }
+        let folder = try runFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (pretrain, text) = try tinyRecipe(epochs: 1)
+        var otherHop = syntheticStore()
+        otherHop.frontEnd.hopLength = 64
+        var oddFrames = pretrain
+        oddFrames.model.frames = 31
+        var finetune = try loadRecipeText(FinetuneRecipe.self, text: FinetuneResumeTests.recipeText, file: "tiny-finetune.yaml")
+        finetune.encoder.frames = 31
+        let frontEnd = message { _ = try Pretrainer(recipe: pretrain, recipeText: text, store: otherHop, options: PretrainOptions(output: folder)) }
+        let model = message {
+            _ = try Pretrainer(recipe: oddFrames, recipeText: text, store: syntheticStore(), options: PretrainOptions(output: folder), log: { _ in }).run()
+        }
+        let encoder = message {
+            _ = try Finetuner(recipe: finetune, recipeText: FinetuneResumeTests.recipeText, store: syntheticStore(labeled: true),
+                              options: FinetuneOptions(output: folder), log: { _ in })
+        }
+        #expect(frontEnd.hasPrefix("tiny.yaml: key 'frontEnd': "), "\(frontEnd)")
+        #expect(model.hasPrefix("tiny.yaml: key 'model': "), "\(model)")
+        #expect(encoder.hasPrefix("tiny-finetune.yaml: key 'encoder': "), "\(encoder)")
     }
 
     @Test("errors name the key path and the allowed values", arguments: [
