@@ -17,8 +17,15 @@ Scripts/python-env.sh):
         the same with `keras.models.load_model(FILE.h5)`: the model is rebuilt from the file's
         model_config alone, with no code.
 
+    $PY Scripts/keras/checkpoint_fixtures.py encoder-bn
+        writes Fixtures/keras/encoder-bn.h5: the encoder `crylab export-encoder` writes for a
+        recipe with batch normalisation and dropout (16 mels x 24 frames, widths 4-8), saved by
+        Keras's `model.save` with names offset by a layer built first (conv2d_1, ...), so that
+        CryLab must match its layers by position; with an input and Keras's outputs on it
+        (encoder-bn-input.f32, encoder-bn-output.f32, encoder-bn.json).
+
 The fixtures were produced with TensorFlow-CPU 2.21.0 and Keras 3.15.1 (recorded in
-manifest.json).
+manifest.json and encoder-bn.json).
 """
 import json
 import os
@@ -122,9 +129,54 @@ def check(path, kind, input_path, output_path):
     sys.exit(0 if difference <= 1e-4 else 1)
 
 
+# The encoder `crylab export-encoder` writes for a recipe with batchNormalization and a
+# dropoutRate, on spectrograms of 16 mels x 24 frames: per level two 3x3 'same' convolutions, each
+# linear and followed by BatchNormalization and ReLU; 2x2 max pooling and Dropout between levels.
+BN_SHAPE = (16, 24, 1)
+BN_WIDTHS = [4, 8]
+
+
+def build_bn_encoder():
+    keras.backend.clear_session()
+    # Layers made first take the plain names, as in a session that built another model before:
+    # the encoder's layers are conv2d_1, batch_normalization_1, re_lu_1, ...
+    layers.Conv2D(1, 1), layers.BatchNormalization(), layers.ReLU()
+    inputs = keras.Input(BN_SHAPE)
+    x = inputs
+    for level, width in enumerate(BN_WIDTHS):
+        for _ in range(2):
+            x = layers.Conv2D(width, 3, padding="same")(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        if level < len(BN_WIDTHS) - 1:
+            x = layers.MaxPooling2D(2)(x)
+            x = layers.Dropout(0.1)(x)
+    return keras.Model(inputs, x)
+
+
+def make_bn_encoder():
+    os.makedirs(OUT, exist_ok=True)
+    rng = np.random.default_rng(20261207)
+    x = rng.uniform(-1, 1, size=(2,) + BN_SHAPE).astype(np.float32)
+    model = build_bn_encoder()
+    randomize(model, rng)
+    y = model.predict(x, verbose=0)  # inference: Dropout off, BatchNormalization on moving statistics
+    model.save(os.path.join(OUT, "encoder-bn.h5"))
+    x.astype("<f4").tofile(os.path.join(OUT, "encoder-bn-input.f32"))
+    y.astype("<f4").tofile(os.path.join(OUT, "encoder-bn-output.f32"))
+    manifest = {"tensorflow": __import__("tensorflow").__version__, "keras": keras.__version__,
+                "input_shape": list(x.shape), "output_shape": list(y.shape),
+                "layers": [l.name for l in model.layers]}
+    with open(os.path.join(OUT, "encoder-bn.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    print(f"wrote {OUT}/encoder-bn.h5: output {y.shape}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "make":
         make()
+    elif len(sys.argv) == 2 and sys.argv[1] == "encoder-bn":
+        make_bn_encoder()
     elif len(sys.argv) == 6 and sys.argv[1] == "check":
         check(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "load":

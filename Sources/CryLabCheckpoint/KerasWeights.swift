@@ -105,6 +105,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case missingWeight(file: String, path: String)
     case notACheckpoint(file: String, detail: String)
     case unsupportedVersion(file: String, found: Int64, supported: Int64)
+    /// A Keras full-model file whose model is not one CryLab can read as an encoder.
+    case unsupportedKerasModel(file: String, detail: String)
 
     public var description: String {
         switch self {
@@ -120,6 +122,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
             return "\(file): not a CryLab or Keras checkpoint (\(detail))."
         case let .unsupportedVersion(file, found, supported):
             return "\(file): checkpoint format version \(found), this CryLab reads up to \(supported); upgrade CryLab."
+        case let .unsupportedKerasModel(file, detail):
+            return "\(file): its model_config is not an encoder CryLab can read: \(detail). CryLab reads the encoder `crylab export-encoder` writes (per level Conv2D 'same' [+ BatchNormalization + ReLU], MaxPooling2D 2 and Dropout between levels), or a U-Net or classifier that starts with one, saved by Keras's model.save(\"x.h5\")."
         }
     }
 }

@@ -10,6 +10,8 @@ public struct FinetuneOptions: Sendable {
     public var output: URL
     /// Encoder weights (CryLab or Keras `.h5`); nil trains from random weights.
     public var encoderPath: String?
+    /// Where the data came from, for errors.
+    public var dataPath: String?
     public var quiet = false
     /// Reuse the folds an interrupted run of the same recipe, data and encoder finished (saved in
     /// `folds/` of the run folder) and train only the rest. Without it, saved folds are discarded.
@@ -126,15 +128,17 @@ public final class Finetuner {
             testPositions = nil
         }
         if let path = options.encoderPath {
-            // A Keras file carries no architecture of ours: it is read as the recipe's encoder.
+            // A Keras full-model file carries its architecture in model_config; a weights-only
+            // file is read as the recipe's encoder.
             let loaded = try EncoderFile(path: path, kerasArchitecture: try recipe.encoderConfiguration(mels: store.mels, frames: store.frames),
                                          kerasLevels: recipe.encoderLevels)
             if let frontEnd = loaded.frontEnd, frontEnd != store.frontEnd {
                 throw RecipeError(file: path, message: "the encoder was pretrained on another front end (\(describeDifference(frontEnd, store.frontEnd))); make the labeled feature store with the encoder's preset")
             }
             guard recipe.encoderLevels <= loaded.levels else {
-                throw RecipeError(file: path, message: "encoderLevels \(recipe.encoderLevels) but the encoder has \(loaded.levels) levels")
+                throw RecipeError(file: path, message: "has \(loaded.levels) encoder levels, the recipe asks for \(recipe.encoderLevels); set the recipe's encoderLevels to at most \(loaded.levels)")
             }
+            try loaded.checkInput(of: store, storePath: options.dataPath ?? "the data")
             encoderConfiguration = loaded.configuration
             pretrained = loaded.model
             normalization = loaded.normalization.map { ($0.mean, $0.std) }

@@ -30,6 +30,13 @@ public struct LoadedClassifier {
     public let std: Float
 
     public init(path: String) throws {
+        let format = try Checkpoint.describe(path).format
+        guard format.hasPrefix(Checkpoint.formatName) else {
+            throw RecipeError(file: path, message: """
+                is a Keras file (\(format)) without the class names and front end a classifier needs; use classifier.h5 \
+                from `crylab finetune` (a Keras encoder can be fine-tuned into one: `crylab finetune --encoder \(path) --data STORE.h5 ...`)
+                """)
+        }
         let contents = try Checkpoint.load(path)
         guard contents.model.configuration?.kind == .classifier else {
             throw RecipeError(file: path, message: "is not a classifier (it holds a \(contents.model.configuration?.kind.rawValue ?? "model") ); use classifier.h5 from `crylab finetune`")

@@ -222,9 +222,24 @@ public final class LabelCurve {
         if let pool = options.unlabeledPool, pool.frontEnd != store.frontEnd {
             throw RecipeError(file: "label-curve", message: "the unlabeled pool was made with another front end than the labeled data (\(describeDifference(pool.frontEnd, store.frontEnd))); make both with the same options")
         }
+        if options.pretraining == .suppliedEncoder, let path = options.encoderPath {
+            // Checked once here, so that a file that does not fit fails before any fold runs.
+            let file = try loadEncoder(path)
+            let data = options.dataPath.isEmpty ? "the data" : options.dataPath
+            if let frontEnd = file.frontEnd, frontEnd != store.frontEnd {
+                throw RecipeError(file: path, message: "was pretrained on another front end than \(data) (\(describeDifference(frontEnd, store.frontEnd))); make the store with the encoder's front end")
+            }
+            try file.checkInput(of: store, storePath: data)
+        }
         guard Set(set.groups).count >= 2 else {
             throw RecipeError(file: "label-curve", message: "the labeled data has \(Set(set.groups).count) group; grouped folds need at least 2 (see crylab features --group-pattern or a manifest's group column)")
         }
+    }
+
+    /// An encoder file; a Keras weights-only file is read as the pretraining recipe's encoder.
+    func loadEncoder(_ path: String) throws -> EncoderFile {
+        try EncoderFile(path: path, kerasArchitecture: try pretrainRecipe.modelConfiguration(mels: store.mels, frames: store.frames),
+                        kerasLevels: pretrainRecipe.model.widths.count - 1)
     }
 
     var folds: [Fold] {
@@ -303,8 +318,7 @@ public final class LabelCurve {
                     encoderPath = record.encoder
                 }
             }
-            let encoderFile = try encoderPath.map { try EncoderFile(path: $0, kerasArchitecture: try pretrainRecipe.modelConfiguration(
-                mels: store.mels, frames: store.frames), kerasLevels: pretrainRecipe.model.widths.count - 1) }
+            let encoderFile = try encoderPath.map(loadEncoder)
 
             // Frozen features, computed once per fold.
             var frozen: [CurveModel: [[Double]]] = [:]
@@ -327,6 +341,7 @@ public final class LabelCurve {
             for model in options.models where model.trainsNetwork {
                 var finetuneOptions = FinetuneOptions(output: foldFolder.appendingPathComponent(model.rawValue))
                 finetuneOptions.encoderPath = model == .pretrainedFinetuned ? encoderPath : nil
+                finetuneOptions.dataPath = options.dataPath
                 finetuneOptions.quiet = true
                 if model == .pretrainedFinetuned && encoderPath == nil { continue }
                 finetuners[model] = try Finetuner(recipe: finetuneRecipe, recipeText: finetuneRecipeText, store: store,

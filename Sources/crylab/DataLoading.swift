@@ -28,15 +28,40 @@ func isFeatureStore(_ path: String) -> Bool {
     path.hasSuffix(".h5") || path.hasSuffix(".hdf5")
 }
 
-/// A CryLab encoder file and labeled data computed with its front end (a store must match it).
-/// `command` names the subcommand in the error for a file without a front end.
-func loadEncoderAndData(encoder path: String, data: [String], command: String, threads: Int, quiet: Bool) throws -> (EncoderFile, FeatureStore) {
+/// An encoder file and labeled data computed with its front end (a store must match it). A file
+/// without a front end (a Keras `model.save`) takes a feature store's front end and
+/// normalisation; audio cannot be analysed for it.
+func loadEncoderAndData(encoder path: String, data: [String], threads: Int, quiet: Bool) throws -> (EncoderFile, FeatureStore) {
     ComputeThreads.set(threads)
-    let file = try EncoderFile(path: path, kerasArchitecture: .story, kerasLevels: 4)
-    guard let frontEnd = file.frontEnd else {
-        throw ValidationError("\(path) has no front end (a Keras file?); \(command) needs a CryLab encoder, e.g. Checkpoints/<run>/encoder.h5")
+    var file = try EncoderFile(path: path, kerasArchitecture: .story, kerasLevels: 4)
+    if let frontEnd = file.frontEnd {
+        return (file, try loadData(data, frontEnd: frontEnd, unlabeled: false, threads: threads, quiet: quiet))
     }
-    return (file, try loadData(data, frontEnd: frontEnd, unlabeled: false, threads: threads, quiet: quiet))
+    guard data.count == 1, isFeatureStore(data[0]) else {
+        throw noFrontEndError(encoder: path, isKeras: file.isKeras,
+                              inputShape: file.origin == .kerasWeights ? nil : file.configuration.inputShape, fix: """
+            pass a feature store (.h5) made with the front end the encoder was trained with instead, e.g. \
+            `crylab features AUDIO --preset seed --n-mels \(file.inputMels) --frames \(file.inputFrames) -o store.h5`
+            """)
+    }
+    let store = try FeatureStore.read(from: data[0])
+    try file.adoptFrontEnd(of: store, storePath: data[0])
+    if !quiet {
+        let crop = store.frames > file.inputFrames ? "; its clips of \(store.frames) frames are cropped to their middle \(file.inputFrames)" : ""
+        FileHandle.standardError.write(Data(String(format: "%@ has no CryLab front end: using %@'s front end and normalisation (mean %.5g, std %.5g)%@\n",
+                                                   path, data[0], store.normalization.mean, store.normalization.std, crop).utf8))
+    }
+    return (file, store)
+}
+
+/// The error for audio given with an encoder file that has no front end to analyse it with.
+/// `inputShape`: [mels, frames, ...] when the file says what it takes.
+func noFrontEndError(encoder path: String, isKeras: Bool, inputShape: [Int]?, fix: String) -> ValidationError {
+    let input = inputShape.map { "the \($0[0]) mels x \($0[1]) frames it takes" } ?? "spectrograms"
+    return ValidationError("""
+        \(path) has no CryLab front end (\(isKeras ? "a Keras file" : "none in its metadata")), so audio cannot be \
+        turned into \(input) the way it was trained; \(fix)
+        """)
 }
 
 func printJSON<T: Encodable>(_ value: T) throws {

@@ -23,7 +23,7 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Labeled class folders (INPUT/<class>/*.wav) or a labeled feature store (.h5).")
     var data: String
 
-    @Option(help: "Encoder weights: encoder.h5 from `crylab pretrain`/`export-encoder`, or a Keras .h5.")
+    @Option(help: "Encoder weights: encoder.h5 from `crylab pretrain`/`export-encoder`, or a Keras .h5 (model.save; its data must be a feature store, or the recipe must name a frontEnd).")
     var encoder: String?
 
     @Flag(name: .customLong("from-scratch"), help: "Start the encoder from random weights.")
@@ -83,12 +83,22 @@ struct FinetuneCommand: ParsableCommand {
         ComputeThreads.set(threads)
         convolution.apply(quiet: quiet)
         var frontEnd = recipe.frontEnd
-        if let encoder, frontEnd == nil {
-            frontEnd = try Checkpoint.load(encoder).metadata.frontEnd
+        if let encoder, frontEnd == nil, !isFeatureStore(data) {
+            // Audio is analysed with the encoder's own front end; a Keras file has none.
+            let isCryLab = try Checkpoint.describe(encoder).format.hasPrefix(Checkpoint.formatName)
+            guard isCryLab, let own = try Checkpoint.load(encoder).metadata.frontEnd else {
+                let inputShape = try isCryLab ? nil : KerasEncoder.load(encoder)?.configuration.inputShape
+                throw noFrontEndError(encoder: encoder, isKeras: !isCryLab, inputShape: inputShape, fix: """
+                    pass a feature store made with the front end the encoder was trained with as --data, or give the recipe \
+                    that front end (its frontEnd key, e.g. frontEnd: {preset: seed})
+                    """)
+            }
+            frontEnd = own
         }
         let store = try loadData([data], frontEnd: frontEnd ?? .recommended, unlabeled: false, threads: threads, quiet: quiet)
         var options = FinetuneOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
         options.encoderPath = encoder
+        options.dataPath = data
         options.quiet = quiet
         options.resume = resume
         options.labelsPerClass = labelsPerClass

@@ -59,7 +59,7 @@ struct LabelCurveCommand: ParsableCommand {
     @Flag(help: "Pretrain once on every clip, the test groups' included (labels ignored): transductive, and said so in the output.")
     var transductive = false
 
-    @Option(help: "Use this encoder for every fold instead of pretraining (what it has seen is up to you).")
+    @Option(help: "Use this encoder for every fold instead of pretraining (what it has seen is up to you): a CryLab encoder file, or a Keras one (model.save), which takes --data's front end.")
     var encoder: String?
 
     @Option(name: .customLong("pretraining-epochs"), help: "Pretraining epochs per fold (default: the recipe's).")

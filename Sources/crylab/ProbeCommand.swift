@@ -17,10 +17,11 @@ struct ProbeCommand: ParsableCommand {
         the same folds (each through its own front end) and each is compared with the first, \
         family by family. The same probe runs at the end of `crylab pretrain --probe`. --target \
         age or gender reads the baby's age or gender from Donate-a-Cry file names instead of the \
-        class folders.
+        class folders. A Keras file (model.save) has no front end: give it a feature store, whose \
+        front end and normalisation statistics are used.
         """)
 
-    @Option(name: .customLong("encoder"), help: "Encoder file from `crylab pretrain` or `crylab export-encoder`; repeat to compare encoders.")
+    @Option(name: .customLong("encoder"), help: "Encoder file from `crylab pretrain` or `crylab export-encoder`, or one Keras saved (then give feature stores); repeat to compare encoders.")
     var encoders: [String]
 
     @Argument(help: "Labeled audio folders, or one feature store (.h5) per encoder made with its front end.")
@@ -71,7 +72,7 @@ struct ProbeCommand: ParsableCommand {
         var prepared: [(file: EncoderFile, store: FeatureStore, set: LabeledSet)] = []
         for (index, encoder) in encoders.enumerated() {
             let inputs = data.allSatisfy(isFeatureStore) ? [data[index]] : data
-            let (file, store) = try loadEncoderAndData(encoder: encoder, data: inputs, command: "probe", threads: threads, quiet: json)
+            let (file, store) = try loadEncoderAndData(encoder: encoder, data: inputs, threads: threads, quiet: json)
             guard store.frontEnd == file.frontEnd, store.frames >= file.configuration.inputShape[1] else {
                 throw ValidationError("\(inputs.joined(separator: " ")) was made with another front end than \(encoder)'s; pass the audio folders instead, so they are analysed with the encoder's")
             }
