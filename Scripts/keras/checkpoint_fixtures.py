@@ -23,9 +23,16 @@ Scripts/python-env.sh):
         Keras's `model.save` with names offset by a layer built first (conv2d_1, ...), so that
         CryLab must match its layers by position; with an input and Keras's outputs on it
         (encoder-bn-input.f32, encoder-bn-output.f32, encoder-bn.json).
+    $PY Scripts/keras/checkpoint_fixtures.py hostile
+        writes Tests/CryLabCheckpointTests/Fixtures/hostile/ with h5py alone, from the committed
+        keras/encoder.h5 and keras/encoder-bn-input.f32: files with variable-length strings
+        where h5py puts them by default (attributes and datasets), variable-length strings or
+        empty values where numbers are expected, and a variable-length integer sequence where
+        strings are expected. CryLab must read each correctly or reject it naming the file and
+        the key; manifest.json says which.
 
 The fixtures were produced with TensorFlow-CPU 2.21.0 and Keras 3.15.1 (recorded in
-manifest.json and encoder-bn.json).
+manifest.json and encoder-bn.json); the hostile files with h5py (recorded in their manifest).
 """
 import json
 import os
@@ -35,8 +42,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-import keras
-from keras import layers
+
+try:
+    import keras
+    from keras import layers
+except ImportError:  # `hostile` needs h5py alone
+    keras = layers = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "..", "Tests", "CryLabCheckpointTests", "Fixtures", "keras")
@@ -172,11 +183,107 @@ def make_bn_encoder():
     print(f"wrote {OUT}/encoder-bn.h5: output {y.shape}")
 
 
+HOSTILE = os.path.join(HERE, "..", "..", "Tests", "CryLabCheckpointTests", "Fixtures", "hostile")
+
+
+def make_hostile():
+    """Small files with what h5py writes by default (variable-length strings) and values of the
+    wrong kind. Keys are HDF5 paths; "read" files must load, "rejected" ones must fail naming the key."""
+    import shutil
+    import h5py
+
+    os.makedirs(HOSTILE, exist_ok=True)
+    encoder = os.path.join(OUT, "encoder.h5")
+    str_type = h5py.string_dtype("utf-8")  # variable length: h5py's default for a Python str
+
+    def copy_of(name):
+        path = os.path.join(HOSTILE, name)
+        shutil.copyfile(encoder, path)
+        return path
+
+    manifest = {"h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version, "files": {}}
+    model_name, clip_paths = "encodeur-\u00e9t\u00e9", ["b\u00e9b\u00e9/cry-1.wav", "cry-2.wav"]
+
+    # Every string a variable-length UTF-8 str, model_config with a non-ASCII model name.
+    path = copy_of("keras-vlen-strings.h5")
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["config"]["name"] = model_name
+        for key, value in [("model_config", json.dumps(config, ensure_ascii=False)), ("keras_version", "3.15.1"), ("backend", "tensorflow")]:
+            del f.attrs[key]
+            f.attrs[key] = value  # a Python str: h5py writes variable-length UTF-8
+        weights = f["model_weights"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in weights.attrs["layer_names"]]
+        del weights.attrs["layer_names"]
+        weights.attrs.create("layer_names", np.array(names, dtype=object), dtype=str_type)
+    manifest["files"]["keras-vlen-strings.h5"] = {"expect": "read", "model_name": model_name}
+
+    # A weight stored as variable-length strings.
+    path = copy_of("keras-vlen-weight.h5")
+    with h5py.File(path, "r+") as f:
+        del f["model_weights/conv2d_2/conv2d_2/kernel"]
+        f.create_dataset("model_weights/conv2d_2/conv2d_2/kernel", data=np.array(["0.1", "0.2", "0.3"], dtype=object), dtype=str_type)
+    manifest["files"]["keras-vlen-weight.h5"] = {"expect": "rejected", "key": "/model_weights/conv2d_2/conv2d_2/kernel"}
+
+    # layer_names as a variable-length sequence of integers.
+    path = copy_of("keras-vlen-integers.h5")
+    with h5py.File(path, "r+") as f:
+        weights = f["model_weights"]
+        del weights.attrs["layer_names"]
+        values = np.empty(2, dtype=object)
+        values[0], values[1] = np.array([1, 2], dtype=np.int32), np.array([3], dtype=np.int32)
+        weights.attrs.create("layer_names", values, dtype=h5py.vlen_dtype(np.int32))
+    manifest["files"]["keras-vlen-integers.h5"] = {"expect": "rejected", "key": "/model_weights@layer_names"}
+
+    # A CryLab checkpoint whose format_version is the string "1".
+    path = copy_of("checkpoint-vlen-version.h5")
+    with h5py.File(path, "r+") as f:
+        group = f.create_group("crylab")
+        group.attrs["format"] = "crylab-checkpoint"
+        group.attrs["format_version"] = "1"
+    manifest["files"]["checkpoint-vlen-version.h5"] = {"expect": "rejected", "key": "crylab/@format_version"}
+
+    # A feature store as h5py writes it by default: path, group, class names and front end as
+    # variable-length strings; its clips are the input of encoder-bn.h5.
+    clips = np.fromfile(os.path.join(OUT, "encoder-bn-input.f32"), dtype="<f4").reshape(2, 16, 24)
+
+    def store(name, **overrides):
+        with h5py.File(os.path.join(HOSTILE, name), "w") as f:
+            f["features"] = clips
+            f["label"] = np.array([0, 1], dtype=np.int32)
+            f.create_dataset("path", data=np.array(clip_paths, dtype=object), dtype=str_type)
+            f.create_dataset("group", data=np.array(["family-a", "family-b"], dtype=object), dtype=str_type)
+            f["duration"] = np.array([5.0, 5.0])
+            f["source_rate"] = np.array([8000, 8000], dtype=np.int32)
+            f.attrs["format"] = "crylab-features"
+            f.attrs["format_version"] = np.int64(1)
+            f.attrs.create("class_names", np.array(["hungry", "tired"], dtype=object), dtype=str_type)
+            f.attrs["front_end"] = json.dumps({"sampleRate": 8000, "nFFT": 512, "hopLength": 128, "nMels": 16, "frames": 24})
+            f.attrs["norm_mean"] = 0.0
+            f.attrs["norm_std"] = 1.0
+            for key, value in overrides.items():
+                del f.attrs[key]
+                f.attrs[key] = value
+
+    store("store-vlen.h5")
+    manifest["files"]["store-vlen.h5"] = {"expect": "read", "paths": clip_paths}
+    store("store-vlen-number.h5", norm_std="1.0")
+    manifest["files"]["store-vlen-number.h5"] = {"expect": "rejected", "key": "/@norm_std"}
+    store("store-empty-number.h5", norm_mean=h5py.Empty("<f8"))
+    manifest["files"]["store-empty-number.h5"] = {"expect": "rejected", "key": "/@norm_mean"}
+
+    with open(os.path.join(HOSTILE, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    print(f"wrote {HOSTILE}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "make":
         make()
     elif len(sys.argv) == 2 and sys.argv[1] == "encoder-bn":
         make_bn_encoder()
+    elif len(sys.argv) == 2 and sys.argv[1] == "hostile":
+        make_hostile()
     elif len(sys.argv) == 6 and sys.argv[1] == "check":
         check(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "load":

@@ -11,6 +11,18 @@ public enum HDF5AttributeValue: Equatable, Sendable {
     case doubles([Double])
     case int(Int64)
     case ints([Int64])
+
+    /// What the value is, for errors that say what was found.
+    var kindDescription: String {
+        switch self {
+        case .string(let value): return "a string (\"\(value.prefix(40))\"\(value.count > 40 ? "..." : ""))"
+        case .strings(let values): return "a list of \(values.count) strings"
+        case .double(let value): return "the number \(value)"
+        case .doubles(let values): return "a list of \(values.count) numbers"
+        case .int(let value): return "the integer \(value)"
+        case .ints(let values): return "a list of \(values.count) integers"
+        }
+    }
 }
 
 extension HDF5Group {
@@ -20,7 +32,7 @@ extension HDF5Group {
         if H5Aexists_by_name(id, object, name, crylab_h5p_default()) > 0 {
             H5Adelete_by_name(id, object, name, crylab_h5p_default())
         }
-        let attributePath = "\(object == "." ? path : childPath(object))@\(name)"
+        let attributePath = displayPath(ofAttribute: name, on: object)
         func create(type: hid_t, dims: [hsize_t]?) throws -> (attribute: hid_t, space: hid_t) {
             let space = dims.map { H5Screate_simple(Int32($0.count), $0, nil) } ?? H5Screate(H5S_SCALAR)
             let attribute = H5Acreate_by_name(id, object, name, type, space, crylab_h5p_default(), crylab_h5p_default(), crylab_h5p_default())
@@ -96,7 +108,7 @@ extension HDF5Group {
     /// Reads an attribute, whatever its stored type, validating size before allocating.
     public func attribute(_ name: String, on object: String = ".") throws -> HDF5AttributeValue {
         hdf5Lock.lock(); defer { hdf5Lock.unlock() }
-        let attributePath = "\(object == "." ? path : childPath(object))@\(name)"
+        let attributePath = displayPath(ofAttribute: name, on: object)
         guard hasAttribute(name, on: object) else { throw HDF5Error.missing(file: file.path, path: attributePath) }
         let attribute = H5Aopen_by_name(id, object, name, crylab_h5p_default(), crylab_h5p_default())
         guard attribute >= 0 else { throw HDF5Error.operationFailed(file: file.path, path: attributePath, operation: "open attribute") }
@@ -105,9 +117,9 @@ extension HDF5Group {
         defer { H5Tclose(type) }
         let space = H5Aget_space(attribute)
         defer { H5Sclose(space) }
-        let shape = try spaceShape(space, name: name)
+        let shape = try spaceShape(space, displayPath: attributePath)
         let isScalar = shape.isEmpty
-        let count = try checkedCount(shape, name: name, limit: 10_000_000)
+        let count = try checkedCount(shape, displayPath: attributePath, limit: 10_000_000)
         switch H5Tget_class(type) {
         case H5T_STRING:
             let strings = try readStringValues(count: count, storedType: type, displayPath: attributePath) { memoryType, buffer in
@@ -132,33 +144,46 @@ extension HDF5Group {
         }
     }
 
-    /// Typed conveniences that name the attribute and the expected kind on error.
+    /// "/group@name", or "/group/object@name": how errors name an attribute.
+    func displayPath(ofAttribute name: String, on object: String) -> String {
+        "\(object == "." ? path : childPath(object))@\(name)"
+    }
+
+    /// Typed conveniences that name the attribute, the expected kind and what was found on error.
+    /// A string is never read as a number: h5py writes `attrs["x"] = "1.0"` as a string, and a
+    /// file that does so where a number belongs was not written by a compatible tool.
     public func stringAttribute(_ name: String, on object: String = ".") throws -> String {
         hdf5Lock.lock(); defer { hdf5Lock.unlock() }
-        switch try attribute(name, on: object) {
-        case .string(let value): return value
-        case .strings(let values) where values.count == 1: return values[0]
-        default: throw HDF5Error.wrongKind(file: file.path, path: "\(path)@\(name)", expected: "a string", found: "another type")
+        let value = try attribute(name, on: object)
+        switch value {
+        case .string(let string): return string
+        case .strings(let strings) where strings.count == 1: return strings[0]
+        default: throw HDF5Error.wrongKind(file: file.path, path: displayPath(ofAttribute: name, on: object),
+                                           expected: "a string", found: value.kindDescription)
         }
     }
 
     public func stringsAttribute(_ name: String, on object: String = ".") throws -> [String] {
         hdf5Lock.lock(); defer { hdf5Lock.unlock() }
-        switch try attribute(name, on: object) {
-        case .strings(let values): return values
-        case .string(let value): return [value]
-        case .doubles(let values) where values.isEmpty: return []  // h5py writes an empty list as float64
-        case .ints(let values) where values.isEmpty: return []
-        default: throw HDF5Error.wrongKind(file: file.path, path: "\(path)@\(name)", expected: "a list of strings", found: "numbers")
+        let value = try attribute(name, on: object)
+        switch value {
+        case .strings(let strings): return strings
+        case .string(let string): return [string]
+        case .doubles(let numbers) where numbers.isEmpty: return []  // h5py writes an empty list as float64
+        case .ints(let numbers) where numbers.isEmpty: return []
+        default: throw HDF5Error.wrongKind(file: file.path, path: displayPath(ofAttribute: name, on: object),
+                                           expected: "a list of strings", found: value.kindDescription)
         }
     }
 
     public func doubleAttribute(_ name: String, on object: String = ".") throws -> Double {
         hdf5Lock.lock(); defer { hdf5Lock.unlock() }
-        switch try attribute(name, on: object) {
-        case .double(let value): return value
-        case .int(let value): return Double(value)
-        default: throw HDF5Error.wrongKind(file: file.path, path: "\(path)@\(name)", expected: "a number", found: "another type")
+        let value = try attribute(name, on: object)
+        switch value {
+        case .double(let number): return number
+        case .int(let number): return Double(number)
+        default: throw HDF5Error.wrongKind(file: file.path, path: displayPath(ofAttribute: name, on: object),
+                                           expected: "a number", found: value.kindDescription)
         }
     }
 }

@@ -97,7 +97,7 @@ extension HDF5Group {
         if let rank, shape.count != rank {
             throw HDF5Error.wrongShape(file: file.path, path: childPath(name), expected: "rank \(rank)", found: shape)
         }
-        let count = try checkedCount(shape, name: name, limit: elementLimit)
+        let count = try checkedCount(shape, displayPath: childPath(name), limit: elementLimit)
         try checkStorage(dataset, name: name, bytes: count * storedSize)
         var values = [T](repeating: T.zero, count: count)
         if count > 0 {
@@ -120,7 +120,7 @@ extension HDF5Group {
         guard shape.count <= 1 else {
             throw HDF5Error.wrongShape(file: file.path, path: childPath(name), expected: "rank 1", found: shape)
         }
-        let count = try checkedCount(shape, name: name, limit: elementLimit)
+        let count = try checkedCount(shape, displayPath: childPath(name), limit: elementLimit)
         let type = H5Dget_type(dataset)
         defer { H5Tclose(type) }
         guard H5Tget_class(type) == H5T_STRING else {
@@ -147,28 +147,35 @@ extension HDF5Group {
     func datasetShape(_ dataset: hid_t, name: String) throws -> [Int] {
         let space = H5Dget_space(dataset)
         defer { H5Sclose(space) }
-        return try spaceShape(space, name: name)
+        return try spaceShape(space, displayPath: childPath(name))
     }
 
-    func spaceShape(_ space: hid_t, name: String) throws -> [Int] {
+    /// The dimensions of a dataset's or attribute's dataspace; `displayPath` names it in errors.
+    func spaceShape(_ space: hid_t, displayPath: String) throws -> [Int] {
+        // An empty value (h5py.Empty) has rank 0 like a scalar, but nothing to read: reading it
+        // would leave the buffer as it was and pass a zero off as the stored value.
+        guard H5Sget_simple_extent_type(space) != H5S_NULL else {
+            throw HDF5Error.wrongKind(file: file.path, path: displayPath, expected: "a value",
+                                      found: "empty (an HDF5 null dataspace, h5py.Empty)")
+        }
         let rank = H5Sget_simple_extent_ndims(space)
         guard rank >= 0, rank <= 8 else {
-            throw HDF5Error.inconsistent(file: file.path, path: childPath(name), detail: "rank \(rank)")
+            throw HDF5Error.inconsistent(file: file.path, path: displayPath, detail: "rank \(rank)")
         }
         var dims = [hsize_t](repeating: 0, count: Int(rank))
         if rank > 0 { H5Sget_simple_extent_dims(space, &dims, nil) }
         for dim in dims where dim > hsize_t(Int32.max) {
-            throw HDF5Error.tooLarge(file: file.path, path: childPath(name), elements: Int(clamping: dim), limit: Int(Int32.max))
+            throw HDF5Error.tooLarge(file: file.path, path: displayPath, elements: Int(clamping: dim), limit: Int(Int32.max))
         }
         return dims.map { Int($0) }
     }
 
-    func checkedCount(_ shape: [Int], name: String, limit: Int) throws -> Int {
+    func checkedCount(_ shape: [Int], displayPath: String, limit: Int) throws -> Int {
         var count = 1
         for dim in shape {
             let (product, overflow) = count.multipliedReportingOverflow(by: dim)
             if overflow || product > limit {
-                throw HDF5Error.tooLarge(file: file.path, path: childPath(name), elements: overflow ? Int.max : product, limit: limit)
+                throw HDF5Error.tooLarge(file: file.path, path: displayPath, elements: overflow ? Int.max : product, limit: limit)
             }
             count = product
         }
@@ -201,6 +208,12 @@ extension HDF5Group {
         case H5T_INTEGER: return "\(H5Tget_size(type) * 8)-bit integers"
         case H5T_STRING: return "strings"
         case H5T_COMPOUND: return "a compound type"
+        case H5T_VLEN: return "variable-length sequences (not strings)"
+        case H5T_ARRAY: return "an array type"
+        case H5T_ENUM: return "an enumeration"
+        case H5T_OPAQUE: return "opaque bytes"
+        case H5T_REFERENCE: return "object references"
+        case H5T_BITFIELD: return "a bit field"
         default: return "type class \(typeClass.rawValue)"
         }
     }
