@@ -185,6 +185,12 @@ public struct LabelCurveResult: Codable, Sendable {
 
 func curveLabel(_ k: Int?) -> String { k.map(String.init) ?? "all" }
 
+/// Groups for a log line: every name when there are a few, else the count and the first three.
+func groupList(_ groups: [String]) -> String {
+    groups.count <= 4 ? groups.joined(separator: ", ")
+        : "\(groups.count) groups (\(groups.prefix(3).joined(separator: ", ")), ...)"
+}
+
 /// Learning curves over labels per class: pretrained encoders against training from scratch,
 /// random weights and log-mel statistics, on the same grouped folds and the same label draws.
 public final class LabelCurve {
@@ -289,14 +295,14 @@ public final class LabelCurve {
             let recordPath = foldFolder.appendingPathComponent("runs.json")
             if options.resume, let saved = try? JSONDecoder().decode(FoldRuns.self, from: Data(contentsOf: recordPath)),
                saved.identity == identity(fold: fold) {
-                log("fold \(foldIndex + 1)/\(folds.count) (test: \(testGroups.joined(separator: ", "))): reused from \(recordPath.path)")
+                log("fold \(foldIndex + 1)/\(folds.count) (test: \(groupList(testGroups))): reused from \(recordPath.path)")
                 runs += saved.runs
                 pretraining += saved.pretraining
                 progress.advance(by: unitsPerFold)
                 continue
             }
             try FileManager.default.createDirectory(at: foldFolder, withIntermediateDirectories: true)
-            log("fold \(foldIndex + 1)/\(folds.count): test \(testGroups.joined(separator: ", ")) (\(fold.test.count) clips), training groups \(fold.train.count) clips")
+            log("fold \(foldIndex + 1)/\(folds.count): test \(groupList(testGroups)) (\(fold.test.count) clips), training groups \(fold.train.count) clips")
 
             // The encoder this fold uses.
             var encoderPath: String? = nil
