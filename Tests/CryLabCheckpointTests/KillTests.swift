@@ -18,16 +18,28 @@ struct KillTests {
         try Checkpoint.save(try Model.uNet(UNetConfiguration(inputShape: [32, 32, 1], widths: [32, 64, 128, 256, 512])),
                             metadata: CheckpointMetadata(epoch: 1), to: source)
         let output = folder.appendingPathComponent("encoder.h5").path
-        var generator = SystemRandomNumberGenerator()
-        var killed = 0, completed = 0
-        for _ in 0..<30 {
+        func writer() throws -> Process {
             let process = Process()
             process.executableURL = crylabExecutable
             process.arguments = ["export-encoder", source, "--output", output]
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
-            usleep(UInt32.random(in: 20_000...400_000, using: &generator))
+            return process
+        }
+        // How long one whole write takes here and now (start-up included, which is what a busy
+        // machine stretches): the kills are spread from early in it to past its end.
+        let started = Date()
+        let calibration = try writer()
+        calibration.waitUntilExit()
+        #expect(calibration.terminationReason == .exit && calibration.terminationStatus == 0)
+        let whole = max(Date().timeIntervalSince(started), 0.02)
+        let earliest = UInt32(whole * 0.05 * 1e6), latest = UInt32(whole * 1.5 * 1e6)
+        var generator = SystemRandomNumberGenerator()
+        var killed = 0, completed = 0
+        for _ in 0..<30 {
+            let process = try writer()
+            usleep(UInt32.random(in: earliest...latest, using: &generator))
             if process.isRunning {
                 kill(process.processIdentifier, SIGKILL)
                 killed += 1
@@ -39,7 +51,7 @@ struct KillTests {
                 #expect(encoder.model.configuration?.kind == .encoder)
             }
         }
-        print("killed \(killed) writers, \(completed) completed")
+        print(String(format: "a whole write took %.0f ms; killed \(killed) writers, \(completed) completed", whole * 1000))
         #expect(killed >= 5, "the test must really interrupt writers")
         #expect(completed >= 1)
         // The next writer removes what killed writers left behind.
