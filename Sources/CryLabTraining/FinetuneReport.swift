@@ -23,9 +23,10 @@ extension Finetuner {
             [$0.name, String(format: "%.3f", $0.precision), String(format: "%.3f", $0.recall), String(format: "%.3f", $0.f1), "\($0.support)", "\($0.predicted)"]
         })
         page.heading("Learning curves")
-        for (index, history) in summary.histories.enumerated() {
-            page.lineChart(title: "fold \(index + 1): loss", series: [("train", history["train_loss"] ?? []), ("validation", history["val_loss"] ?? [])])
-            page.lineChart(title: "fold \(index + 1): validation balanced accuracy", series: [("validation", history["val_balanced_accuracy"] ?? [])])
+        page.paragraph("One chart per measure: a line per cross-validation fold, their mean in bold. Validation is the grouped share of each fold's training clips held out for early stopping, never the fold's test clips.")
+        for (key, title, axis) in [("train_loss", "training loss", "loss"), ("val_loss", "validation loss", "loss"),
+                                   ("val_balanced_accuracy", "validation balanced accuracy", "balanced accuracy")] {
+            page.foldChart(title: title, yTitle: axis, folds: summary.histories.map { $0[key] ?? [] })
         }
         page.heading("Confusion matrix")
         page.confusionMatrix(pooled.confusion, classNames: pooled.classNames)

@@ -18,12 +18,13 @@ public struct HTMLReport {
         sections.append(html + "</table>")
     }
 
-    /// PNG images side by side, each with a caption.
-    public mutating func images(_ items: [(caption: String, png: Data)]) {
+    /// PNG images side by side, each with a caption, under an optional title for the row.
+    public mutating func images(_ items: [(caption: String, png: Data)], title: String? = nil) {
         let figures = items.map { item in
             "<figure><img src=\"data:image/png;base64,\(item.png.base64EncodedString())\" width=\"256\"><figcaption>\(escape(item.caption))</figcaption></figure>"
         }
-        sections.append("<div class=\"row\">" + figures.joined() + "</div>")
+        let heading = title.map { "<div class=\"rowtitle\">\(escape($0))</div>" } ?? ""
+        sections.append(heading + "<div class=\"row\">" + figures.joined() + "</div>")
     }
 
     /// Line chart of named series against epoch (1-based).
@@ -47,6 +48,61 @@ public struct HTMLReport {
             let colour = colours[index % colours.count]
             svg += "<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(points)\"/>"
             svg += "<text x=\"\(width - margin - 120)\" y=\"\(margin + 14 * Double(index))\" fill=\"\(colour)\">\(escape(line.name))</text>"
+        }
+        sections.append(svg + "</svg>")
+    }
+
+    /// One measure across cross-validation folds against epoch (1-based): a thin line per fold,
+    /// the mean in bold, and a legend. The mean at an epoch is over the folds that trained that
+    /// long (early stopping ends folds at different epochs).
+    public mutating func foldChart(title: String, yTitle: String, folds: [[Double]]) {
+        let width = 640.0, height = 300.0, left = 60.0, right = 130.0, top = 30.0, bottom = 45.0
+        let epochs = folds.map(\.count).max() ?? 0
+        let mean = (0..<epochs).map { epoch -> Double in
+            let values = folds.compactMap { epoch < $0.count && $0[epoch].isFinite ? $0[epoch] : nil }
+            return values.isEmpty ? .nan : values.reduce(0, +) / Double(values.count)
+        }
+        let all = folds.flatMap { $0 }.filter(\.isFinite)
+        guard epochs > 0, let lowest = all.min(), let highest = all.max() else { return }
+        let span = highest > lowest ? highest - lowest : max(abs(highest), 1) * 0.1
+        var low = lowest - 0.05 * span, high = highest + 0.05 * span
+        if lowest >= 0 && highest <= 1 { (low, high) = (max(0, low), min(1, high)) }  // a share stays within 0...1
+        let colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+        func x(_ i: Int) -> Double { left + (width - left - right) * (epochs > 1 ? Double(i) / Double(epochs - 1) : 0.5) }
+        func y(_ v: Double) -> Double { height - bottom - (height - top - bottom) * (v - low) / (high - low) }
+        func points(_ values: [Double]) -> String {
+            values.enumerated().filter { $0.element.isFinite }.map { String(format: "%.1f,%.1f", x($0.offset), y($0.element)) }.joined(separator: " ")
+        }
+        var svg = "<svg class=\"folds\" width=\"\(Int(width))\" height=\"\(Int(height))\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
+        svg += String(format: "<text x=\"%.1f\" y=\"16\" font-size=\"13\">%@</text>", left, escape(title))
+        for step in 0...4 {
+            let value = low + (high - low) * Double(step) / 4
+            svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", left, y(value), width - right, y(value))
+            svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%@</text>", left - 4, y(value) + 4, String(format: "%.3g", value))
+        }
+        let epochStep = max(1, Int((Double(epochs) / 8).rounded(.up)))
+        for epoch in stride(from: 0, to: epochs, by: epochStep) {
+            svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%d</text>", x(epoch), height - bottom + 14, epoch + 1)
+        }
+        svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\"/>", left, height - bottom, width - right, height - bottom)
+        svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\"/>", left, top, left, height - bottom)
+        svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">epoch</text>", (left + width - right) / 2, height - 10)
+        svg += String(format: "<text x=\"14\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 14 %.1f)\">%@</text>",
+                      (top + height - bottom) / 2, (top + height - bottom) / 2, escape(yTitle))
+        var legend: [(name: String, colour: String, strokeWidth: Double)] = []
+        for (index, values) in folds.enumerated() {
+            let colour = colours[index % colours.count]
+            svg += "<polyline class=\"fold\" fill=\"none\" stroke=\"\(colour)\" stroke-width=\"1.5\" stroke-opacity=\"0.8\" points=\"\(points(values))\"/>"
+            legend.append(("fold \(index + 1)", colour, 1.5))
+        }
+        svg += "<polyline class=\"mean\" fill=\"none\" stroke=\"#000\" stroke-width=\"3.5\" points=\"\(points(mean))\"/>"
+        legend.append(("mean", "#000", 3.5))
+        for (index, item) in legend.enumerated() {
+            let row = top + 8 + 18 * Double(index)
+            svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"%.1f\"/>",
+                          width - right + 12, row, width - right + 36, row, item.colour, item.strokeWidth)
+            svg += String(format: "<text class=\"legend\" x=\"%.1f\" y=\"%.1f\"%@>%@</text>", width - right + 42, row + 4,
+                          item.name == "mean" ? " font-weight=\"bold\"" : "", escape(item.name))
         }
         sections.append(svg + "</svg>")
     }
@@ -108,11 +164,14 @@ public struct HTMLReport {
         sections.append(svg + "</svg>")
     }
 
-    /// A confusion matrix as a heat map: rows are true classes, columns predictions.
+    /// A confusion matrix as a heat map: rows are true classes, columns predictions. Each cell
+    /// shows its count; its shade, white to dark blue, is the count's share of its row.
     public mutating func confusionMatrix(_ matrix: [[Int]], classNames: [String]) {
         let cell = 56.0, left = 110.0, top = 90.0
         let size = Double(classNames.count)
-        var svg = "<svg width=\"\(Int(left + cell * size + 10))\" height=\"\(Int(top + cell * size + 10))\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
+        let names = classNames.map(escape)
+        func name(_ i: Int) -> String { i < names.count ? names[i] : "\(i)" }
+        var svg = "<svg class=\"confusion\" width=\"\(Int(left + cell * size + 10))\" height=\"\(Int(top + cell * size + 10))\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
         svg += "<text x=\"\(left)\" y=\"14\">predicted →</text><text x=\"4\" y=\"\(top - 6)\">true ↓</text>"
         for (c, name) in classNames.enumerated() {
             svg += "<text x=\"\(left + cell * Double(c) + 4)\" y=\"\(top - 6)\" transform=\"rotate(-30 \(left + cell * Double(c) + 4) \(top - 6))\">\(escape(name))</text>"
@@ -122,12 +181,16 @@ public struct HTMLReport {
             let total = max(1, row.reduce(0, +))
             for (c, count) in row.enumerated() {
                 let share = Double(count) / Double(total)
-                let shade = Int(255 - 200 * share)
-                svg += "<rect x=\"\(left + cell * Double(c))\" y=\"\(top + cell * Double(r))\" width=\"\(cell - 2)\" height=\"\(cell - 2)\" fill=\"rgb(\(shade),\(shade),255)\"/>"
-                svg += "<text x=\"\(left + cell * Double(c) + 8)\" y=\"\(top + cell * Double(r) + cell / 2 + 4)\">\(count) (\(Int((share * 100).rounded()))%)</text>"
+                // Linear from #f7fbff (none of the row) to #08306b (all of it).
+                let colour = [(247.0, 8.0), (251.0, 48.0), (255.0, 107.0)].map { Int(($0.0 + ($0.1 - $0.0) * share).rounded()) }
+                svg += String(format: "<rect class=\"cell\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"rgb(%d,%d,%d)\" stroke=\"#ccc\">",
+                              left + cell * Double(c), top + cell * Double(r), cell - 2, cell - 2, colour[0], colour[1], colour[2])
+                svg += "<title>true \(name(r)), predicted \(name(c)): \(count) of \(row.reduce(0, +))</title></rect>"
+                svg += String(format: "<text class=\"count\" x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"14\" fill=\"%@\">%d</text>",
+                              left + cell * Double(c) + (cell - 2) / 2, top + cell * Double(r) + cell / 2 + 4, share > 0.5 ? "#fff" : "#222", count)
             }
         }
-        sections.append(svg + "</svg><p class=\"note\">Each row is shaded by the share of that true class.</p>")
+        sections.append(svg + "</svg><p class=\"note\">Counts of clips; each row is shaded by the share of that true class (white: none, dark blue: all).</p>")
     }
 
     public var html: String {
@@ -135,7 +198,7 @@ public struct HTMLReport {
         <!DOCTYPE html><html><head><meta charset="utf-8"><title>\(escape(title))</title>
         <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}
         td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}.row{display:flex;gap:12px;flex-wrap:wrap}
-        figure{margin:0}figcaption{font-size:12px;text-align:center}img{image-rendering:pixelated;border:1px solid #ccc}.note{font-size:12px;color:#666}</style>
+        figure{margin:0}figcaption{font-size:12px;text-align:center}img{image-rendering:pixelated;border:1px solid #ccc}.rowtitle{font-size:13px;margin:10px 0 4px}.note{font-size:12px;color:#666}</style>
         </head><body><h1>\(escape(title))</h1>
         \(sections.joined(separator: "\n"))
         </body></html>

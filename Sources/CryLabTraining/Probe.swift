@@ -93,18 +93,19 @@ extension Pretrainer {
         }
         if !validation.isEmpty {
             report.heading("Reconstructions of validation clips")
+            report.paragraph("Left to right: the clip, the clip as the network saw it (masked bands and frames set to zero, the mean of the normalised values), and the network's reconstruction. The trained model, one forward pass, the validation masks; low mel bands at the bottom; one colour scale per row, the clip's range from dark to bright.")
             var generator = SeededGenerator(seed: recipe.training.seed ^ 0x7A11_DA7E)
             for index in validation.prefix(3) {
                 let (input, target, mask) = makeBatch([index], batcher: batcher, generator: &generator, training: false)
                 let output = model.predict(input)
                 let (mels, frames) = (input.shape[1], input.shape[2])
                 let low = target.values.min() ?? 0, high = target.values.max() ?? 1
-                var images: [(String, Data)] = [("input: \(store.paths[index])", PNG.heatmap(target.values, rows: mels, columns: frames, range: low...high))]
+                var images: [(String, Data)] = [("input", PNG.heatmap(target.values, rows: mels, columns: frames, range: low...high))]
                 if mask != nil || recipe.objective.masks {
                     images.append(("masked input", PNG.heatmap(input.values, rows: mels, columns: frames, range: low...high)))
                 }
                 images.append(("reconstruction", PNG.heatmap(output.values, rows: mels, columns: frames, range: low...high)))
-                report.images(images)
+                report.images(images, title: "\(store.paths[index]) (\(mels) mels x \(frames) frames)")
             }
         }
         let path = options.output.appendingPathComponent("report.html").path

@@ -40,6 +40,17 @@ func tinyRecipe(epochs: Int) throws -> (PretrainRecipe, String) {
     return (try loadRecipeText(PretrainRecipe.self, text: text, file: "tiny.yaml"), text)
 }
 
+/// A quiet run of the tiny recipe on the synthetic store into `folder`, with a 4-fold probe on
+/// `probe` if given; returns its summary and the recipe text.
+func tinyPretraining(epochs: Int, in folder: URL, probe: FeatureStore? = nil) throws -> (PretrainSummary, String) {
+    let (recipe, text) = try tinyRecipe(epochs: epochs)
+    var options = PretrainOptions(output: folder)
+    options.quiet = true
+    options.probe = probe
+    options.probeFolds = 4
+    return (try Pretrainer(recipe: recipe, recipeText: text, store: syntheticStore(), options: options, log: { _ in }).run(), text)
+}
+
 func runFolder() throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("crylab-run-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
@@ -52,12 +63,7 @@ struct PretrainerTests {
     func fullRun() throws {
         let folder = try runFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let (recipe, text) = try tinyRecipe(epochs: 12)
-        var options = PretrainOptions(output: folder)
-        options.quiet = true
-        options.probe = syntheticStore(labeled: true)
-        options.probeFolds = 4
-        let summary = try Pretrainer(recipe: recipe, recipeText: text, store: syntheticStore(), options: options, log: { _ in }).run()
+        let (summary, text) = try tinyPretraining(epochs: 12, in: folder, probe: syntheticStore(labeled: true))
         #expect(summary.epochs == 12 && summary.steps == 12 * 3)
         for name in ["last.h5", "best.h5", "encoder.h5", "history.csv", "history.json", "report.html"] {
             #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent(name).path), "\(name)")
