@@ -119,7 +119,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case let .missingWeight(file, path):
             return "\(file): weight \(path) is missing; the file is incomplete or from another architecture."
         case let .notACheckpoint(file, detail):
-            return "\(file): not a CryLab or Keras checkpoint (\(detail))."
+            return "\(file): cannot be read as a CryLab checkpoint (\(detail))."
         case let .unsupportedVersion(file, found, supported):
             return "\(file): checkpoint format version \(found), this CryLab reads up to \(supported); upgrade CryLab."
         case let .unsupportedKerasModel(file, detail):

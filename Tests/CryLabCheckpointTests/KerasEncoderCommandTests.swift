@@ -194,4 +194,16 @@ struct KerasEncoderCommandTests {
         #expect(run.errors.contains("\(classifier): is a Keras file (keras full model)"), "\(run.errors)")
         #expect(run.errors.contains("crylab finetune --encoder \(classifier)"), "\(run.errors)")
     }
+
+    @Test("export-encoder with a Keras file says it is not a CryLab checkpoint and where a Keras encoder goes")
+    func exportEncoder() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let encoder = kerasFixtures.appendingPathComponent("encoder-bn.h5").path
+        let run = try workspace.run(["export-encoder", encoder, "-o", workspace.path("out.h5")])
+        #expect(run.exited && run.status != 0)
+        #expect(run.errors.contains("\(encoder): cannot be read as a CryLab checkpoint"), "\(run.errors)")
+        #expect(run.errors.contains("take a Keras-saved encoder as --encoder directly"), "\(run.errors)")
+        #expect(!run.errors.contains("not a CryLab or Keras"), "\(run.errors)")
+    }
 }
