@@ -86,7 +86,7 @@ public struct LogisticRegression: Sendable {
         self.bias = bias
     }
 
-    /// bias + row . weights for every class, skipping zero features (as `probabilities` does).
+    /// bias + row . weights for every class, skipping zero features.
     private static func logits(_ row: UnsafePointer<Double>, features: Int, weights: UnsafeBufferPointer<Double>,
                                bias: [Double], into out: inout [Double]) {
         let classes = bias.count
@@ -103,24 +103,15 @@ public struct LogisticRegression: Sendable {
         for c in values.indices { values[c] /= sum }
     }
 
-    private func logits(_ z: [Double]) -> [Double] {
-        var out = bias
-        for j in 0..<features where z[j] != 0 {
-            for c in 0..<classes { out[c] += z[j] * weights[j * classes + c] }
-        }
-        return out
-    }
-
-    static func softmax(_ logits: [Double]) -> [Double] {
-        let top = logits.max() ?? 0
-        let e = logits.map { exp($0 - top) }
-        let sum = e.reduce(0, +)
-        return e.map { $0 / sum }
-    }
-
-    /// Class probabilities for one example.
+    /// Class probabilities for one example: the same logits and softmax as fitting uses.
     public func probabilities(_ x: [Double]) -> [Double] {
-        Self.softmax(logits((0..<features).map { (x[$0] - mean[$0]) * scale[$0] }))
+        let z = (0..<features).map { (x[$0] - mean[$0]) * scale[$0] }
+        var p = bias
+        z.withUnsafeBufferPointer { row in
+            weights.withUnsafeBufferPointer { w in Self.logits(row.baseAddress!, features: features, weights: w, bias: bias, into: &p) }
+        }
+        Self.softmaxInPlace(&p)
+        return p
     }
 
     public func predict(_ x: [Double]) -> Int {
