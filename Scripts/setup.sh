@@ -12,6 +12,7 @@ packages=(
   libsndfile1-dev   # WAV, FLAC, OGG, AIFF decoding
   libsoxr-dev       # resampling (soxr_hq, as librosa)
   ffmpeg            # phone formats: 3GP/AMR, CAF/MP4 with IMA4, mp3, m4a
+  chromium          # headless rendering check of the HTML reports (Scripts/report/check_report.py)
 )
 
 missing=()

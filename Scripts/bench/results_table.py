@@ -22,7 +22,7 @@ root = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 results_path = os.path.join(root, "Benchmarks", "RESULTS.md")
 BEGIN = "<!-- results_table.py: generated from Benchmarks/results/*.jsonl, begin -->"
 END = "<!-- results_table.py: end -->"
-REFERENCES = ["keras", "torch"]
+REFERENCES = ["keras", "keras-bf16", "torch"]
 
 
 def read_record(path):

@@ -15,6 +15,8 @@ def parse_arguments():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--policy", default="float32",
+                        help="Keras dtype policy: float32, or mixed_bfloat16 (bf16 compute, fp32 weights)")
     return parser.parse_args()
 
 
@@ -29,7 +31,7 @@ def time_and_report(framework, args, step, flops):
         times.append(time.perf_counter() - start)
     median = sorted(times)[len(times) // 2]
     print(json.dumps({
-        "framework": framework, "workload": args.workload, "batch": args.batch, "threads": args.threads,
+        "framework": framework, "policy": args.policy, "workload": args.workload, "batch": args.batch, "threads": args.threads,
         "steps": args.steps, "seconds_per_step_median": median, "samples_per_second": args.batch / median,
         "gflops_per_second": flops / median / 1e9, "gflop_per_step": flops / 1e9,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024,

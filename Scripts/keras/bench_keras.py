@@ -2,7 +2,7 @@
 """Keras reference timings for the engine benchmark's workloads (Benchmarks/engine/main.swift).
 
     $(Scripts/python-env.sh tensorflow-cpu keras) Scripts/keras/bench_keras.py unet-train|small-unet-train|classifier-infer \
-        [--batch 32] [--steps 5] [--threads 2]
+        [--batch 32] [--steps 5] [--threads 2] [--policy float32|mixed_bfloat16]
 
 Prints one JSON line with the same fields as the Swift benchmark. One workload per process, so
 peak RSS (ru_maxrss) belongs to that workload. Ran with TensorFlow-CPU 2.21 / Keras 3.15.
@@ -23,6 +23,9 @@ tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 import keras
 from keras import layers
+
+# mixed_bfloat16: every layer computes in bf16 with fp32 variables, Keras's one-line fast mode.
+keras.mixed_precision.set_global_policy(args.policy)
 
 
 def encoder(x, widths, levels, pool_after_last):
@@ -47,7 +50,8 @@ def unet(shape, widths):
         x = layers.Concatenate()([x, skips[level]])
         for _ in range(2):
             x = layers.Conv2D(widths[level], 3, padding="same", activation="relu")(x)
-    return keras.Model(inputs, layers.Conv2D(1, 1)(x))
+    # The output layer computes in fp32, as Keras's mixed-precision guide has it.
+    return keras.Model(inputs, layers.Conv2D(1, 1, dtype="float32")(x))
 
 
 def classifier():
@@ -59,7 +63,7 @@ def classifier():
     x = layers.Dropout(0.25)(x)
     x = layers.Dense(512, activation="relu")(x)
     x = layers.Dense(128, activation="relu")(x)
-    return keras.Model(inputs, layers.Dense(4, activation="softmax")(x))
+    return keras.Model(inputs, layers.Dense(4, activation="softmax", dtype="float32")(x))
 
 
 def forward_flops(model, batch):

@@ -12,6 +12,9 @@ interleaved, so load from other processes hits every framework alike); RSS ratio
 Each round's own ratio (CryLab and the reference run one after the other) is printed too, with the
 median and range over rounds: on a host whose speed drifts, these pairs share the conditions.
 --precisions runs CryLab once per listed convolution precision in every round (fp32, bf16, winograd, fast).
+--keras-policies runs Keras once per listed dtype policy in every round: float32 (label keras) and
+mixed_bfloat16 (label keras-bf16, Keras's own fast mode: bf16 compute, fp32 weights), both by default.
+The host's bf16 flags (amx_bf16, avx512_bf16) are printed first: they decide which mode is fast.
 --record FILE also appends to FILE (JSON lines) a description of the run (date, host, CPU, versions,
 command) and then each process's JSON with its round and label, as each finishes; put it under
 Benchmarks/results/ and Scripts/bench/results_table.py turns it into Benchmarks/RESULTS.md.
@@ -37,6 +40,7 @@ parser.add_argument("--binary", default=os.path.join(root, ".build", "release", 
 parser.add_argument("--workloads", default="unet-train,small-unet-train,classifier-infer")
 parser.add_argument("--torch-python", default=None)
 parser.add_argument("--precisions", default="fp32", help="CryLab convolution precisions, comma-separated")
+parser.add_argument("--keras-policies", default="float32,mixed_bfloat16", help="Keras dtype policies, comma-separated")
 parser.add_argument("--record", metavar="FILE", help="append the run's description and every process's JSON to FILE")
 args = parser.parse_args()
 
@@ -100,11 +104,17 @@ def record(entry):
             out.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
-record(host_description())
+description = host_description()
+record(description)
+print(f"host {description['host']}: {description['cpu_model']}, {description['cores']} cores; "
+      f"amx_bf16 {'yes' if 'amx_bf16' in description['cpu_flags'] else 'no'}, "
+      f"avx512_bf16 {'yes' if 'avx512_bf16' in description['cpu_flags'] else 'no'}")
 print(f"{'workload':<18} {'framework':<12} {'samples/s':>10} {'GFLOP/s':>8} {'peak GiB':>9}")
 # (name, command, options after the workload)
 crylabs = [("crylab" if p == "fp32" else f"crylab-{p}", [args.binary], ["--precision", p]) for p in args.precisions.split(",")]
-frameworks = crylabs + [("keras", [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py")], [])]
+keras_labels = {"float32": "keras", "mixed_bfloat16": "keras-bf16"}
+frameworks = crylabs + [(keras_labels.get(policy, f"keras-{policy}"), [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py")],
+                         ["--policy", policy]) for policy in args.keras_policies.split(",")]
 if args.torch_python:
     frameworks.append(("torch", [args.torch_python, os.path.join(root, "Scripts/keras/bench_torch.py")], []))
 
@@ -122,8 +132,8 @@ for workload in args.workloads.split(","):
         c = median[mine]
         for name, r in median.items():
             if not name.startswith("crylab"):
-                print(f"{workload:<18} {mine}/{name:<6} speed {c['samples_per_second'] / r['samples_per_second']:.2f}x   "
+                print(f"{workload:<18} {mine}/{name:<10} speed {c['samples_per_second'] / r['samples_per_second']:.2f}x   "
                       f"peak RSS {c['peak_rss_gib'] / r['peak_rss_gib']:.2f}x   (median rounds)", flush=True)
                 paired = sorted(a["samples_per_second"] / b["samples_per_second"] for a, b in zip(runs[mine], runs[name]))
-                print(f"{workload:<18} {mine}/{name:<6} speed by round, sorted {', '.join(f'{x:.2f}' for x in paired)}: "
+                print(f"{workload:<18} {mine}/{name:<10} speed by round, sorted {', '.join(f'{x:.2f}' for x in paired)}: "
                       f"median {paired[len(paired) // 2]:.2f}x, range {paired[0]:.2f}-{paired[-1]:.2f}x", flush=True)

@@ -14,6 +14,8 @@ from torch import nn
 from bench_common import parse_arguments, time_and_report
 
 args = parse_arguments()
+if args.policy != "float32":
+    raise SystemExit(f"bench_torch.py: --policy {args.policy} is a Keras policy; the PyTorch reference runs fp32 only")
 torch.set_num_threads(args.threads)
 torch.manual_seed(1)
 

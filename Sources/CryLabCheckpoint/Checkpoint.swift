@@ -99,7 +99,7 @@ public enum Checkpoint {
         let file = try HDF5File.open(path)
         let root = try file.root
         guard root.contains("crylab") else {
-            throw CheckpointError.notACheckpoint(file: path, detail: "no 'crylab' group: a Keras file. embed, probe, finetune and label-curve take a Keras-saved encoder as --encoder directly; in Swift, `Checkpoint.loadWeights` loads its weights into a model")
+            throw CheckpointError.notACheckpoint(file: path, detail: "no 'crylab' group: a Keras file. embed, probe, finetune and label-curve take a Keras-saved encoder as --encoder directly, and `crylab export-encoder FILE --front-end-from STORE.h5 -o encoder.h5` makes it a CryLab encoder; in Swift, `Checkpoint.loadWeights` loads its weights into a model")
         }
         let ours = try root.openGroup("crylab")
         guard (try? ours.stringAttribute("format")) == formatName else {

@@ -36,18 +36,22 @@ public struct HTMLReport {
         let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
         func x(_ i: Int) -> Double { margin + (width - 2 * margin) * (count > 1 ? Double(i) / Double(count - 1) : 0.5) }
         func y(_ v: Double) -> Double { height - margin - (height - 2 * margin) * (v - low) / span }
-        var svg = "<svg width=\"\(Int(width))\" height=\"\(Int(height))\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
+        var svg = "<svg class=\"lines\" width=\"\(Int(width))\" height=\"\(Int(height))\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">"
         svg += "<text x=\"\(margin)\" y=\"16\">\(escape(title))</text>"
         svg += "<line x1=\"\(margin)\" y1=\"\(height - margin)\" x2=\"\(width - margin)\" y2=\"\(height - margin)\" stroke=\"#888\"/>"
         svg += "<line x1=\"\(margin)\" y1=\"\(margin)\" x2=\"\(margin)\" y2=\"\(height - margin)\" stroke=\"#888\"/>"
         svg += "<text x=\"2\" y=\"\(margin)\">\(String(format: "%.3g", high))</text><text x=\"2\" y=\"\(height - margin)\">\(String(format: "%.3g", low))</text>"
         svg += "<text x=\"\(width / 2)\" y=\"\(height - 8)\">epoch (1-\(count))</text>"
-        for (index, line) in series.enumerated() {
+        // Series without a finite value (validation when none was held out) get neither a line nor a legend entry.
+        for (index, line) in series.filter({ $0.values.contains(where: \.isFinite) }).enumerated() {
             let points = line.values.enumerated().filter { $0.element.isFinite }
                 .map { String(format: "%.1f,%.1f", x($0.offset), y($0.element)) }.joined(separator: " ")
             let colour = colours[index % colours.count]
             svg += "<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(points)\"/>"
-            svg += "<text x=\"\(width - margin - 120)\" y=\"\(margin + 14 * Double(index))\" fill=\"\(colour)\">\(escape(line.name))</text>"
+            let row = margin + 14 * Double(index)
+            svg += String(format: "<line class=\"legend\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"2\"/>",
+                          width - margin - 150, row - 4, width - margin - 128, row - 4, colour)
+            svg += "<text class=\"legend\" x=\"\(width - margin - 122)\" y=\"\(row)\" fill=\"\(colour)\">\(escape(line.name))</text>"
         }
         sections.append(svg + "</svg>")
     }

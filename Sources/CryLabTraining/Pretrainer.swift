@@ -189,7 +189,8 @@ public final class Pretrainer {
         if let probeStore = options.probe {
             summary.probe = try linearProbe(encoder: encoder, configuration: configuration, probeStore: probeStore, stats: stats)
         }
-        summary.report = try writeReport(model: model, summary: summary, history: history, validation: validationIndices, batcher: batcher)
+        summary.report = try writeReport(model: model, summary: summary, history: history, validation: validationIndices,
+                                     training: trainIndices, batcher: batcher)
         return summary
     }
 

@@ -65,8 +65,10 @@ extension Pretrainer {
         return result
     }
 
-    /// The HTML report: loss curves, reconstructions of a few validation clips, the skip test and the probe.
-    func writeReport(model: Model, summary: PretrainSummary, history: [EpochRecord], validation: [Int], batcher: SpectrogramBatcher) throws -> String {
+    /// The HTML report: loss curves, reconstructions of a few validation clips (training clips when
+    /// none were held out), the skip test and the probe.
+    func writeReport(model: Model, summary: PretrainSummary, history: [EpochRecord], validation: [Int], training: [Int],
+                     batcher: SpectrogramBatcher) throws -> String {
         var report = HTMLReport(title: "CryLab pretraining: \(recipe.name)")
         report.paragraph("\(summary.epochs) epochs, \(summary.steps) steps, \(summary.trainingClips) training and \(summary.validationClips) validation clips, \(summary.parameters) parameters, \(String(format: "%.1f", summary.samplesPerSecond)) samples/s.")
         report.lineChart(title: "loss per epoch", series: [("train", history.map(\.trainLoss)), ("validation", history.compactMap(\.validationLoss))])
@@ -91,11 +93,17 @@ extension Pretrainer {
                                     probe.pretrainedVersusRandom.balancedAccuracyDifference, probe.pretrainedVersusRandom.pValue,
                                     probe.pretrainedVersusRandom.permutations))
         }
-        if !validation.isEmpty {
-            report.heading("Reconstructions of validation clips")
-            report.paragraph("Left to right: the clip, the clip as the network saw it (masked bands and frames set to zero, the mean of the normalised values), and the network's reconstruction. The trained model, one forward pass, the validation masks; low mel bands at the bottom; one colour scale per row, the clip's range from dark to bright.")
+        let shown = validation.isEmpty ? training : validation
+        if !shown.isEmpty {
+            if validation.isEmpty {
+                report.heading("Reconstructions of training clips")
+                report.paragraph("No clips were held out for validation (validationFraction is 0), so these are clips the network trained on: they show what it learned to reproduce, not how it does on unseen audio.")
+            } else {
+                report.heading("Reconstructions of validation clips")
+            }
+            report.paragraph("Left to right: the clip, the clip as the network saw it (masked bands and frames set to zero, the mean of the normalised values), and the network's reconstruction. The trained model, one forward pass, evaluation masks; low mel bands at the bottom; one colour scale per row, the clip's range from dark to bright.")
             var generator = SeededGenerator(seed: recipe.training.seed ^ 0x7A11_DA7E)
-            for index in validation.prefix(3) {
+            for index in shown.prefix(3) {
                 let (input, target, mask) = makeBatch([index], batcher: batcher, generator: &generator, training: false)
                 let output = model.predict(input)
                 let (mels, frames) = (input.shape[1], input.shape[2])

@@ -195,15 +195,42 @@ struct KerasEncoderCommandTests {
         #expect(run.errors.contains("crylab finetune --encoder \(classifier)"), "\(run.errors)")
     }
 
-    @Test("export-encoder with a Keras file says it is not a CryLab checkpoint and where a Keras encoder goes")
+    @Test("export-encoder makes a Keras file a CryLab encoder with a store's front end, giving the same embeddings")
     func exportEncoder() throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
-        let encoder = kerasFixtures.appendingPathComponent("encoder-bn.h5").path
-        let run = try workspace.run(["export-encoder", encoder, "-o", workspace.path("out.h5")])
-        #expect(run.exited && run.status != 0)
-        #expect(run.errors.contains("\(encoder): cannot be read as a CryLab checkpoint"), "\(run.errors)")
-        #expect(run.errors.contains("take a Keras-saved encoder as --encoder directly"), "\(run.errors)")
-        #expect(!run.errors.contains("not a CryLab or Keras"), "\(run.errors)")
+        let store = try kerasInputStore()
+        let storePath = try workspace.write(store)
+        let exported = workspace.path("exported.h5")
+
+        let refused = try workspace.run(["export-encoder", fixture.path, "-o", exported])
+        #expect(refused.exited && refused.status != 0)
+        #expect(refused.errors.contains("\(fixture.path) is a Keras file and has no CryLab front end; give --front-end-from STORE.h5"),
+                "\(refused.errors)")
+        #expect(refused.errors.contains("--n-mels 16 --frames 24"), "the error says what store fits: \(refused.errors)")
+        #expect(!FileManager.default.fileExists(atPath: exported), "nothing is written when refused")
+
+        let run = try workspace.run(["export-encoder", fixture.path, "--front-end-from", storePath, "-o", exported])
+        #expect(run.status == 0, "\(run.errors)")
+        #expect(run.output.contains("front end and normalisation from \(storePath)"), "\(run.output)")
+        let contents = try Checkpoint.load(exported)
+        #expect(contents.metadata.frontEnd == store.frontEnd)
+        #expect(contents.metadata.normalization == store.normalization)
+        #expect(contents.model.configuration?.kind == .encoder)
+
+        // The exported file embeds the store exactly as the Keras file given the same store does.
+        let fromKeras = try workspace.run(["embed", "--encoder", fixture.path, storePath, "-o", workspace.path("keras.h5"),
+                                           "--pool", "none", "--threads", "1"])
+        let fromExported = try workspace.run(["embed", "--encoder", exported, storePath, "-o", workspace.path("exported-embed.h5"),
+                                              "--pool", "none", "--threads", "1"])
+        #expect(fromKeras.status == 0 && fromExported.status == 0, "\(fromKeras.errors) \(fromExported.errors)")
+        #expect(!fromExported.errors.contains("has no CryLab front end"), "the exported file has its own front end: \(fromExported.errors)")
+        let keras = try HDF5File.open(workspace.path("keras.h5")).root.read("embedding", as: Float.self)
+        let own = try HDF5File.open(workspace.path("exported-embed.h5")).root.read("embedding", as: Float.self)
+        #expect(own.shape == keras.shape && own.values == keras.values)
+
+        let twice = try workspace.run(["export-encoder", exported, "--front-end-from", storePath, "-o", workspace.path("again.h5")])
+        #expect(twice.exited && twice.status != 0)
+        #expect(twice.errors.contains("\(exported) has a front end of its own"), "\(twice.errors)")
     }
 }

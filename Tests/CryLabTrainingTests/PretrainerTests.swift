@@ -29,21 +29,22 @@ func syntheticStore(clips: Int = 24, mels: Int = 16, frames: Int = 40, labeled: 
                         normalization: NormalizationStats(mean: 0, std: 1), skipped: [])
 }
 
-func tinyRecipe(epochs: Int) throws -> (PretrainRecipe, String) {
+func tinyRecipe(epochs: Int, validationFraction: Double = 0.25) throws -> (PretrainRecipe, String) {
     let text = """
     name: tiny
     frontEnd: {preset: recommended, nMels: 16, frames: 40}
     model: {widths: [4, 8], frames: 32}
     objective: {timeMasks: {count: 1, width: 6}, frequencyMasks: {count: 1, width: 3}, loss: masked, noise: 0.05}
-    training: {epochs: \(epochs), batchSize: 8, seed: 5, validationFraction: 0.25, optimizer: {learningRate: 0.003}}
+    training: {epochs: \(epochs), batchSize: 8, seed: 5, validationFraction: \(validationFraction), optimizer: {learningRate: 0.003}}
     """
     return (try loadRecipeText(PretrainRecipe.self, text: text, file: "tiny.yaml"), text)
 }
 
 /// A quiet run of the tiny recipe on the synthetic store into `folder`, with a 4-fold probe on
 /// `probe` if given; returns its summary and the recipe text.
-func tinyPretraining(epochs: Int, in folder: URL, probe: FeatureStore? = nil) throws -> (PretrainSummary, String) {
-    let (recipe, text) = try tinyRecipe(epochs: epochs)
+func tinyPretraining(epochs: Int, in folder: URL, probe: FeatureStore? = nil,
+                     validationFraction: Double = 0.25) throws -> (PretrainSummary, String) {
+    let (recipe, text) = try tinyRecipe(epochs: epochs, validationFraction: validationFraction)
     var options = PretrainOptions(output: folder)
     options.quiet = true
     options.probe = probe

@@ -72,6 +72,26 @@ struct ReportTests {
             #expect(images.count == 3 && images.allSatisfy { $0.starts(with: [0x89, 0x50, 0x4E, 0x47]) })
         }
         #expect(matches("<div class=\"rowtitle\">([^<]*)</div>", in: html).allSatisfy { $0.hasPrefix("clip") && $0.contains("16 mels x 32 frames") })
+        #expect(html.contains("Reconstructions of validation clips"))
+        let loss = try #require(charts("lines", in: html).first)
+        #expect(matches("<text class=\"legend\"[^>]*>([^<]*)</text>", in: loss) == ["train", "validation"])
+        #expect(matches("<line class=\"legend\"", in: loss).count == 2, "each name has its line's swatch")
+        #expect(matches("<polyline", in: loss).count == 2)
+    }
+
+    @Test("with no validation clips the pretraining report shows training clips, says so, and charts the training loss alone")
+    func pretrainReportWithoutValidation() throws {
+        let folder = try runFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (summary, _) = try tinyPretraining(epochs: 2, in: folder, validationFraction: 0)
+        #expect(summary.validationClips == 0)
+        let html = try String(contentsOfFile: try #require(summary.report), encoding: .utf8)
+        #expect(html.contains("Reconstructions of training clips"))
+        #expect(html.contains("No clips were held out for validation"))
+        #expect(matches("(<div class=\"row\">.*?</div>)", in: html).count == 3)
+        let loss = try #require(charts("lines", in: html).first)
+        #expect(matches("<text class=\"legend\"[^>]*>([^<]*)</text>", in: loss) == ["train"])
+        #expect(matches("<polyline", in: loss).count == 1, "no empty validation line")
     }
 
     /// Scripts/report/check_report.py on a report (headless Chromium, console errors, SVG well-formed).
