@@ -24,6 +24,7 @@
 // Run one workload per process: peak RSS (VmHWM) is per process. Scripts/keras/bench_side_by_side.py
 // runs these and Scripts/keras/bench_keras.py one after the other and prints the ratios.
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 func peakResidentBytes() -> Int {

@@ -1,3 +1,5 @@
+import CryLabOneDNN
+
 /// 2-D convolution, Keras's `Conv2D`: odd square kernels, stride 1 or 2, same/valid padding,
 /// optional bias, an activation (ReLU fused into oneDNN's kernel).
 ///
@@ -67,13 +69,14 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     /// Passes not prepared yet count as not, so a model's first step runs all NHWC.
     func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
         guard takesBlockedInput(shapes[0]) else { return false }
-        let passes = DNNLConvolution.shared.takesBlockedInput(geometry(shapes[0]), bias: bias != nil, relu: activation == .relu)
+        let g = geometry(shapes[0])
+        let passes = backend.kernels(for: g).takesBlockedInput(g, bias: bias != nil, relu: activation == .relu)
         return training ? [passes.forward, passes.backwardData, passes.backwardWeights].filter { $0 }.count >= 2 : passes.forward
     }
 
-    /// The shape's part of that: oneDNN kernels, whole blocks of 16 channels.
+    /// The shape's part of that: kernels that read the blocked layout, whole blocks of 16 channels.
     func takesBlockedInput(_ shape: [Int]) -> Bool {
-        shape.count == 4 && inputChannels % 16 == 0 && backend.kernels(for: geometry(shape)) is DNNLConvolution
+        shape.count == 4 && inputChannels % 16 == 0 && backend.kernels(for: geometry(shape)).handlesBlockedLayout
     }
 
     public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
@@ -84,9 +87,9 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
         let g = geometry(x.shape)
         let fuse = activation == .relu
         let kernels = backend.kernels(for: g)
-        // oneDNN in bf16 can keep the input's bf16 copy for backward-weights (training only).
-        let keepRounded = training && trainable && kernels is DNNLConvolution && ConvolutionPrecision.current != .fp32
-        let blockedOutput = blockedOutputAllowed && filters % 16 == 0 && activation != .softmax && kernels is DNNLConvolution
+        // Kernels on bf16 operands can keep the input's bf16 copy for backward-weights (training only).
+        let keepRounded = training && trainable && kernels.roundsOperands
+        let blockedOutput = blockedOutputAllowed && filters % 16 == 0 && activation != .softmax && kernels.handlesBlockedLayout
         var roundedInput: BFloat16Copy?
         var outputLayout = ActivationLayout.nhwc
         var y = Tensor(shape: g.outputShape) { out in
@@ -94,7 +97,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
                 kernel.value.values.withUnsafeBufferPointer { k in
                     func run(_ b: UnsafePointer<Float>?) {
                         if keepRounded || x.layout == .blocked16 || blockedOutput {
-                            (outputLayout, roundedInput) = DNNLConvolution.shared.forward(
+                            (outputLayout, roundedInput) = kernels.forward(
                                 g, input: input.baseAddress!, inputLayout: x.layout, kernel: k.baseAddress!, bias: b,
                                 fuseReLU: fuse, output: out.baseAddress!, allowingBlockedOutput: blockedOutput,
                                 keepingRoundedInput: keepRounded)
@@ -124,7 +127,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
 
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
         guard let y = cachedOutput, let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
-        if activation == .relu && cachedRoundedInput != nil && backend.kernels(for: geometry(x.shape)) is DNNLConvolution {
+        if activation == .relu && cachedRoundedInput != nil && backend.kernels(for: geometry(x.shape)).handlesBlockedLayout {
             // bf16 oneDNN: the kernels apply ReLU's backward while rounding the gradient.
             return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients)
         }
@@ -150,21 +153,16 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
                 x.values.withUnsafeBufferPointer { input in
                     kernel.value.values.withUnsafeBufferPointer { k in
                         func pass(kernelGradient: UnsafeMutablePointer<Float>?, biasGradient: UnsafeMutablePointer<Float>?) {
-                            if let dnnl = kernels as? DNNLConvolution {
-                                func call(_ reluOutput: UnsafePointer<Float>?) {
-                                    dnnl.backward(g, input: input.baseAddress!, inputLayout: x.layout, roundedInput: cachedRoundedInput,
-                                                  outputGradient: dzp.baseAddress!, outputLayout: dz.layout, reluOutput: reluOutput,
-                                                  kernel: k.baseAddress!, kernelGradient: kernelGradient,
-                                                  biasGradient: biasGradient, inputGradient: inputGradient)
-                                }
-                                if let reluOutput {
-                                    reluOutput.values.withUnsafeBufferPointer { call($0.baseAddress!) }
-                                } else {
-                                    call(nil)
-                                }
+                            func call(_ reluOutput: UnsafePointer<Float>?) {
+                                kernels.backward(g, input: input.baseAddress!, inputLayout: x.layout, roundedInput: cachedRoundedInput,
+                                                 outputGradient: dzp.baseAddress!, outputLayout: dz.layout, reluOutput: reluOutput,
+                                                 kernel: k.baseAddress!, kernelGradient: kernelGradient,
+                                                 biasGradient: biasGradient, inputGradient: inputGradient)
+                            }
+                            if let reluOutput {
+                                reluOutput.values.withUnsafeBufferPointer { call($0.baseAddress!) }
                             } else {
-                                kernels.backward(g, input: input.baseAddress!, outputGradient: dzp.baseAddress!, kernel: k.baseAddress!,
-                                                 kernelGradient: kernelGradient, biasGradient: biasGradient, inputGradient: inputGradient)
+                                call(nil)
                             }
                         }
                         guard trainable else { return pass(kernelGradient: nil, biasGradient: nil) }
@@ -260,11 +258,13 @@ public final class Conv2DTranspose: ActivatedLayer {
                     if let bias {
                         bias.value.values.withUnsafeBufferPointer { b in
                             transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                         bias: b.baseAddress!, output: out.baseAddress!, fuseReLU: fuse)
+                                                         bias: b.baseAddress!, output: out.baseAddress!, fuseReLU: fuse,
+                                                         matrices: defaultBackend.matrices)
                         }
                     } else {
                         transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                     bias: nil, output: out.baseAddress!, fuseReLU: fuse)
+                                                     bias: nil, output: out.baseAddress!, fuseReLU: fuse,
+                                                     matrices: defaultBackend.matrices)
                     }
                 }
             }
@@ -308,7 +308,8 @@ public final class Conv2DTranspose: ActivatedLayer {
                                 func run(_ relu: UnsafePointer<Float>?) {
                                     transposedConvolutionBackward(g, input: input.baseAddress!, kernel: k.baseAddress!,
                                                                   outputGradient: dzp.baseAddress!, inputGradient: dxp,
-                                                                  kernelGradient: dk, biasGradient: db, reluOutput: relu)
+                                                                  kernelGradient: dk, biasGradient: db, reluOutput: relu,
+                                                                  matrices: defaultBackend.matrices)
                                 }
                                 if let reluOutput {
                                     reluOutput.values.withUnsafeBufferPointer { run($0.baseAddress!) }

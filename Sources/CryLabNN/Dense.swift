@@ -42,7 +42,7 @@ public final class Dense: ActivatedLayer {
             x.values.withUnsafeBufferPointer { input in
                 kernel.value.values.withUnsafeBufferPointer { k in
                     // y [rows, units] = x [rows, in] * kernel [in, units]
-                    matrixMultiply(m: rows, n: units, k: inputFeatures, a: input.baseAddress!, b: k.baseAddress!, c: out.baseAddress!,
+                    defaultBackend.matrices.matrixMultiply(m: rows, n: units, k: inputFeatures, a: input.baseAddress!, b: k.baseAddress!, c: out.baseAddress!,
                                    method: .matmul)
                 }
                 if let bias {
@@ -75,7 +75,7 @@ public final class Dense: ActivatedLayer {
                 x.values.withUnsafeBufferPointer { input in
                     // dKernel [in, units] += x^T [in, rows] * dz [rows, units]
                     kernel.accumulateGradient { dk in
-                        matrixMultiply(m: inputFeatures, n: units, k: rows, a: input.baseAddress!, transposeA: true,
+                        defaultBackend.matrices.matrixMultiply(m: inputFeatures, n: units, k: rows, a: input.baseAddress!, transposeA: true,
                                        b: d.baseAddress!, c: dk, beta: 1)
                     }
                 }
@@ -87,7 +87,7 @@ public final class Dense: ActivatedLayer {
             dz.values.withUnsafeBufferPointer { d in
                 kernel.value.values.withUnsafeBufferPointer { k in
                     // dx [rows, in] = dz [rows, units] * kernel^T [units, in]
-                    matrixMultiply(m: rows, n: inputFeatures, k: units, a: d.baseAddress!, b: k.baseAddress!,
+                    defaultBackend.matrices.matrixMultiply(m: rows, n: inputFeatures, k: units, a: d.baseAddress!, b: k.baseAddress!,
                                    transposeB: true, c: out.baseAddress!, method: .matmul)
                 }
             }

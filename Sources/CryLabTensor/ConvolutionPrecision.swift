@@ -32,7 +32,7 @@ public enum ConvolutionPrecision: String, Sendable, CaseIterable {
 
     /// In `fast`, bf16 is kept only if its timed run took less than this share of fp32's: it
     /// also pays for rounding its operands, which the timing leaves out.
-    static let fastModeBFloat16Margin = 0.9
+    public static let fastModeBFloat16Margin = 0.9
 
     private static let processWide = Mutex<ConvolutionPrecision>(.fp32)
     @TaskLocal private static var scoped: ConvolutionPrecision?
@@ -62,23 +62,6 @@ public enum ConvolutionPrecision: String, Sendable, CaseIterable {
     /// the fallback where none of them exists for a pass.
     public static func withFastModeCandidates<Result>(_ candidates: FastModeCandidates, _ body: () throws -> Result) rethrows -> Result {
         try $scopedCandidates.withValue(candidates, operation: body)
-    }
-
-    private static let processWideChoices = Mutex<FastModeChoices?>(nil)
-    @TaskLocal private static var scopedChoices: FastModeChoices?
-
-    /// Where `fast` looks up and records its timed choices: the innermost `withFastModeChoices`,
-    /// else the process-wide setting; nil (the default) times each choice once per process.
-    public static var fastModeChoices: FastModeChoices? { scopedChoices ?? processWideChoices.withLock { $0 } }
-
-    /// Sets the process-wide choice file (command-line tools).
-    public static func setFastModeChoices(_ choices: FastModeChoices?) {
-        processWideChoices.withLock { $0 = choices }
-    }
-
-    /// Runs `body` with `fast` using `choices`, on the calling task only (tests).
-    public static func withFastModeChoices<Result>(_ choices: FastModeChoices, _ body: () throws -> Result) rethrows -> Result {
-        try $scopedChoices.withValue(choices, operation: body)
     }
 }
 
@@ -112,5 +95,5 @@ public struct FastModeCandidates: OptionSet, Hashable, Sendable {
     }
 
     /// The name of a single kind.
-    var name: String { names.joined(separator: "+") }
+    public var name: String { names.joined(separator: "+") }
 }

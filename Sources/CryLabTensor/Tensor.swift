@@ -17,7 +17,9 @@
 /// and ReLU too, to spare reorders. The shape stays [batch, height, width, channels]; model inputs and outputs are NHWC.
 ///
 /// This is the only place the layout is described; each kernel repeats its shapes beside it.
-/// This module is the only one that talks to OpenBLAS (`CBLAS`) and oneDNN (`CDNNL`).
+/// This module is the only one that talks to OpenBLAS (`CBLAS`); it names no oneDNN type. Kernels it
+/// cannot run itself come through its protocols (`ConvolutionKernels`, `MatrixKernels`,
+/// `ComputeBackend`), which CryLabOneDNN implements.
 
 /// A dense float32 tensor: a shape and its row-major values.
 public struct Tensor: Sendable, Equatable {
@@ -84,6 +86,6 @@ public enum ActivationLayout: Sendable, Equatable {
     /// by 16 (so the value count is the same). The layout of Winograd kernels (and of blocked
     /// direct ones); a `Model` hands a convolution's output on in it, through layers that know the
     /// layout, to convolutions whose blocked passes read it in place, sparing the reorders to NHWC and back (see
-    /// `DNNLConvolution`, `Model.passesBlockedActivations`). Only those layers may read it.
+    /// CryLabOneDNN's `DNNLConvolution`, `Model.passesBlockedActivations`). Only those layers may read it.
     case blocked16
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CryLabDSP
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 /// Front-end choices shared by every subcommand that turns audio into spectrograms.

@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 import Testing
 
@@ -158,9 +159,11 @@ import Testing
             var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: x.shape)
             var dk = randomTensor(kernel.shape, seed: 25), db = randomTensor([16], seed: 26)
             ConvolutionPrecision.withPrecision(precision) {
-                transposedConvolutionForward(g, input: x.values, kernel: kernel.values, bias: bias.values, output: &y.values)
+                transposedConvolutionForward(g, input: x.values, kernel: kernel.values, bias: bias.values, output: &y.values,
+                                             matrices: DNNLConvolution.shared)
                 transposedConvolutionBackward(g, input: x.values, kernel: kernel.values, outputGradient: dy.values,
-                                              inputGradient: &dx.values, kernelGradient: &dk.values, biasGradient: &db.values)
+                                              inputGradient: &dx.values, kernelGradient: &dk.values, biasGradient: &db.values,
+                                              matrices: DNNLConvolution.shared)
             }
             return [y.values, dx.values, dk.values, db.values]
         }

@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Testing
 
 /// Convolutions handing activations to the next convolution in oneDNN's nChw16c layout

@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Testing
 
 /// oneDNN's convolution passes against the portable im2col + sgemm reference, on random tensors.
@@ -28,7 +29,7 @@ import Testing
         let g = ConvolutionGeometry(batch: 2, inputHeight: 6, inputWidth: 5, inputChannels: 32, outputChannels: 1,
                                     kernelHeight: 1, kernelWidth: 1, stride: 1, padding: .same)
         #expect(PointwiseConvolution.handles(g) && ConvolutionBackend.oneDNN.kernels(for: g) is PointwiseConvolution)
-        compare(PointwiseConvolution(), g)
+        compare(PointwiseConvolution(matrices: DNNLConvolution.shared), g)
     }
 
     /// `tolerance` bounds `relativeError` of every pass; 1e-5 suits fp32 (only summation order differs).

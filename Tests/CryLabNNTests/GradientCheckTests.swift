@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Testing
 
 /// Every layer's backward pass against central finite differences in Double through a Double reference

@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Testing
 
 /// The fp32 products of `matrixMultiply`: oneDNN's sgemm and its matmul primitive, both against
@@ -37,12 +38,12 @@ import Testing
                                                                    transposeB: c.transposeB, c: $0, accumulate: c.accumulate)
         }
         let viaMethod = product {
-            matrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b, transposeB: c.transposeB,
-                           c: $0, beta: beta, method: .matmul)
+            DNNLConvolution.shared.matrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b,
+                                                  transposeB: c.transposeB, c: $0, beta: beta, method: .matmul)
         }
         let sgemm = product {
-            matrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b, transposeB: c.transposeB,
-                           c: $0, beta: beta)
+            DNNLConvolution.shared.matrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b,
+                                                  transposeB: c.transposeB, c: $0, beta: beta)
         }
         #expect(ranMatmul, "oneDNN has an fp32 matmul kernel for every shape here (not only reference loops)")
         #expect(viaMethod == matmul, "method: .matmul must run the matmul primitive")

@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 import Testing
 

@@ -1,4 +1,5 @@
 import CDNNL
+import CryLabTensor
 
 struct MatmulKey: Hashable {
     let m: Int, n: Int, k: Int
@@ -22,25 +23,36 @@ final class MatmulPrimitive {
     }
 }
 
-/// An operand of a bf16 product: fp32 values (rounded by the call) or a copy already rounded
-/// by `DNNLConvolution.bfloat16Copy`, for operands read by several products.
-public enum MatrixOperand {
-    case float(UnsafePointer<Float>)
-    case bfloat16(BFloat16Copy)
-}
-
 /// Matrix products through oneDNN's matmul primitive (brgemm kernels). In bf16 (operands rounded,
 /// fp32 accumulation) for the transposed convolution in `ConvolutionPrecision.bf16`; in fp32 for
 /// Dense layers, where it streams a large weight matrix faster than sgemm (see `MatrixMultiplyMethod`).
 extension DNNLConvolution {
+    /// fp32 products: `dnnl_sgemm`, or the matmul primitive where `method` asks for it and it has
+    /// a kernel (alpha 1, beta 0 or 1). Running them through oneDNN keeps every kernel on one thread
+    /// pool (oneDNN's OpenMP team): calling OpenBLAS between oneDNN convolutions left OpenBLAS's
+    /// workers spinning (sched_yield) on both cores while the next convolution ran, slowing it down.
+    public func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposeA: Bool,
+                         b: UnsafePointer<Float>, transposeB: Bool, c: UnsafeMutablePointer<Float>,
+                         alpha: Float, beta: Float, method: MatrixMultiplyMethod) {
+        if method == .matmul && alpha == 1 && (beta == 0 || beta == 1)
+            && floatMatrixMultiply(m: m, n: n, k: k, a: a, transposeA: transposeA, b: b,
+                                   transposeB: transposeB, c: c, accumulate: beta == 1) {
+            return
+        }
+        OpenMP.applyToCurrentThread()
+        let status = dnnl_sgemm(transposeA ? CChar(UInt8(ascii: "T")) : CChar(UInt8(ascii: "N")),
+                                transposeB ? CChar(UInt8(ascii: "T")) : CChar(UInt8(ascii: "N")),
+                                Int64(m), Int64(n), Int64(k), alpha, a, Int64(transposeA ? m : k),
+                                b, Int64(transposeB ? k : n), beta, c, Int64(n))
+        precondition(status == dnnl_success, "oneDNN sgemm failed for \(m)x\(k) * \(k)x\(n): status \(status.rawValue)")
+    }
+
     /// c [m, n] = op(a) [m, k] * op(b) [k, n] (+ c if `accumulate`), a and b rounded to bfloat16.
-    /// Row-major like `matrixMultiply`: a is [m, k], or [k, m] if `transposeA`; b is [k, n], or [n, k].
+    /// Row-major like `multiply`: a is [m, k], or [k, m] if `transposeA`; b is [k, n], or [n, k].
     /// Returns false, touching nothing, if oneDNN has no fast bf16 kernel for the shape (the caller
     /// then runs it in fp32).
-    public func bfloat16MatrixMultiply(m: Int, n: Int, k: Int,
-                                       a: MatrixOperand, transposeA: Bool = false,
-                                       b: MatrixOperand, transposeB: Bool = false,
-                                       c: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Bool {
+    public func bfloat16Multiply(m: Int, n: Int, k: Int, a: MatrixOperand, transposeA: Bool,
+                                 b: MatrixOperand, transposeB: Bool, c: UnsafeMutablePointer<Float>, accumulate: Bool) -> Bool {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
                                 accumulate: accumulate, threads: ComputeThreads.count, bfloat16: true)
