@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "CryLabNN", dependencies: ["CryLabTensor", "CryLabOneDNN"]),
         .target(name: "CryLabCheckpoint", dependencies: ["CryLabNN", "CryLabHDF5", "CryLabDSP"]),
         .target(name: "CryLabTraining", dependencies: [
-            "CryLabCore", "CryLabNN", "CryLabFeatures", "CryLabCheckpoint",
+            "CryLabCore", "CryLabNN", "CryLabOneDNN", "CryLabFeatures", "CryLabCheckpoint",
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(

@@ -1,5 +1,3 @@
-import CryLabOneDNN
-
 /// 2-D convolution, Keras's `Conv2D`: odd square kernels, stride 1 or 2, same/valid padding,
 /// optional bias, an activation (ReLU fused into oneDNN's kernel).
 ///
@@ -17,8 +15,8 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     public let kernel: Parameter
     public let bias: Parameter?
     public var trainable = true
-    /// oneDNN by default; tests switch single layers to the reference kernels.
-    public var backend: ConvolutionBackend = .oneDNN
+    /// The context's backend by default; tests switch single layers to the reference kernels.
+    public var usesReferenceKernels = false
     /// Set by `Model` before each forward; the output is written blocked only when the forward
     /// pass is a blocked one (Winograd, or direct in oneDNN's layout), so blocked outputs cost no reorder.
     var blockedOutputAllowed = false
@@ -67,26 +65,30 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     /// its channels fill whole blocks of 16, and the passes use it in place: the forward pass in
     /// inference; in training two of the three, so that a pass needing an NHWC copy is outweighed.
     /// Passes not prepared yet count as not, so a model's first step runs all NHWC.
-    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
-        guard takesBlockedInput(shapes[0]) else { return false }
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool, context: ComputeContext) -> Bool {
+        guard takesBlockedInput(shapes[0], context) else { return false }
         let g = geometry(shapes[0])
-        let passes = backend.kernels(for: g).takesBlockedInput(g, bias: bias != nil, relu: activation == .relu)
+        let passes = kernels(for: g, context).takesBlockedInput(g, bias: bias != nil, relu: activation == .relu)
         return training ? [passes.forward, passes.backwardData, passes.backwardWeights].filter { $0 }.count >= 2 : passes.forward
     }
 
     /// The shape's part of that: kernels that read the blocked layout, whole blocks of 16 channels.
-    func takesBlockedInput(_ shape: [Int]) -> Bool {
-        shape.count == 4 && inputChannels % 16 == 0 && backend.kernels(for: geometry(shape)).handlesBlockedLayout
+    func takesBlockedInput(_ shape: [Int], _ context: ComputeContext) -> Bool {
+        shape.count == 4 && inputChannels % 16 == 0 && kernels(for: geometry(shape), context).handlesBlockedLayout
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    private func kernels(for g: ConvolutionGeometry, _ context: ComputeContext) -> any ConvolutionKernels {
+        usesReferenceKernels ? ReferenceConvolution(threads: context.threads) : context.backend.convolutionKernels(for: g)
+    }
+
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
-        precondition(x.layout == .nhwc || takesBlockedInput(x.shape), "\(name): a blocked input needs oneDNN kernels")
+        precondition(x.layout == .nhwc || takesBlockedInput(x.shape, context), "\(name): a blocked input needs oneDNN kernels")
         let g = geometry(x.shape)
         let fuse = activation == .relu
-        let kernels = backend.kernels(for: g)
+        let kernels = kernels(for: g, context)
         // Kernels on bf16 operands can keep the input's bf16 copy for backward-weights (training only).
         let keepRounded = training && trainable && kernels.roundsOperands
         let blockedOutput = blockedOutputAllowed && filters % 16 == 0 && activation != .softmax && kernels.handlesBlockedLayout
@@ -116,7 +118,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
         }
         y.layout = outputLayout
         lastOutputLayout = outputLayout
-        if !fuse { activation.apply(&y) }  // element-wise (softmax never comes blocked)
+        if !fuse { activation.apply(&y, threads: context.threads) }  // element-wise (softmax never comes blocked)
         if training {
             cachedInput = x
             cachedOutput = y
@@ -125,26 +127,26 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let y = cachedOutput, let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
-        if activation == .relu && cachedRoundedInput != nil && backend.kernels(for: geometry(x.shape)).handlesBlockedLayout {
+        if activation == .relu && cachedRoundedInput != nil && kernels(for: geometry(x.shape), context).handlesBlockedLayout {
             // bf16 oneDNN: the kernels apply ReLU's backward while rounding the gradient.
-            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients)
+            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients, context: context)
         }
-        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
-                        needsInputGradients: needsInputGradients)
+        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y, threads: context.threads),
+                        needsInputGradients: needsInputGradients, context: context)
     }
 
-    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
-        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients)
+    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
+        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients, context: context)
     }
 
     /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
-    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool) -> [Tensor] {
+    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let x = cachedInput, let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
         precondition(dz.layout == y.layout, "\(name): output gradient in \(dz.layout), output in \(y.layout)")
         let g = geometry(x.shape)
-        let kernels = backend.kernels(for: g)
+        let kernels = kernels(for: g, context)
         defer { releaseCache() }
         // Kernel and bias gradients (accumulated, if trainable) and dx (if needed) in one call, so
         // the kernels can share work between the two passes.
@@ -246,7 +248,7 @@ public final class Conv2DTranspose: ActivatedLayer {
         return geometry(inputShapes[0]).outputShape
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
@@ -259,17 +261,17 @@ public final class Conv2DTranspose: ActivatedLayer {
                         bias.value.values.withUnsafeBufferPointer { b in
                             transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
                                                          bias: b.baseAddress!, output: out.baseAddress!, fuseReLU: fuse,
-                                                         matrices: defaultBackend.matrices)
+                                                         context: context)
                         }
                     } else {
                         transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
                                                      bias: nil, output: out.baseAddress!, fuseReLU: fuse,
-                                                     matrices: defaultBackend.matrices)
+                                                     context: context)
                     }
                 }
             }
         }
-        if !fuse { activation.apply(&y) }
+        if !fuse { activation.apply(&y, threads: context.threads) }
         if training {
             cachedInput = x
             cachedOutput = y
@@ -277,22 +279,22 @@ public final class Conv2DTranspose: ActivatedLayer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
         if activation == .relu {
             // The kernels apply ReLU's backward while gathering the gradient.
-            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients)
+            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients, context: context)
         }
-        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
-                        needsInputGradients: needsInputGradients)
+        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y, threads: context.threads),
+                        needsInputGradients: needsInputGradients, context: context)
     }
 
-    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
-        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients)
+    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
+        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients, context: context)
     }
 
     /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
-    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool) -> [Tensor] {
+    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         let g = geometry(x.shape)
@@ -309,7 +311,7 @@ public final class Conv2DTranspose: ActivatedLayer {
                                     transposedConvolutionBackward(g, input: input.baseAddress!, kernel: k.baseAddress!,
                                                                   outputGradient: dzp.baseAddress!, inputGradient: dxp,
                                                                   kernelGradient: dk, biasGradient: db, reluOutput: relu,
-                                                                  matrices: defaultBackend.matrices)
+                                                                  context: context)
                                 }
                                 if let reluOutput {
                                     reluOutput.values.withUnsafeBufferPointer { run($0.baseAddress!) }

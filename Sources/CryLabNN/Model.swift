@@ -1,3 +1,4 @@
+import CryLabOneDNN
 import Dispatch
 
 /// A directed acyclic graph of layers with one input and one output (Keras's functional model).
@@ -28,6 +29,11 @@ public final class Model {
     }
 
     public var layers: [any Layer] { nodes.map(\.layer) }
+
+    /// What the model computes with: precision, threads, kernels. `ComputeContext.default` (fp32,
+    /// every core) unless the owner (a command, a trainer, a test) gives it another; forward,
+    /// backward and optimiser steps on this model all run with it.
+    public var context: ComputeContext = .default
 
     /// Lets a Conv2D whose forward pass runs in oneDNN's blocked layout (Winograd, or a direct
     /// kernel the fast mode chose in that layout) hand its output on so
@@ -81,7 +87,7 @@ public final class Model {
             } else {
                 precondition(inputs.allSatisfy { $0.layout == .nhwc }, "\(node.layer.name) reads NHWC tensors only")
             }
-            values[index + 1] = timed(node.layer, "forward") { node.layer.forward(inputs, training: training) }
+            values[index + 1] = timed(node.layer, "forward") { node.layer.forward(inputs, training: training, context: context) }
             for i in node.inputs {
                 remainingUses[i] -= 1
                 if remainingUses[i] == 0 { values[i] = nil }  // free activations nobody else reads
@@ -107,7 +113,8 @@ public final class Model {
         for index in nodes.indices.reversed() where index < nodes.count - 1 && nodes[index].layer is any BlockedLayoutLayer {
             allowed[index + 1] = !readers[index + 1].isEmpty && readers[index + 1].allSatisfy { reader in
                 guard let layer = nodes[reader].layer as? any BlockedLayoutLayer else { return false }
-                return layer.takesBlockedInput(nodes[reader].inputs.map { shapes[$0] }, outputMayBeBlocked: allowed[reader + 1], training: training)
+                return layer.takesBlockedInput(nodes[reader].inputs.map { shapes[$0] }, outputMayBeBlocked: allowed[reader + 1], training: training,
+                                               context: context)
             }
         }
         return allowed
@@ -139,30 +146,30 @@ public final class Model {
                 guard let activated = node.layer as? any ActivatedLayer, activated.activation == .softmax else {
                     preconditionFailure("a logits gradient needs a final layer with softmax activation; \(node.layer.name) has none")
                 }
-                dx = activated.backward(preActivationGradient: dy, needsInputGradients: needInputs)
+                dx = activated.backward(preActivationGradient: dy, needsInputGradients: needInputs, context: context)
             } else if node.inputs.count == 1, needs[node.inputs[0]], gradients[node.inputs[0]] != nil,
                       let layer = node.layer as? any GradientAccumulatingLayer {
                 // The input already has a gradient from another reader (a U-Net skip): add into it.
                 var sum = gradients[node.inputs[0]].take()!
-                timed(node.layer, "backward") { layer.backward(dy, accumulatingInto: &sum) }
+                timed(node.layer, "backward") { layer.backward(dy, accumulatingInto: &sum, context: context) }
                 gradients[node.inputs[0]] = sum
                 continue
             } else {
                 if timings == nil {
-                    dx = node.layer.backward(consume dy, needsInputGradients: needInputs)  // hands over the buffer
+                    dx = node.layer.backward(consume dy, needsInputGradients: needInputs, context: context)  // hands over the buffer
                 } else {
                     // Hand the buffer over here too: a tensor the closure merely captured would be
                     // shared, and the layer's in-place work (ReLU backward) would copy it first.
                     var handedOver: Tensor? = consume dy
                     dx = timed(node.layer, "backward") {
                         let gradient = handedOver.take()!
-                        return node.layer.backward(gradient, needsInputGradients: needInputs)
+                        return node.layer.backward(gradient, needsInputGradients: needInputs, context: context)
                     }
                 }
             }
             guard needInputs else { continue }
             for (input, gradient) in zip(node.inputs, dx) where needs[input] {
-                if gradients[input] == nil { gradients[input] = gradient } else { gradients[input]!.add(gradient) }
+                if gradients[input] == nil { gradients[input] = gradient } else { gradients[input]!.add(gradient, threads: context.threads) }
             }
         }
     }

@@ -114,12 +114,12 @@ extension DNNLConvolution {
                 let allBF16 = [weightsPass, dataPass].allSatisfy { $0 == nil || $0!.precision == .bf16 }
                 if allBF16 && outputLayout == .nhwc {
                     let target = outputGradientBF16Buffer.reserve(bytes: count * 2)
-                    reluBackwardToBFloat16(gradient: outputGradient, output: reluOutput, count: count, into: target)
+                    reluBackwardToBFloat16(gradient: outputGradient, output: reluOutput, count: count, into: target, threads: threads)
                     roundedOutputGradient = target
                 } else {
                     let masked = reluGradientBuffer.reserve(bytes: count * 4).assumingMemoryBound(to: Float.self)
                     masked.update(from: outputGradient, count: count)
-                    reluBackwardInPlace(gradient: masked, output: reluOutput, count: count)
+                    reluBackwardInPlace(gradient: masked, output: reluOutput, count: count, threads: threads)
                     outputGradient = UnsafePointer(masked)
                 }
             }

@@ -37,8 +37,17 @@ import Synchronization
 /// passes, and `forward(keepingRoundedInput:)` keeps the input's copy (`BFloat16Copy`, half the
 /// input's bytes, held by the layer until backward) so backward-weights need not round it again.
 /// Calls are serialised by a lock: oneDNN already uses every thread inside each call.
+///
+/// One runtime serves one `ComputeContext`'s settings (precision, threads, fast-mode candidates
+/// and choices), with an engine, a stream, caches and buffers of its own: runtimes of two contexts
+/// share nothing but oneDNN's own process state (its kernels, OpenMP's per-thread team size).
 public final class DNNLConvolution: ConvolutionKernels, MatrixKernels, @unchecked Sendable {
-    public static let shared = DNNLConvolution()
+    /// The settings every call runs with (a `ComputeContext`'s).
+    public let precision: ConvolutionPrecision
+    public let threads: Int
+    public let fastModeCandidates: FastModeCandidates
+    /// Where `.fast` looks up and records its timed choices; nil times each once per runtime.
+    public let fastModeChoices: FastModeChoices?
 
     let lock = NSLock()
     let engine: dnnl_engine_t
@@ -74,7 +83,14 @@ public final class DNNLConvolution: ConvolutionKernels, MatrixKernels, @unchecke
     /// A lock of its own, since deciding runs products, which take `lock`.
     let productPrecisionChoices = Mutex<[[Int]: Bool]>([:])
 
-    init() {
+    /// A runtime of its own (engine, stream, caches, buffers) for these settings.
+    public init(precision: ConvolutionPrecision, threads: Int, fastModeCandidates: FastModeCandidates = .all,
+                fastModeChoices: FastModeChoices? = nil) {
+        precondition(threads >= 1, "thread count must be at least 1, got \(threads)")
+        self.precision = precision
+        self.threads = threads
+        self.fastModeCandidates = fastModeCandidates
+        self.fastModeChoices = fastModeChoices
         _ = MemoryPolicy.applied
         var engine: dnnl_engine_t?
         Self.check(dnnl_engine_create(&engine, dnnl_cpu, 0), "creating the CPU engine")
@@ -129,7 +145,7 @@ extension DNNLConvolution {
     }
 
     func execute(_ p: Prepared, _ arguments: [dnnl_exec_arg_t]) {
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         var all = arguments
         if p.scratchpadBytes > 0 {
             var descriptor = dnnl_primitive_desc_query_md(p.primitiveDescriptor, dnnl_query_scratchpad_md, 0)!.pointee
@@ -177,15 +193,12 @@ enum OpenMP {
     private static let getFunction: GetThreads? = dlsym(dlopen(nil, RTLD_NOW), "omp_get_max_threads")
         .map { unsafeBitCast($0, to: GetThreads.self) }
 
-    static func setThreads(_ threads: Int) {
-        setFunction?(Int32(threads))
-    }
-
-    /// Makes the calling thread's OpenMP team size match `ComputeThreads.count`. OpenMP keeps the
-    /// count per calling thread (process state outside CryLab's control): it is read first and set
-    /// only where it differs, so a steady run sets it once per thread.
-    static func applyToCurrentThread() {
-        let wanted = Int32(ComputeThreads.count)
+    /// Makes the calling thread's OpenMP team size `threads`. OpenMP keeps the count per calling
+    /// thread (process state outside CryLab's control): it is read first and set only where it
+    /// differs from what was last applied there, so a steady run sets it once per thread, and
+    /// runtimes of different thread counts in one process each get theirs.
+    static func apply(threads: Int) {
+        let wanted = Int32(threads)
         if let get = getFunction, get() != wanted { setFunction?(wanted) }
     }
 }

@@ -115,22 +115,3 @@ public final class FastModeChoices: Sendable {
         return cache.appendingPathComponent("crylab").appendingPathComponent("fast-mode-choices.json")
     }
 }
-
-extension ConvolutionPrecision {
-    private static let processWideChoices = Mutex<FastModeChoices?>(nil)
-    @TaskLocal private static var scopedChoices: FastModeChoices?
-
-    /// Where `fast` looks up and records its timed choices: the innermost `withFastModeChoices`,
-    /// else the process-wide setting; nil (the default) times each choice once per process.
-    public static var fastModeChoices: FastModeChoices? { scopedChoices ?? processWideChoices.withLock { $0 } }
-
-    /// Sets the process-wide choice file (command-line tools).
-    public static func setFastModeChoices(_ choices: FastModeChoices?) {
-        processWideChoices.withLock { $0 = choices }
-    }
-
-    /// Runs `body` with `fast` using `choices`, on the calling task only (tests).
-    public static func withFastModeChoices<Result>(_ choices: FastModeChoices, _ body: () throws -> Result) rethrows -> Result {
-        try $scopedChoices.withValue(choices, operation: body)
-    }
-}

@@ -73,15 +73,15 @@ extension DNNLConvolution {
 extension DNNLConvolution {
     /// `MatrixKernels.fastModePrefersBFloat16Product`: the forward product of a transposed
     /// convolution, [m, k] x [k, n], timed in fp32 and bf16 once per shape and thread count (or
-    /// taken from `ConvolutionPrecision.fastModeChoices`); bf16 must win by
+    /// taken from `fastModeChoices`); bf16 must win by
     /// `ConvolutionPrecision.fastModeBFloat16Margin`.
     public func fastModePrefersBFloat16Product(m: Int, n: Int, k: Int) -> Bool {
-        let key = [m, n, k, ComputeThreads.count]
+        let key = [m, n, k, threads]
         if let known = productPrecisionChoices.withLock({ $0[key] }) { return known }
         // fp32 first, so that it wins a tie; bf16 must win by the margin.
         let choice = FastModeChoices.choose(
             "transposed-convolution product [\(m), \(k)] x [\(k), \(n)], \(key[3]) threads",
-            among: ["fp32", "bf16"], in: ConvolutionPrecision.fastModeChoices
+            among: ["fp32", "bf16"], in: fastModeChoices
         ) {
             let times = bfloat16ProductTimes(m: m, n: n, k: k)
             return [times.fp32, times.bf16 / ConvolutionPrecision.fastModeBFloat16Margin]

@@ -39,7 +39,7 @@ extension DNNLConvolution {
                                    transposeB: transposeB, c: c, accumulate: beta == 1) {
             return
         }
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         let status = dnnl_sgemm(transposeA ? CChar(UInt8(ascii: "T")) : CChar(UInt8(ascii: "N")),
                                 transposeB ? CChar(UInt8(ascii: "T")) : CChar(UInt8(ascii: "N")),
                                 Int64(m), Int64(n), Int64(k), alpha, a, Int64(transposeA ? m : k),
@@ -55,7 +55,7 @@ extension DNNLConvolution {
                                  b: MatrixOperand, transposeB: Bool, c: UnsafeMutablePointer<Float>, accumulate: Bool) -> Bool {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                                accumulate: accumulate, threads: ComputeThreads.count, bfloat16: true)
+                                accumulate: accumulate, threads: threads, bfloat16: true)
             guard let p = cachedMatmul(key) else { return false }
             func bf16(_ operand: MatrixOperand, count: Int,
                       _ buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> UnsafeMutableRawPointer {
@@ -78,7 +78,7 @@ extension DNNLConvolution {
                                     c: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Bool {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                                accumulate: accumulate, threads: ComputeThreads.count, bfloat16: false)
+                                accumulate: accumulate, threads: threads, bfloat16: false)
             guard let p = cachedMatmul(key) else { return false }
             runMatmul(p, key, a: UnsafeMutableRawPointer(mutating: a), b: UnsafeMutableRawPointer(mutating: b), c: c)
             return true
@@ -108,7 +108,7 @@ extension DNNLConvolution {
                                       pointer: scratchpad.reserve(bytes: p.scratchpadBytes)))
         }
         defer { for a in arguments { dnnl_memory_destroy(a.memory) } }
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         let precision = key.bfloat16 ? "bf16" : "fp32"
         Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(arguments.count), arguments), "executing a \(precision) matmul")
         Self.check(dnnl_stream_wait(stream), "waiting for a \(precision) matmul")
@@ -127,7 +127,7 @@ extension DNNLConvolution {
                                              bfloat16: Bool = true) -> String? {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                                accumulate: false, threads: ComputeThreads.count, bfloat16: bfloat16)
+                                accumulate: false, threads: threads, bfloat16: bfloat16)
             guard let p = makeMatmul(key) else { return nil }
             defer { dnnl_primitive_destroy(p.primitive); dnnl_primitive_desc_destroy(p.primitiveDescriptor) }
             return Self.implementationName(p.primitiveDescriptor)
@@ -158,7 +158,7 @@ extension DNNLConvolution {
 
     /// nil if oneDNN has no matmul of the key's type for the shape, or only its reference loops.
     private func makeMatmul(_ key: MatmulKey) -> MatmulPrimitive? {
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         var (source, weights, destination) = Self.matmulDescriptors(key)
         var d = dnnl_matmul_desc_t()
         Self.check(dnnl_matmul_desc_init(&d, &source, &weights, nil, &destination), "describing a matmul \(key)")

@@ -3,6 +3,9 @@ import CryLabTensor
 import Foundation
 
 extension DNNLConvolution {
+    /// The candidates part of a cache key: the settings' in `.fast`, else all (unused).
+    var keyCandidates: FastModeCandidates { precision == .fast ? fastModeCandidates : .all }
+
     enum Pass: Hashable {
         case forward(bias: Bool, relu: Bool)
         case backwardData
@@ -20,7 +23,7 @@ extension DNNLConvolution {
         let pass: Pass
         let threads: Int
         let precision: ConvolutionPrecision
-        var candidates = ConvolutionPrecision.current == .fast ? ConvolutionPrecision.fastModeCandidates : .all
+        let candidates: FastModeCandidates
     }
 
     /// Blocked passes read and write oneDNN's layouts (nChw16c; plain NCHW for one channel), not NHWC: the layouts
@@ -84,9 +87,9 @@ extension DNNLConvolution {
     /// the call itself then overwrites. Without them it allocates its own.
     func prepared(_ g: ConvolutionGeometry, _ pass: Pass,
                           timingOn activations: (source: UnsafeMutableRawPointer, destination: UnsafeMutableRawPointer)? = nil) -> Prepared {
-        let key = Key(geometry: g, pass: pass, threads: ComputeThreads.count, precision: ConvolutionPrecision.current)
+        let key = Key(geometry: g, pass: pass, threads: threads, precision: precision, candidates: keyCandidates)
         if let hit = cache[key] { return hit }
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         // The candidates the precision allows, where oneDNN has them; fp32 direct always exists.
         let allowed = key.precision == .fast ? key.candidates : []
         var candidates: [(kind: FastModeCandidates, pass: Prepared)] = []
@@ -120,7 +123,7 @@ extension DNNLConvolution {
             // Only `.fast` offers a choice. A stored one is taken as it is; a new one is stored.
             let names = candidates.map { $0.kind.name }
             winner = FastModeChoices.choose("convolution \(g), \(pass), \(key.threads) threads, among \(names.joined(separator: ", "))",
-                                            among: names, in: ConvolutionPrecision.fastModeChoices) {
+                                            among: names, in: fastModeChoices) {
                 fastest(candidates.map(\.pass), g, pass, activations)
             }
             for (i, candidate) in candidates.enumerated() where i != winner { destroy(candidate.pass) }
@@ -157,7 +160,7 @@ extension DNNLConvolution {
         -> (forward: Bool, backwardData: Bool, backwardWeights: Bool) {
         lock.withLock {
             func inPlace(_ pass: Pass) -> Bool {
-                let key = Key(geometry: g, pass: pass, threads: ComputeThreads.count, precision: ConvolutionPrecision.current)
+                let key = Key(geometry: g, pass: pass, threads: threads, precision: precision, candidates: keyCandidates)
                 return cache[key]?.blocked?.sourceIsBlocked16 == true
             }
             return (inPlace(.forward(bias: bias, relu: relu)), inPlace(.backwardData), inPlace(.backwardWeights(bias: bias)))

@@ -22,7 +22,7 @@ extension DNNLConvolution {
         if let cached = layoutReorders[key] {
             reorder = cached
         } else {
-            OpenMP.applyToCurrentThread()
+            OpenMP.apply(threads: threads)
             reorder = reorderPrimitive(from: from, to: to, toBlocked ? "NHWC -> nChw16c reorder" : "nChw16c -> NHWC reorder")
             layoutReorders[key] = reorder
         }
@@ -40,12 +40,12 @@ extension DNNLConvolution {
     /// Rounds `count` floats to bfloat16 into `target` (2 * count bytes).
     func convertToBFloat16(_ values: UnsafePointer<Float>, count: Int, into target: UnsafeMutableRawPointer) {
         let source = UnsafeMutableRawPointer(mutating: values)
-        let key = [count, ComputeThreads.count]
+        let key = [count, threads]
         let conversion: dnnl_primitive_t
         if let cached = conversions[key] {
             conversion = cached
         } else {
-            OpenMP.applyToCurrentThread()
+            OpenMP.apply(threads: threads)
             var from = descriptor([count], dnnl_x), to = descriptor([count], dnnl_x, type: dnnl_bf16)
             var reorderDescriptor: dnnl_primitive_desc_t?
             Self.check(dnnl_reorder_primitive_desc_create(&reorderDescriptor, &from, engine, &to, engine, nil), "fp32 -> bf16 reorder")
@@ -56,7 +56,7 @@ extension DNNLConvolution {
             conversions[key] = conversion
         }
         // Activations are large (up to tens of MB): unlike weight reorders this uses every thread.
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         run(conversion, from: (descriptor([count], dnnl_x), source), to: (descriptor([count], dnnl_x, type: dnnl_bf16), target))
     }
 
@@ -65,8 +65,8 @@ extension DNNLConvolution {
                             to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
         // Weight reorders are small (at most a few MB): one thread avoids an OpenMP barrier, which
         // costs a scheduler time slice (~8 ms measured) whenever another process holds a core.
-        OpenMP.setThreads(1)
-        defer { OpenMP.setThreads(ComputeThreads.count) }
+        OpenMP.apply(threads: 1)
+        defer { OpenMP.apply(threads: threads) }
         run(reorder, from: from, to: to)
     }
 
@@ -74,7 +74,7 @@ extension DNNLConvolution {
     func reorderActivations(_ reorder: dnnl_primitive_t,
                                     from: (dnnl_memory_desc_t, UnsafeMutableRawPointer),
                                     to: (dnnl_memory_desc_t, UnsafeMutableRawPointer)) {
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         timed(\.reorderSeconds, \.reorderCalls) { run(reorder, from: from, to: to) }
     }
 }

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// The arithmetic oneDNN convolutions use. Parameters, gradients and the optimiser stay fp32 either way.
 ///
 /// - `fp32`: the default; results match the reference kernels to ~1e-6.
@@ -33,36 +31,6 @@ public enum ConvolutionPrecision: String, Sendable, CaseIterable {
     /// In `fast`, bf16 is kept only if its timed run took less than this share of fp32's: it
     /// also pays for rounding its operands, which the timing leaves out.
     public static let fastModeBFloat16Margin = 0.9
-
-    private static let processWide = Mutex<ConvolutionPrecision>(.fp32)
-    @TaskLocal private static var scoped: ConvolutionPrecision?
-
-    /// The precision convolutions use now: the innermost `withPrecision`, else the process-wide setting.
-    public static var current: ConvolutionPrecision { scoped ?? processWide.withLock { $0 } }
-
-    /// Sets the process-wide precision (command-line tools, benchmarks).
-    public static func set(_ precision: ConvolutionPrecision) {
-        processWide.withLock { $0 = precision }
-    }
-
-    /// Runs `body` with `precision` on the calling task only, leaving other tasks (e.g. tests running
-    /// in parallel) on theirs.
-    public static func withPrecision<Result>(_ precision: ConvolutionPrecision, _ body: () throws -> Result) rethrows -> Result {
-        try $scoped.withValue(precision, operation: body)
-    }
-
-    @TaskLocal private static var scopedCandidates: FastModeCandidates?
-
-    /// The kinds of oneDNN pass `fast` times against each other: all, unless narrowed by
-    /// `withFastModeCandidates`.
-    public static var fastModeCandidates: FastModeCandidates { scopedCandidates ?? .all }
-
-    /// Runs `body` with `fast` choosing among `candidates` only, on the calling task (tests pin a
-    /// kind of pass this way; with one kind there is nothing to time). Direct fp32 in NHWC stays
-    /// the fallback where none of them exists for a pass.
-    public static func withFastModeCandidates<Result>(_ candidates: FastModeCandidates, _ body: () throws -> Result) rethrows -> Result {
-        try $scopedCandidates.withValue(candidates, operation: body)
-    }
 }
 
 /// The kinds of oneDNN convolution pass `ConvolutionPrecision.fast` chooses among.

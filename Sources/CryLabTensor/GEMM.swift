@@ -69,13 +69,16 @@ public enum MatrixMultiplyMethod: Sendable {
 
 /// The same product through OpenBLAS; used by the reference convolution, so that tests compare
 /// oneDNN's convolution against an independent implementation.
+///
+/// OpenBLAS's thread count is process state of its own: it is set to `threads` only where it differs.
 public func openBLASMatrixMultiply(
-    m: Int, n: Int, k: Int,
+    threads: Int, m: Int, n: Int, k: Int,
     a: UnsafePointer<Float>, transposeA: Bool = false,
     b: UnsafePointer<Float>, transposeB: Bool = false,
     c: UnsafeMutablePointer<Float>,
     alpha: Float = 1, beta: Float = 0
 ) {
+    if openblas_get_num_threads() != Int32(threads) { openblas_set_num_threads(Int32(threads)) }
     cblas_sgemm(CblasRowMajor,
                 transposeA ? CblasTrans : CblasNoTrans,
                 transposeB ? CblasTrans : CblasNoTrans,

@@ -5,9 +5,12 @@
 ///     y: [batch * height * width, outputChannels]
 public struct PointwiseConvolution: ConvolutionKernels {
     public let matrices: any MatrixKernels
+    /// Threads for the bias gradient's column sums.
+    public let threads: Int
 
-    public init(matrices: any MatrixKernels) {
+    public init(matrices: any MatrixKernels, threads: Int) {
         self.matrices = matrices
+        self.threads = threads
     }
 
     public static func handles(_ g: ConvolutionGeometry) -> Bool {
@@ -46,7 +49,7 @@ public struct PointwiseConvolution: ConvolutionKernels {
         matrices.matrixMultiply(m: g.inputChannels, n: g.outputChannels, k: pixels(g), a: input, transposeA: true,
                                 b: outputGradient, c: kernelGradient, beta: 1)
         if let biasGradient {
-            addColumnSums(outputGradient, rows: pixels(g), columns: g.outputChannels, into: biasGradient)
+            addColumnSums(outputGradient, rows: pixels(g), columns: g.outputChannels, into: biasGradient, threads: threads)
         }
     }
 }

@@ -64,13 +64,13 @@ public struct Tensor: Sendable, Equatable {
 
     /// Adds `other` element-wise (shapes must match), split across the compute threads: the model
     /// sums the gradients of activations read by two layers (the U-Net's skips) this way.
-    public mutating func add(_ other: Tensor) {
+    public mutating func add(_ other: Tensor, threads: Int) {
         precondition(shape == other.shape, "cannot add tensors of shapes \(shape) and \(other.shape)")
         precondition(layout == other.layout, "cannot add a \(layout) tensor and a \(other.layout) one")
         values.withUnsafeMutableBufferPointer { a in
             other.values.withUnsafeBufferPointer { b in
                 let (sum, addend) = (a.baseAddress!, b.baseAddress!)
-                parallelChunks(a.count, minimumChunk: 65_536) { range in
+                parallelChunks(a.count, minimumChunk: 65_536, threads: threads) { range in
                     for i in range { sum[i] += addend[i] }
                 }
             }

@@ -1,28 +1,7 @@
-import CBLAS
 import Foundation
-import Synchronization
 
-/// The number of threads every kernel may use: OpenBLAS's pool and oneDNN's OpenMP team.
-///
-/// Results are bit-identical for the same seed and the same thread count; changing the count
-/// can change the order of floating-point reductions and therefore the last bits.
+/// OpenMP's wait policy for the executables. The thread count itself is `ComputeContext.threads`.
 public enum ComputeThreads {
-    private static let storage = Mutex<Int>(ProcessInfo.processInfo.activeProcessorCount)
-
-    public static var count: Int { storage.withLock { $0 } }
-
-    /// Sets OpenBLAS's thread count now. The OpenMP count that oneDNN uses is a per-calling-thread
-    /// setting in OpenMP, so CryLabOneDNN applies it on the calling thread before each oneDNN call
-    /// where it differs.
-    public static func set(_ threads: Int) {
-        precondition(threads >= 1, "thread count must be at least 1, got \(threads)")
-        _ = MemoryPolicy.applied
-        storage.withLock { $0 = threads }
-        openblas_set_num_threads(Int32(threads))
-    }
-}
-
-extension ComputeThreads {
     /// Makes an executable run with `OMP_WAIT_POLICY=PASSIVE`, re-executing it once if needed.
     ///
     /// By default OpenMP's idle threads spin. When another process holds one of the cores, every

@@ -70,11 +70,11 @@ public struct TransposedConvolutionGeometry: Hashable, Sendable {
 private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMutablePointer<Float>,
                          image: UnsafeMutablePointer<Float>, gather: Bool, bias: UnsafePointer<Float>? = nil,
                          relu: Bool = false, reluOutput: UnsafePointer<Float>? = nil,
-                         biasGradient: UnsafeMutablePointer<Float>? = nil) {
+                         biasGradient: UnsafeMutablePointer<Float>? = nil, threads: Int) {
     let k = g.kernelSize, o = g.outputChannels
     let outputWidth = g.width * k
     let rows = g.batch * g.height
-    let chunks = chunkCount(rows, minimumChunk: 8)
+    let chunks = chunkCount(rows, minimumChunk: 8, threads: threads)
     // The bias repeated for the k pixels of a run, [k*out].
     let tiledBias = bias.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: k * o) }
     if let bias, let tiledBias { for c in 0..<(k * o) { tiledBias[c] = bias[c % o] } }
@@ -203,29 +203,30 @@ private func moveOverlappingPatches(_ g: TransposedConvolutionGeometry, patches:
     }
 }
 
-/// Whether `g`'s products run on bfloat16 operands at the current precision (kernel == stride only).
-func usesBFloat16Products(_ g: TransposedConvolutionGeometry, matrices: any MatrixKernels) -> Bool {
+/// Whether `g`'s products run on bfloat16 operands at the context's precision (kernel == stride only).
+func usesBFloat16Products(_ g: TransposedConvolutionGeometry, context: ComputeContext) -> Bool {
     guard g.isKernelEqualToStride else { return false }
-    switch ConvolutionPrecision.current {
+    switch context.precision {
     case .fp32, .winograd: return false
     case .bf16: return true
-    case .fast: return matrices.fastModePrefersBFloat16Product(m: g.pixels, n: g.patchLength, k: g.inputChannels)
+    case .fast: return context.matrices.fastModePrefersBFloat16Product(m: g.pixels, n: g.patchLength, k: g.inputChannels)
     }
 }
 
 public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, input: UnsafePointer<Float>,
                                          kernel: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                                          output: UnsafeMutablePointer<Float>, fuseReLU: Bool = false,
-                                         matrices: any MatrixKernels) {
+                                         context: ComputeContext) {
+    let matrices = context.matrices
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
     // patches [pixels, k*k*out] = x [pixels, in] * kernel^T [in, k*k*out]   (kernel: [k*k*out, in])
-    if !(usesBFloat16Products(g, matrices: matrices) && matrices.bfloat16MatrixMultiply(
+    if !(usesBFloat16Products(g, context: context) && matrices.bfloat16MatrixMultiply(
         m: g.pixels, n: g.patchLength, k: g.inputChannels, a: .float(input), b: .float(kernel), transposeB: true, c: patches)) {
         matrices.matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
     }
     if g.isKernelEqualToStride {
-        movePatches(g, patches: patches, image: output, gather: false, bias: bias, relu: fuseReLU)
+        movePatches(g, patches: patches, image: output, gather: false, bias: bias, relu: fuseReLU, threads: context.threads)
         return
     }
     // y: [batch, outputHeight, outputWidth, out], summed into from zero
@@ -256,7 +257,8 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
                                           inputGradient: UnsafeMutablePointer<Float>?,
                                           kernelGradient: UnsafeMutablePointer<Float>?,
                                           biasGradient: UnsafeMutablePointer<Float>?,
-                                          reluOutput: UnsafePointer<Float>? = nil, matrices: any MatrixKernels) {
+                                          reluOutput: UnsafePointer<Float>? = nil, context: ComputeContext) {
+    let matrices = context.matrices
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
     var outputGradient = outputGradient
@@ -266,22 +268,22 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
         let count = g.outputPixels * g.outputChannels
         masked = .allocate(capacity: count)
         masked!.update(from: outputGradient, count: count)
-        reluBackwardInPlace(gradient: masked!, output: reluOutput, count: count)
+        reluBackwardInPlace(gradient: masked!, output: reluOutput, count: count, threads: context.threads)
         outputGradient = UnsafePointer(masked!)
     }
     // dPatches [pixels, k*k*out] gathered from dy [batch, outputHeight, outputWidth, out]
     if g.isKernelEqualToStride {
         movePatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true,
-                    reluOutput: reluOutput, biasGradient: biasGradient)
+                    reluOutput: reluOutput, biasGradient: biasGradient, threads: context.threads)
     } else {
         moveOverlappingPatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
     }
     /// dBias [out] += Σ dy over pixels (kernel == stride: already added while gathering).
     func addBiasGradient(_ biasGradient: UnsafeMutablePointer<Float>) {
         guard !g.isKernelEqualToStride else { return }
-        addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
+        addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient, threads: context.threads)
     }
-    if usesBFloat16Products(g, matrices: matrices) {
+    if usesBFloat16Products(g, context: context) {
         // dPatches is read by both products: round it to bf16 once.
         let roundedPatches = MatrixOperand.bfloat16(matrices.bfloat16Copy(patches, count: g.pixels * g.patchLength))
         var done = true
