@@ -4,9 +4,10 @@
 // Module layering (dependencies point one way):
 //   C shims (CBLAS, CDNNL, CFFTW, CHDF5, CSndFile, CSoxr) and CryLabCore (seeded RNG, memory policy)
 //     -> CryLabHDF5, CryLabAudio, CryLabDSP, CryLabTensor   (each the only importer of its C libraries;
-//        CryLabTensor: tensors, the kernel protocols, Swift and OpenBLAS kernels)
+//        CryLabTensor: tensors, the kernel protocols and ComputeContext, Swift and OpenBLAS kernels)
 //     -> CryLabOneDNN (the only importer of CDNNL: implements CryLabTensor's kernel protocols on oneDNN)
-//     -> CryLabFeatures (audio -> feature stores), CryLabNN (layers, models, optimisers; names only the protocols)
+//     -> CryLabFeatures (audio -> feature stores), CryLabNN (layers, models with their context and
+//        execution plans, optimisers; layers name only the kernel protocols)
 //     -> CryLabCheckpoint (Keras-layout HDF5 checkpoints)
 //     -> CryLabTraining (recipes, pretraining, fine-tuning, evaluation, demo)
 //     -> crylab (command line)

@@ -29,7 +29,6 @@ public final class BatchNormalization: BlockedLayoutLayer {
     /// statistics seen since it was set to 0 (this counts them), instead of the momentum update:
     /// see `Model.recalibrateBatchNormalization`.
     public var averagedBatches: Int?
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
 

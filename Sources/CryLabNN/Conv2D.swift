@@ -17,9 +17,6 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     public var trainable = true
     /// The context's backend by default; tests switch single layers to the reference kernels.
     public var usesReferenceKernels = false
-    /// Set by `Model` before each forward; the output is written blocked only when the forward
-    /// pass is a blocked one (Winograd, or direct in oneDNN's layout), so blocked outputs cost no reorder.
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in (`.blocked16` only for a hand-off inside a model).
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
@@ -82,6 +79,12 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     }
 
     public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
+        forward(inputs, training: training, context: context, allowedOutputLayout: .nhwc)
+    }
+
+    /// The output is written blocked only where that is allowed and the forward pass is a blocked
+    /// one (Winograd, or direct in oneDNN's layout), so blocked outputs cost no reorder.
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
@@ -91,7 +94,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
         let kernels = kernels(for: g, context)
         // Kernels on bf16 operands can keep the input's bf16 copy for backward-weights (training only).
         let keepRounded = training && trainable && kernels.roundsOperands
-        let blockedOutput = blockedOutputAllowed && filters % 16 == 0 && activation != .softmax && kernels.handlesBlockedLayout
+        let blockedOutput = allowedOutputLayout == .blocked16 && filters % 16 == 0 && activation != .softmax && kernels.handlesBlockedLayout
         var roundedInput: BFloat16Copy?
         var outputLayout = ActivationLayout.nhwc
         var y = Tensor(shape: g.outputShape) { out in
@@ -249,6 +252,12 @@ public final class Conv2DTranspose: ActivatedLayer {
     }
 
     public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
+        forward(inputs, training: training, context: context, allowedOutputLayout: .nhwc)
+    }
+
+    /// The output is written blocked only where that is allowed and the forward pass is a blocked
+    /// one (Winograd, or direct in oneDNN's layout), so blocked outputs cost no reorder.
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")

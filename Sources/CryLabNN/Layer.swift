@@ -68,13 +68,21 @@ protocol GradientAccumulatingLayer: Layer {
 }
 
 /// A layer that reads, and may write, `ActivationLayout.blocked16` tensors inside a `Model`,
-/// which decides per forward where such hand-offs are allowed (`Model.passesBlockedActivations`).
+/// whose execution plan decides where such hand-offs are allowed (`Model.passesBlockedActivations`).
 protocol BlockedLayoutLayer: Layer {
     /// Whether inputs of these shapes may come blocked, given whether this layer's own output may be
     /// (and whether the forward is for training, whose backward passes read the input too).
     func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool, context: ComputeContext) -> Bool
-    /// Set by `Model` before each forward: every reader of the output takes it blocked.
-    var blockedOutputAllowed: Bool { get set }
+    /// `forward` with the layout the model's plan allows for the output: `.blocked16` where every
+    /// reader takes it blocked, else `.nhwc`. A layer may still write NHWC where blocked would cost
+    /// it a reorder; layers whose output follows their input's layout ignore it.
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor
+}
+
+extension BlockedLayoutLayer {
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor {
+        forward(inputs, training: training, context: context)
+    }
 }
 
 /// A layer whose output passes through an activation function; lets a fused softmax + cross-entropy

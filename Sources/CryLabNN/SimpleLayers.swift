@@ -13,7 +13,6 @@ public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
     public var weights: [Parameter] { [] }
     /// The positions of the maxima (offsets into the input's values, in its layout), and the input's shape and layout.
     private var cache: (argmax: [Int32], inputShape: [Int], layout: ActivationLayout)?
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
@@ -177,7 +176,6 @@ public final class Concatenate: BlockedLayoutLayer {
     public var weights: [Parameter] { [] }
     private var widths: [Int]?
     private var layouts: [ActivationLayout]?
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
     /// Replaces every input after the first by zeros: a U-Net run with its skip connection cut,
@@ -199,11 +197,15 @@ public final class Concatenate: BlockedLayoutLayer {
     }
 
     public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
+        forward(inputs, training: training, context: context, allowedOutputLayout: .nhwc)
+    }
+
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor {
         if training {
             widths = inputs.map { $0.shape.last! }
             layouts = inputs.map(\.layout)
         }
-        let layout: ActivationLayout = blockedOutputAllowed && inputs.allSatisfy({ $0.shape.last! % 16 == 0 }) ? .blocked16 : .nhwc
+        let layout: ActivationLayout = allowedOutputLayout == .blocked16 && inputs.allSatisfy({ $0.shape.last! % 16 == 0 }) ? .blocked16 : .nhwc
         lastOutputLayout = layout
         if zeroesSkipInputs {
             return concatenateChannels([inputs[0]] + inputs.dropFirst().map { Tensor(zeros: $0.shape) }, layout: layout,
@@ -232,7 +234,6 @@ public final class ReLU: BlockedLayoutLayer {
     public var trainable = true
     public var weights: [Parameter] { [] }
     private var output: Tensor?
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
 

@@ -82,10 +82,13 @@ public struct Tensor: Sendable, Equatable {
 public enum ActivationLayout: Sendable, Equatable {
     /// Channels-last, Keras's order: the layout of every tensor a user sees.
     case nhwc
-    /// oneDNN's nChw16c: [batch, channels / 16, height, width, 16], for channel counts divisible
-    /// by 16 (so the value count is the same). The layout of Winograd kernels (and of blocked
-    /// direct ones); a `Model` hands a convolution's output on in it, through layers that know the
-    /// layout, to convolutions whose blocked passes read it in place, sparing the reorders to NHWC and back (see
-    /// CryLabOneDNN's `DNNLConvolution`, `Model.passesBlockedActivations`). Only those layers may read it.
+    /// Channels in blocks of 16: [batch, channels / 16, height, width, 16], for channel counts
+    /// divisible by 16 (so the value count is the same). A plain memory order, named here without
+    /// any backend type: the Swift kernels of this module read it (pooling on `channelBlocks`,
+    /// concatenation, BatchNorm rows), and it is the order oneDNN calls nChw16c, that of Winograd
+    /// kernels and blocked direct ones. A `Model`'s execution plan hands a convolution's output on
+    /// in it, through layers that know the layout, to convolutions whose blocked passes read it in
+    /// place, sparing the reorders to NHWC and back (`Model.passesBlockedActivations`). Only those
+    /// layers may read it.
     case blocked16
 }
