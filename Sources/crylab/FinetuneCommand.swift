@@ -80,8 +80,7 @@ struct FinetuneCommand: ParsableCommand {
         if let folds { recipe.evaluation.folds = folds; recipe.evaluation.split = .groupedKFold }
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
-        ComputeThreads.set(threads)
-        convolution.apply(quiet: quiet)
+        let context = convolution.context(threads: threads, quiet: quiet)
         var frontEnd = recipe.frontEnd
         if let encoder, frontEnd == nil, !isFeatureStore(data) {
             // Audio is analysed with the encoder's own front end; a Keras file has none.
@@ -100,6 +99,7 @@ struct FinetuneCommand: ParsableCommand {
         options.encoderPath = encoder
         options.dataPath = data
         options.quiet = quiet
+        options.context = context
         options.resume = resume
         options.labelsPerClass = labelsPerClass
         options.draws = draws

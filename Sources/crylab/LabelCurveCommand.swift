@@ -1,6 +1,7 @@
 import ArgumentParser
 import CryLabFeatures
 import CryLabNN
+import CryLabOneDNN
 import CryLabTraining
 import Foundation
 
@@ -135,11 +136,11 @@ struct LabelCurveCommand: ParsableCommand {
     }
 
     func run() throws {
-        ComputeThreads.set(threads)
         let (pretrain, pretrainText) = try PretrainRecipe.load(pretrainRecipe)
         let (finetune, finetuneText) = try FinetuneRecipe.load(finetuneRecipe)
         let store = try FeatureStore.read(from: data)
         var options = LabelCurveOptions(output: URL(fileURLWithPath: output))
+        options.context = ComputeContext(threads: threads)
         options.labelsPerClass = try parsedK()
         options.draws = draws
         options.folds = folds
