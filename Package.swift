@@ -2,8 +2,8 @@
 // CryLab: self-supervised pretraining and fine-tuning on infant-cry audio.
 //
 // Module layering (dependencies point one way):
-//   C shims (CBLAS, CDNNL, CFFTW, CHDF5, CSndFile, CSoxr) and CryLabCore (seeded RNG, memory policy)
-//     -> CryLabHDF5, CryLabAudio, CryLabDSP, CryLabTensor   (each the only importer of its C libraries)
+//   C shims (CBLAS, CDNNL, CFFTW, CHDF5, CMPI, CSndFile, CSoxr) and CryLabCore (seeded RNG, memory policy)
+//     -> CryLabHDF5, CryLabAudio, CryLabDSP, CryLabTensor, CryLabMPI   (each the only importer of its C libraries)
 //     -> CryLabFeatures (audio -> feature stores), CryLabNN (layers, models, optimisers)
 //     -> CryLabCheckpoint (Keras-layout HDF5 checkpoints)
 //     -> CryLabTraining (recipes, pretraining, fine-tuning, evaluation, demo)
@@ -28,6 +28,7 @@ let package = Package(
         .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         .systemLibrary(name: "CFFTW", pkgConfig: "fftw3f", providers: [.apt(["libfftw3-dev"])]),
         .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial", providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         .systemLibrary(name: "CSndFile", pkgConfig: "sndfile", providers: [.apt(["libsndfile1-dev"])]),
         .systemLibrary(name: "CSoxr", pkgConfig: "soxr", providers: [.apt(["libsoxr-dev"])]),
 
@@ -37,6 +38,7 @@ let package = Package(
         .target(name: "CryLabAudio", dependencies: ["CSndFile", "CSoxr"]),
         .target(name: "CryLabDSP", dependencies: ["CryLabCore", "CFFTW"]),
         .target(name: "CryLabTensor", dependencies: ["CryLabCore", "CBLAS", "CDNNL"]),
+        .target(name: "CryLabMPI", dependencies: ["CMPI"]),
         .target(name: "CryLabFeatures", dependencies: ["CryLabCore", "CryLabAudio", "CryLabDSP", "CryLabHDF5"]),
         .target(name: "CryLabNN", dependencies: ["CryLabTensor"]),
         .target(name: "CryLabCheckpoint", dependencies: ["CryLabNN", "CryLabHDF5", "CryLabDSP"]),
@@ -47,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "crylab",
             dependencies: [
-                "CryLabFeatures", "CryLabNN", "CryLabCheckpoint", "CryLabTraining",
+                "CryLabFeatures", "CryLabNN", "CryLabCheckpoint", "CryLabTraining", "CryLabMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -58,6 +60,7 @@ let package = Package(
         .testTarget(name: "CryLabDSPTests", dependencies: ["CryLabDSP", "CryLabAudio"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CryLabNNTests", dependencies: ["CryLabNN"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CryLabTrainingTests", dependencies: ["CryLabTraining"]),
+        .testTarget(name: "CryLabMPITests", dependencies: ["CryLabMPI"]),
         .testTarget(name: "CryLabCheckpointTests", dependencies: ["CryLabCheckpoint", "CryLabFeatures", "CryLabTensor"], resources: [.copy("Fixtures")]),
     ]
 )
