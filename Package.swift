@@ -6,7 +6,7 @@
 //     -> CryLabHDF5, CryLabAudio, CryLabDSP, CryLabTensor, CryLabMPI   (each the only importer of its C libraries)
 //     -> CryLabFeatures (audio -> feature stores), CryLabNN (layers, models, optimisers)
 //     -> CryLabCheckpoint (Keras-layout HDF5 checkpoints)
-//     -> CryLabTraining (recipes, pretraining, fine-tuning, evaluation, demo)
+//     -> CryLabTraining (recipes, pretraining, fine-tuning, evaluation, demo; folds across MPI ranks)
 //     -> crylab (command line)
 import PackageDescription
 
@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "CryLabNN", dependencies: ["CryLabTensor"]),
         .target(name: "CryLabCheckpoint", dependencies: ["CryLabNN", "CryLabHDF5", "CryLabDSP"]),
         .target(name: "CryLabTraining", dependencies: [
-            "CryLabCore", "CryLabNN", "CryLabFeatures", "CryLabCheckpoint",
+            "CryLabCore", "CryLabNN", "CryLabFeatures", "CryLabCheckpoint", "CryLabMPI",
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(
