@@ -32,8 +32,8 @@ struct StartedProcess {
         let name = UUID().uuidString
         outputURL = folder.appendingPathComponent("\(name).out")
         errorURL = folder.appendingPathComponent("\(name).err")
-        FileManager.default.createFile(atPath: outputURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errorURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
         process.executableURL = executable
         process.arguments = arguments
         process.standardOutput = try FileHandle(forWritingTo: outputURL)
