@@ -238,7 +238,7 @@ public final class Finetuner {
                            bestEpochs: inout [Int], histories: inout [[String: [Double]]]) throws -> CrossValidationResult? {
         let folder = options.labelsPerClass == nil ? "folds" : "folds/draw-\(draw + 1)"
         let saved = FoldRecords(folder: options.output.appendingPathComponent(folder), identity: runIdentity(folds: folds))
-        let (rank, size) = (ranks?.rank ?? 0, ranks?.size ?? 1)
+        let rank = ranks?.rank ?? 0
         // A saved fold of another run stops every rank, before any training.
         var records: [Int: FoldRecord] = try onEveryRank(ranks) {
             guard rank == 0 else { return [:] }
@@ -259,23 +259,12 @@ public final class Finetuner {
         var finished = records.keys.sorted()
         if let ranks { finished = try JSONDecoder().decode([Int].self, from: Data(ranks.broadcast(Array(JSONEncoder().encode(finished))))) }
         let remaining = folds.indices.filter { !finished.contains($0) }
-        // Round by round, each rank trains at most one fold; rank 0 then collects and saves them.
-        for start in stride(from: 0, to: remaining.count, by: size) {
-            let round = Array(remaining[start..<min(start + size, remaining.count)])
-            let mine = rank < round.count ? try trainFold(round[rank], of: folds, identity: saved.identity) : nil
-            var collected = mine.map { [$0] } ?? []
-            if let ranks {
-                let gathered = try ranks.gather(mine.map { Array(try JSONEncoder().encode($0)) } ?? [], limit: .never)
-                collected = try (gathered ?? []).filter { !$0.isEmpty }.map { try JSONDecoder().decode(FoldRecord.self, from: Data($0)) }
-            }
-            guard rank == 0 else { continue }
-            for record in collected {
-                try saved.save(record)
-                records[record.fold] = record
-                if record.fold != mine?.fold {
-                    trainedSamples += record.trainedSamples
-                    trainingSeconds += record.trainingSeconds
-                }
+        try dealOut(remaining, over: ranks, work: { try trainFold($0, of: folds, identity: saved.identity) }) { _, record, computedHere in
+            try saved.save(record)
+            records[record.fold] = record
+            if !computedHere {
+                trainedSamples += record.trainedSamples
+                trainingSeconds += record.trainingSeconds
             }
         }
         guard rank == 0 else { return nil }

@@ -111,4 +111,46 @@ struct FoldParallelTests {
         #expect(!FileManager.default.fileExists(atPath: workspace.path("run/report.json")))
         #expect(seconds < 30, "took \(seconds) s")
     }
+
+    static let curvePretrainRecipe = """
+        name: tiny-curve
+        frontEnd: {preset: recommended, nMels: 16, frames: 24}
+        model: {widths: [4, 8]}
+        training: {epochs: 1, batchSize: 8}
+        """
+
+    /// A JSON value without what depends on time and place (seconds, file paths).
+    func withoutTimesAndPaths(_ value: Any) -> Any {
+        if let object = value as? [String: Any] {
+            return object.filter { !["seconds", "secondsPerEpoch", "files", "encoder"].contains($0.key) }
+                .mapValues(withoutTimesAndPaths) as NSDictionary
+        }
+        if let array = value as? [Any] { return array.map(withoutTimesAndPaths) as NSArray }
+        return value
+    }
+
+    @Test("label-curve on 2 ranks gives the one-process curve, each fold pretrained on its rank")
+    func labelCurveOnRanks() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let common = ["label-curve", "--pretrain-recipe", try workspace.write(Self.curvePretrainRecipe, as: "pretrain.yaml"),
+                      "--finetune-recipe", try workspace.write(Self.recipe, as: "finetune.yaml"),
+                      "--data", try workspace.write(labeledStore(clips: 24, groups: 6)), "--folds", "3", "--k", "2,all",
+                      "--draws", "2", "--steps", "4", "--min-epochs", "1", "--threads", "1", "--quiet", "--json"]
+        let alone = try workspace.run(common + ["-o", workspace.path("alone")])
+        #expect(alone.status == 0, "\(alone.errors)")
+        let parallel = try runMPI(mpirun(2, common + ["-o", workspace.path("ranks")]), in: workspace)
+        #expect(parallel.status == 0, "\(parallel.output)\n\(parallel.errors)")
+        let one = withoutTimesAndPaths(try JSONSerialization.jsonObject(with: Data(alone.output.utf8))) as? NSDictionary
+        let two = withoutTimesAndPaths(try JSONSerialization.jsonObject(with: Data(parallel.output.utf8))) as? NSDictionary
+        #expect(one != nil && one == two, "the curve's cells, comparisons, runs and pretraining records identical")
+        #expect(parallel.errors.contains("rank 1/2: fold 2/3: test"), "rank 1 runs fold 2: \(parallel.errors)")
+        for fold in 1...3 {
+            let runs = { (folder: String) in
+                self.withoutTimesAndPaths(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: workspace.path("\(folder)/fold-\(fold)/runs.json"))))) as? NSDictionary
+            }
+            #expect(try runs("ranks") == runs("alone"), "fold \(fold)'s runs.json, written by rank 0")
+        }
+        #expect(FileManager.default.fileExists(atPath: workspace.path("ranks/fold-2/pretrain/encoder.h5")), "rank 1 pretrained fold 2")
+    }
 }
