@@ -9,8 +9,9 @@ extension Communicator {
         try waitAll(&requests, operation: "barrier", limit: limit)
     }
 
-    /// Replaces `values` on every rank by their sum over the ranks (fp32, in place). Every rank
-    /// gets the same bits; the order of the additions is MPI's.
+    /// Replaces `values` on every rank by their sum over the ranks (fp32, in place). The order of
+    /// the additions is MPI's: it can differ from a sum in rank order in the last bits. Open MPI's
+    /// algorithms give every rank the same bits (the MPI standard only advises it).
     public func allreduceSum(_ values: inout [Float], limit: WaitLimit = .standard) throws {
         try values.withUnsafeMutableBufferPointer { buffer in
             var requests = try startAllreduce(buffer)

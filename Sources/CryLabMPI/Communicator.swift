@@ -141,11 +141,12 @@ public final class Communicator: Sendable {
         var buffer = [CChar](repeating: 0, count: Int(crylab_mpi_max_error_string()) + 1)
         var length: Int32 = 0
         guard MPI_Error_string(code, &buffer, &length) == crylab_mpi_success() else { return "MPI error code \(code)" }
-        return String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return String(decoding: buffer.prefix(Int(length)).prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Waits until every request in `requests` has completed, testing them with short sleeps in
-    /// between (MPI's blocking calls would spin a core) and warning every minute while stalled.
+    /// between (MPI's blocking calls would spin a core) and, unless the wait has no limit (the
+    /// others are known to be busy), warning every minute while stalled.
     /// `pendingDescription` gets the indices of the requests still pending when the wait times
     /// out, and says what they were waiting for (e.g. which ranks).
     func waitAll(_ requests: inout [MPI_Request?], operation: String, limit: WaitLimit,
@@ -167,11 +168,11 @@ public final class Communicator: Sendable {
                 throw MPIError(rank: rank, host: host, operation: operation,
                                message: "not finished after \(Self.seconds(now - started)): \(pendingDescription(pending)) (a rank stopped, hangs or is far behind)")
             }
-            if now >= nextWarning {
+            if limit != .never && now >= nextWarning {
                 FileHandle.standardError.write(Data("crylab \(name): still waiting in \(operation) after \(Self.seconds(now - started)): \(pendingDescription(pending))\n".utf8))
                 nextWarning = now + .seconds(60)
             }
-            // Spin briefly for low latency, then back off to at most 2 ms between tests.
+            // Test again at once for low latency, then back off from 5 µs to at most 2 ms.
             if pause > 0 { usleep(pause) }
             pause = pause == 0 ? 5 : min(pause * 2, 2000)
         }
