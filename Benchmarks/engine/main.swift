@@ -24,6 +24,7 @@
 // Run one workload per process: peak RSS (VmHWM) is per process. Scripts/keras/bench_side_by_side.py
 // runs these and Scripts/keras/bench_keras.py one after the other and prints the ratios.
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 func peakResidentBytes() -> Int {
@@ -74,13 +75,14 @@ guard arguments.count >= 2 else {
 let workload = arguments[1]
 let batch = option("--batch", 32)
 let steps = option("--steps", 5)
-ComputeThreads.set(option("--threads", 2))
+let threads = option("--threads", 2)
+var precision = ConvolutionPrecision.fp32
 if let i = arguments.firstIndex(of: "--precision") {
-    guard i + 1 < arguments.count, let precision = ConvolutionPrecision(rawValue: arguments[i + 1]) else {
+    guard i + 1 < arguments.count, let chosen = ConvolutionPrecision(rawValue: arguments[i + 1]) else {
         print("--precision expects one of \(ConvolutionPrecision.allCases.map(\.rawValue)), got \(arguments.dropFirst(i + 1).first ?? "nothing")")
         exit(2)
     }
-    ConvolutionPrecision.set(precision)
+    precision = chosen
 }
 // For A/B runs of the fast mode: kinds of pass it may not choose.
 var fastModeCandidates = FastModeCandidates.all
@@ -93,6 +95,15 @@ if let i = arguments.firstIndex(of: "--fast-without") {
         fastModeCandidates.remove(kind)
     }
 }
+// The fast mode's choices from (and into) this file: the first step skips timing those it finds.
+let fastModeChoices = arguments.firstIndex(of: "--fast-mode-choices").flatMap { arguments.dropFirst($0 + 1).first }
+    .map { FastModeChoices(file: URL(fileURLWithPath: $0)) }
+let context = ComputeContext(precision: precision, threads: threads, fastModeCandidates: fastModeCandidates,
+                             fastModeChoices: fastModeChoices)
+/// The same settings in another precision (`--passes` compares them), each with a runtime of its own.
+let runtimes = Dictionary(uniqueKeysWithValues: [ConvolutionPrecision.fp32, .bf16, .winograd].map {
+    ($0, DNNLConvolution(precision: $0, threads: threads))
+})
 
 let model: Model
 let training: Bool
@@ -116,6 +127,7 @@ default:
 }
 // For A/B runs: keep every activation NHWC, as before blocked hand-offs between convolutions.
 model.passesBlockedActivations = !arguments.contains("--nhwc-only")
+model.context = context
 
 var generator = SeededGenerator(seed: 1)
 let input = Tensor(shape: [batch] + model.inputShape, values: (0..<(batch * model.inputShape.reduce(1, *))).map { _ in generator.nextUnitFloat() })
@@ -123,21 +135,15 @@ let optimizer = Adam()
 let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
 
 @MainActor func step() {
-    ConvolutionPrecision.withFastModeCandidates(fastModeCandidates) {
-        if training {
-            model.zeroGradients()
-            model.accumulateGradients(input: input) { meanSquaredError(prediction: $0, target: input) }
-            optimizer.step(model)
-        } else {
-            _ = model.predict(input)
-        }
+    if training {
+        model.zeroGradients()
+        model.accumulateGradients(input: input) { meanSquaredError(prediction: $0, target: input) }
+        optimizer.step(model)
+    } else {
+        _ = model.predict(input)
     }
 }
 
-if let i = arguments.firstIndex(of: "--fast-mode-choices"), let path = arguments.dropFirst(i + 1).first {
-    // The fast mode's choices from (and into) this file: the first step skips timing those it finds.
-    ConvolutionPrecision.setFastModeChoices(FastModeChoices(file: URL(fileURLWithPath: path)))
-}
 let firstStepStart = now()
 step()  // warm-up: primitive creation (and the fast mode's timing), first allocations
 let firstStep = now() - firstStepStart
@@ -160,8 +166,8 @@ func convolutions(_ model: Model, batch: Int) throws -> [(Conv2D, ConvolutionGeo
 
 if arguments.contains("--implementations") {
     for (conv, g) in try convolutions(model, batch: batch) {
-        let kernels = ConvolutionBackend.oneDNN.kernels(for: g)
-        let names = kernels is DNNLConvolution ? DNNLConvolution.shared.implementationNames(g).joined(separator: ", ") : "sgemm (fp32)"
+        let kernels = context.backend.convolutionKernels(for: g)
+        let names = kernels is DNNLConvolution ? context.oneDNN!.implementationNames(g).joined(separator: ", ") : "sgemm (fp32)"
         print("\(conv.name) \(g.inputShape) -> \(g.outputShape): \(names)")
     }
 }
@@ -177,25 +183,23 @@ if arguments.contains("--passes") {
         let dy = (0..<g.outputShape.reduce(1, *)).map { _ in values.nextFloat(in: -1e-3, 1e-3) }
         let k = (0..<(g.kernelHeight * g.kernelWidth * g.inputChannels * g.outputChannels)).map { _ in values.nextFloat(in: -0.05, 0.05) }
         var y = dy, dx = x, dk = k, db = [Float](repeating: 0, count: g.outputChannels)
-        let passes: [(String, () -> Void)] = [
-            ("forward", { DNNLConvolution.shared.forward(g, input: x, kernel: k, bias: db, fuseReLU: true, output: &y) }),
-            ("backward-data", { DNNLConvolution.shared.backwardData(g, outputGradient: dy, kernel: k, inputGradient: &dx) }),
-            ("backward-weights", { DNNLConvolution.shared.backwardWeights(g, input: x, outputGradient: dy, kernelGradient: &dk, biasGradient: &db) }),
+        let passes: [(String, (DNNLConvolution) -> Void)] = [
+            ("forward", { $0.forward(g, input: x, kernel: k, bias: db, fuseReLU: true, output: &y) }),
+            ("backward-data", { $0.backwardData(g, outputGradient: dy, kernel: k, inputGradient: &dx) }),
+            ("backward-weights", { $0.backwardWeights(g, input: x, outputGradient: dy, kernelGradient: &dk, biasGradient: &db) }),
         ]
         for (name, pass) in passes {
             var times: [ConvolutionPrecision: [Double]] = [:]
             for _ in 0...steps {  // the first round creates the primitives and is not counted
                 for precision in [ConvolutionPrecision.fp32, .bf16, .winograd] {
                     let start = now()
-                    ConvolutionPrecision.withPrecision(precision) { pass() }
+                    pass(runtimes[precision]!)
                     times[precision, default: []].append(now() - start)
                 }
             }
             func median(_ precision: ConvolutionPrecision) -> Double { times[precision]!.dropFirst().sorted()[steps / 2] * 1000 }
             let (fp32, bf16) = (median(.fp32), median(.bf16))
-            let hasWinograd = ConvolutionPrecision.withPrecision(.winograd) {
-                DNNLConvolution.shared.implementationNames(g).contains { $0.contains("wino") }
-            }
+            let hasWinograd = runtimes[.winograd]!.implementationNames(g).contains { $0.contains("wino") }
             let winograd = hasWinograd ? String(format: "%8.1f", median(.winograd)) : "       -"
             let ratio = hasWinograd ? String(format: "%6.2f", fp32 / median(.winograd)) : "     -"
             let shape = "\(g.inputShape) -> \(g.outputChannels)"
@@ -216,12 +220,12 @@ if arguments.contains("--breakdown") {
     // One more step with per-layer timers (the timers themselves cost next to nothing).
     model.timings = [:]
     model.timingsPerLayer = arguments.contains("--layers")
-    DNNLConvolution.shared.timing = .init()
+    context.oneDNN!.timing = .init()
     let start = now()
     step()
     let total = now() - start
-    let convolution = DNNLConvolution.shared.timing!
-    DNNLConvolution.shared.timing = nil
+    let convolution = context.oneDNN!.timing!
+    context.oneDNN!.timing = nil
     let layerTotal = model.timings!.values.reduce(0, +)
     for (key, seconds) in model.timings!.sorted(by: { $0.value > $1.value }) {
         print(String(format: "%-32@ %8.1f ms", key as NSString, seconds * 1000))
@@ -236,8 +240,8 @@ if arguments.contains("--breakdown") {
 }
 let result: [String: Any] = [
     "framework": "crylab", "workload": workload,
-    "omp_wait_policy": ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "default", "batch": batch, "threads": ComputeThreads.count,
-    "precision": ConvolutionPrecision.current.rawValue,
+    "omp_wait_policy": ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "default", "batch": batch, "threads": context.threads,
+    "precision": context.precision.rawValue,
     "steps": steps, "seconds_per_step_median": median, "first_step_seconds": firstStep,
     "samples_per_second": Double(batch) / median,
     "gflops_per_second": flopsPerStep / median / 1e9,

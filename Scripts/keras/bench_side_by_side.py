@@ -78,7 +78,7 @@ def host_description():
     except OSError:
         pass
     versions = {"python": platform.python_version()}
-    for package in ["keras", "tensorflow", "torch"]:
+    for package in ["keras", "tensorflow", "tensorflow-cpu", "torch"]:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -119,16 +119,46 @@ public struct FeatureStore: Sendable {
 
     /// Reads a store, checking its format and that every per-clip dataset has one entry per clip.
     public static func read(from path: String) throws -> FeatureStore {
-        let file = try HDF5File.open(path)
-        let root = try file.root
-        guard (try? root.stringAttribute("format")) == formatName else {
-            throw FeatureError.invalidStore(path: path, detail: "no format attribute '\(formatName)'")
+        try FeatureStoreReader(path: path).store()
+    }
+}
+
+/// An open feature store whose per-clip metadata (labels, paths, groups, ...) is read and checked
+/// when it opens, and whose spectrograms are read on demand: a process that needs some clips
+/// (one rank's share of each batch, one fold) reads those alone, through a hyperslab selection,
+/// never the whole `features` dataset.
+public final class FeatureStoreReader {
+    public let path: String
+    /// Every clip's metadata, with no spectrograms (`features` empty).
+    private let header: FeatureStore
+    private let root: HDF5Group
+
+    public var count: Int { header.count }
+    public var mels: Int { header.mels }
+    public var frames: Int { header.frames }
+    public var frontEnd: FrontEnd { header.frontEnd }
+    public var classNames: [String] { header.classNames }
+    public var labels: [Int32] { header.labels }
+    public var paths: [String] { header.paths }
+    public var groups: [String] { header.groups }
+    public var normalization: NormalizationStats { header.normalization }
+
+    /// Opens the store at `path` and checks its format, the shape of `features` and that every
+    /// per-clip dataset has one entry per clip.
+    public init(path: String) throws {
+        self.path = path
+        root = try HDF5File.open(path).root
+        guard (try? root.stringAttribute("format")) == FeatureStore.formatName else {
+            throw FeatureError.invalidStore(path: path, detail: "no format attribute '\(FeatureStore.formatName)'")
         }
         let version = try root.attribute("format_version")
-        guard version == .int(formatVersion) else {
-            throw FeatureError.invalidStore(path: path, detail: "format_version \(version), this CryLab reads \(formatVersion)")
+        guard version == .int(FeatureStore.formatVersion) else {
+            throw FeatureError.invalidStore(path: path, detail: "format_version \(version), this CryLab reads \(FeatureStore.formatVersion)")
         }
-        let (features, shape) = try root.read("features", as: Float.self, rank: 3)
+        let shape = try root.shape(of: "features")
+        guard shape.count == 3 else {
+            throw HDF5Error.wrongShape(file: path, path: "/features", expected: "rank 3", found: shape)
+        }
         let clips = shape[0]
         let labels = try root.read("label", as: Int32.self, rank: 1).values
         let paths = try root.readStrings("path")
@@ -160,9 +190,36 @@ public struct FeatureStore: Sendable {
             let group = try root.openGroup("skipped")
             skipped = Array(zip(try group.readStrings("path"), try group.readStrings("reason")))
         }
-        return FeatureStore(frontEnd: frontEnd, classNames: classNames, features: features, mels: shape[1],
-                            frames: shape[2], labels: labels, paths: paths, groups: groups, durations: durations,
-                            sourceRates: rates, normalization: normalization, skipped: skipped)
+        header = FeatureStore(frontEnd: frontEnd, classNames: classNames, features: [], mels: shape[1],
+                              frames: shape[2], labels: labels, paths: paths, groups: groups, durations: durations,
+                              sourceRates: rates, normalization: normalization, skipped: skipped)
+    }
+
+    /// The spectrograms of `clips` (in that order, repeats allowed), `[clips.count, mels, frames]`
+    /// row-major; only those clips are read.
+    public func features(of clips: [Int]) throws -> [Float] {
+        try root.readRows("features", rows: clips, as: Float.self, rank: 3).values
+    }
+
+    /// The clips at `clips` (in that order; every clip when nil) as a store, reading only their
+    /// spectrograms; front end, class names, normalisation and the skipped list as the file's.
+    public func store(clips: [Int]? = nil) throws -> FeatureStore {
+        var store = header
+        if let clips {
+            store.features = try features(of: clips)
+            store.labels = clips.map { header.labels[$0] }
+            store.paths = clips.map { header.paths[$0] }
+            store.groups = clips.map { header.groups[$0] }
+            store.durations = clips.map { header.durations[$0] }
+            store.sourceRates = clips.map { header.sourceRates[$0] }
+        } else {
+            let (features, shape) = try root.read("features", as: Float.self, rank: 3)
+            guard shape == [header.count, header.mels, header.frames] else {
+                throw HDF5Error.wrongShape(file: path, path: "/features", expected: "\([header.count, header.mels, header.frames])", found: shape)
+            }
+            store.features = features
+        }
+        return store
     }
 }
 

@@ -80,27 +80,10 @@ extension HDF5Group {
     /// Reads a numeric dataset, checking its type class, rank (`rank`, if given) and size first.
     public func read<T: HDF5Scalar>(_ name: String, as: T.Type = T.self, rank: Int? = nil,
                                     elementLimit: Int = defaultElementLimit) throws -> (values: [T], shape: [Int]) {
-        let dataset = try openDataset(name)
+        let (dataset, shape) = try openNumeric(name, as: T.self, rank: rank, elementLimit: elementLimit)
         defer { H5Dclose(dataset) }
-        let type = H5Dget_type(dataset)
-        defer { H5Tclose(type) }
-        let typeClass = H5Tget_class(type)
-        guard typeClass == T.typeClass else {
-            throw HDF5Error.wrongKind(file: file.path, path: childPath(name),
-                                      expected: "\(T.self) numbers", found: describe(typeClass: typeClass, type: type))
-        }
-        let storedSize = H5Tget_size(type)
-        guard storedSize >= 1, storedSize <= 16 else {
-            throw HDF5Error.inconsistent(file: file.path, path: childPath(name), detail: "element size \(storedSize) bytes")
-        }
-        let shape = try datasetShape(dataset, name: name)
-        if let rank, shape.count != rank {
-            throw HDF5Error.wrongShape(file: file.path, path: childPath(name), expected: "rank \(rank)", found: shape)
-        }
-        let count = try checkedCount(shape, displayPath: childPath(name), limit: elementLimit)
-        try checkStorage(dataset, name: name, bytes: count * storedSize)
-        var values = [T](repeating: T.zero, count: count)
-        if count > 0 {
+        var values = [T](repeating: T.zero, count: shape.reduce(1, *))
+        if !values.isEmpty {
             let status = values.withUnsafeMutableBytes { raw in
                 H5Dread(dataset, T.memoryType, crylab_h5s_all(), crylab_h5s_all(), crylab_h5p_default(), raw.baseAddress)
             }
@@ -109,6 +92,87 @@ extension HDF5Group {
             }
         }
         return (values, shape)
+    }
+
+    /// Reads the entries `rows` (in that order, repeats allowed) along the first axis of a numeric
+    /// dataset, without reading the others: one hyperslab selection of the distinct rows, their
+    /// consecutive runs joined, read in one call. The shape returned is `[rows.count] + the rest`.
+    /// The whole dataset is checked as `read` checks it.
+    public func readRows<T: HDF5Scalar>(_ name: String, rows: [Int], as: T.Type = T.self, rank: Int? = nil,
+                                        elementLimit: Int = defaultElementLimit) throws -> (values: [T], shape: [Int]) {
+        hdf5Lock.lock(); defer { hdf5Lock.unlock() }
+        let (dataset, shape) = try openNumeric(name, as: T.self, rank: rank, elementLimit: elementLimit)
+        defer { H5Dclose(dataset) }
+        guard let first = shape.first else {
+            throw HDF5Error.wrongShape(file: file.path, path: childPath(name), expected: "at least one axis", found: shape)
+        }
+        if let bad = rows.first(where: { $0 < 0 || $0 >= first }) {
+            throw HDF5Error.wrongShape(file: file.path, path: childPath(name), expected: "at least \(bad + 1) entries on its first axis (entry \(bad) was asked for)", found: shape)
+        }
+        let rowSize = shape.dropFirst().reduce(1, *)
+        let distinct = Array(Set(rows)).sorted()
+        var buffer = [T](repeating: T.zero, count: distinct.count * rowSize)
+        if !buffer.isEmpty {
+            let fileSpace = H5Dget_space(dataset)
+            defer { H5Sclose(fileSpace) }
+            var runStart = 0, operation = H5S_SELECT_SET
+            for index in 1...distinct.count where index == distinct.count || distinct[index] != distinct[index - 1] + 1 {
+                var start = [hsize_t(distinct[runStart])] + shape.dropFirst().map { _ in hsize_t(0) }
+                var count = [hsize_t(index - runStart)] + shape.dropFirst().map { hsize_t($0) }
+                guard H5Sselect_hyperslab(fileSpace, operation, &start, nil, &count, nil) >= 0 else {
+                    throw HDF5Error.operationFailed(file: file.path, path: childPath(name), operation: "select rows")
+                }
+                operation = H5S_SELECT_OR
+                runStart = index
+            }
+            var memoryDims = [hsize_t(buffer.count)]
+            let memorySpace = H5Screate_simple(1, &memoryDims, nil)
+            defer { H5Sclose(memorySpace) }
+            let status = buffer.withUnsafeMutableBytes { raw in
+                H5Dread(dataset, T.memoryType, memorySpace, fileSpace, crylab_h5p_default(), raw.baseAddress)
+            }
+            guard status >= 0 else {
+                throw HDF5Error.operationFailed(file: file.path, path: childPath(name), operation: "read rows")
+            }
+        }
+        if distinct == rows { return (buffer, [rows.count] + shape.dropFirst()) }
+        let position = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($0.element, $0.offset) })
+        var values = [T]()
+        values.reserveCapacity(rows.count * rowSize)
+        for row in rows {
+            let at = position[row]! * rowSize
+            values.append(contentsOf: buffer[at..<(at + rowSize)])
+        }
+        return (values, [rows.count] + shape.dropFirst())
+    }
+
+    /// Opens a numeric dataset after checking its type class, element size, rank (`rank`, if
+    /// given), element count and stored bytes; the caller closes it.
+    private func openNumeric<T: HDF5Scalar>(_ name: String, as: T.Type, rank: Int?, elementLimit: Int) throws -> (hid_t, [Int]) {
+        let dataset = try openDataset(name)
+        do {
+            let type = H5Dget_type(dataset)
+            defer { H5Tclose(type) }
+            let typeClass = H5Tget_class(type)
+            guard typeClass == T.typeClass else {
+                throw HDF5Error.wrongKind(file: file.path, path: childPath(name),
+                                          expected: "\(T.self) numbers", found: describe(typeClass: typeClass, type: type))
+            }
+            let storedSize = H5Tget_size(type)
+            guard storedSize >= 1, storedSize <= 16 else {
+                throw HDF5Error.inconsistent(file: file.path, path: childPath(name), detail: "element size \(storedSize) bytes")
+            }
+            let shape = try datasetShape(dataset, name: name)
+            if let rank, shape.count != rank {
+                throw HDF5Error.wrongShape(file: file.path, path: childPath(name), expected: "rank \(rank)", found: shape)
+            }
+            let count = try checkedCount(shape, displayPath: childPath(name), limit: elementLimit)
+            try checkStorage(dataset, name: name, bytes: count * storedSize)
+            return (dataset, shape)
+        } catch {
+            H5Dclose(dataset)
+            throw error
+        }
     }
 
     /// Reads a one-dimensional dataset of strings (variable-length or fixed-length).

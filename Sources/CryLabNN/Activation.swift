@@ -5,12 +5,12 @@ public enum Activation: String, Codable, Sendable {
     case linear, relu, sigmoid, softmax, tanh
 
     /// Applies the activation in place. Softmax runs over the last axis of a [rows, classes] view.
-    public func apply(_ y: inout Tensor) {
+    public func apply(_ y: inout Tensor, threads: Int) {
         switch self {
         case .linear:
             return
         case .relu:
-            y.values.withUnsafeMutableBufferPointer { reluInPlace($0.baseAddress!, count: $0.count) }
+            y.values.withUnsafeMutableBufferPointer { reluInPlace($0.baseAddress!, count: $0.count, threads: threads) }
         case .sigmoid:
             y.values.withUnsafeMutableBufferPointer { v in for i in 0..<v.count { v[i] = 1 / (1 + exp(-v[i])) } }
         case .tanh:
@@ -34,7 +34,7 @@ public enum Activation: String, Codable, Sendable {
 
     /// d(loss)/d(pre-activation) from d(loss)/d(output) and the output itself. Takes `dy` by value
     /// and reuses its buffer when the caller hands over the only reference (no copy in training).
-    public func backward(_ dy: consuming Tensor, output y: Tensor) -> Tensor {
+    public func backward(_ dy: consuming Tensor, output y: Tensor, threads: Int) -> Tensor {
         if self == .linear { return dy }
         var dx = consume dy
         dx.values.withUnsafeMutableBufferPointer { buffer in
@@ -45,7 +45,7 @@ public enum Activation: String, Codable, Sendable {
                 case .linear:
                     break
                 case .relu:
-                    reluBackwardInPlace(gradient: d, output: out, count: count)
+                    reluBackwardInPlace(gradient: d, output: out, count: count, threads: threads)
                 case .sigmoid:
                     for i in 0..<count { d[i] *= out[i] * (1 - out[i]) }
                 case .tanh:

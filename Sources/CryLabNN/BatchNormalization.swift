@@ -29,7 +29,6 @@ public final class BatchNormalization: BlockedLayoutLayer {
     /// statistics seen since it was set to 0 (this counts them), instead of the momentum update:
     /// see `Model.recalibrateBatchNormalization`.
     public var averagedBatches: Int?
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
@@ -61,12 +60,13 @@ public final class BatchNormalization: BlockedLayoutLayer {
     }
 
     /// A blocked input gives a blocked output.
-    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool, context: ComputeContext) -> Bool {
         outputMayBeBlocked && shapes.count == 1 && shapes[0].count == 4 && channels % 16 == 0
     }
 
-    private func channelRows(_ x: Tensor) -> ChannelRows {
-        x.layout == .blocked16 ? ChannelRows(blocked: x.shape) : ChannelRows(rows: x.count / channels, channels: channels)
+    private func channelRows(_ x: Tensor, threads: Int) -> ChannelRows {
+        x.layout == .blocked16 ? ChannelRows(blocked: x.shape, threads: threads)
+            : ChannelRows(rows: x.count / channels, channels: channels, threads: threads)
     }
 
     /// Whether this call normalises with batch statistics.
@@ -74,10 +74,10 @@ public final class BatchNormalization: BlockedLayoutLayer {
         training && (trainable || frozenUsesBatchStatistics)
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.last == channels, "\(name): expected input [..., \(channels)], got \(x.shape)")
-        let rows = channelRows(x)
+        let rows = channelRows(x, threads: context.threads)
         let batchStatistics = usesBatchStatistics(training: training)
         let mean: [Float], variance: [Float]
         if batchStatistics {
@@ -118,11 +118,11 @@ public final class BatchNormalization: BlockedLayoutLayer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         precondition(outputGradient.layout == cache.normalized.layout, "\(name): gradient in \(outputGradient.layout), input in \(cache.normalized.layout)")
-        let rows = channelRows(outputGradient)
+        let rows = channelRows(outputGradient, threads: context.threads)
         // Σ dy and Σ dy * xhat per channel.
         let (sumGradient, sumGradientNormalized) = outputGradient.values.withUnsafeBufferPointer { dy in
             cache.normalized.values.withUnsafeBufferPointer { xhat in

@@ -15,11 +15,8 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     public let kernel: Parameter
     public let bias: Parameter?
     public var trainable = true
-    /// oneDNN by default; tests switch single layers to the reference kernels.
-    public var backend: ConvolutionBackend = .oneDNN
-    /// Set by `Model` before each forward; the output is written blocked only when the forward
-    /// pass is a blocked one (Winograd, or direct in oneDNN's layout), so blocked outputs cost no reorder.
-    var blockedOutputAllowed = false
+    /// The context's backend by default; tests switch single layers to the reference kernels.
+    public var usesReferenceKernels = false
     /// The layout the last forward wrote its output in (`.blocked16` only for a hand-off inside a model).
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
@@ -65,28 +62,39 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     /// its channels fill whole blocks of 16, and the passes use it in place: the forward pass in
     /// inference; in training two of the three, so that a pass needing an NHWC copy is outweighed.
     /// Passes not prepared yet count as not, so a model's first step runs all NHWC.
-    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
-        guard takesBlockedInput(shapes[0]) else { return false }
-        let passes = DNNLConvolution.shared.takesBlockedInput(geometry(shapes[0]), bias: bias != nil, relu: activation == .relu)
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool, context: ComputeContext) -> Bool {
+        guard takesBlockedInput(shapes[0], context) else { return false }
+        let g = geometry(shapes[0])
+        let passes = kernels(for: g, context).takesBlockedInput(g, bias: bias != nil, relu: activation == .relu)
         return training ? [passes.forward, passes.backwardData, passes.backwardWeights].filter { $0 }.count >= 2 : passes.forward
     }
 
-    /// The shape's part of that: oneDNN kernels, whole blocks of 16 channels.
-    func takesBlockedInput(_ shape: [Int]) -> Bool {
-        shape.count == 4 && inputChannels % 16 == 0 && backend.kernels(for: geometry(shape)) is DNNLConvolution
+    /// The shape's part of that: kernels that read the blocked layout, whole blocks of 16 channels.
+    func takesBlockedInput(_ shape: [Int], _ context: ComputeContext) -> Bool {
+        shape.count == 4 && inputChannels % 16 == 0 && kernels(for: geometry(shape), context).handlesBlockedLayout
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    private func kernels(for g: ConvolutionGeometry, _ context: ComputeContext) -> any ConvolutionKernels {
+        usesReferenceKernels ? ReferenceConvolution(threads: context.threads) : context.backend.convolutionKernels(for: g)
+    }
+
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
+        forward(inputs, training: training, context: context, allowedOutputLayout: .nhwc)
+    }
+
+    /// The output is written blocked only where that is allowed and the forward pass is a blocked
+    /// one (Winograd, or direct in oneDNN's layout), so blocked outputs cost no reorder.
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
-        precondition(x.layout == .nhwc || takesBlockedInput(x.shape), "\(name): a blocked input needs oneDNN kernels")
+        precondition(x.layout == .nhwc || takesBlockedInput(x.shape, context), "\(name): a blocked input needs oneDNN kernels")
         let g = geometry(x.shape)
         let fuse = activation == .relu
-        let kernels = backend.kernels(for: g)
-        // oneDNN in bf16 can keep the input's bf16 copy for backward-weights (training only).
-        let keepRounded = training && trainable && kernels is DNNLConvolution && ConvolutionPrecision.current != .fp32
-        let blockedOutput = blockedOutputAllowed && filters % 16 == 0 && activation != .softmax && kernels is DNNLConvolution
+        let kernels = kernels(for: g, context)
+        // Kernels on bf16 operands can keep the input's bf16 copy for backward-weights (training only).
+        let keepRounded = training && trainable && kernels.roundsOperands
+        let blockedOutput = allowedOutputLayout == .blocked16 && filters % 16 == 0 && activation != .softmax && kernels.handlesBlockedLayout
         var roundedInput: BFloat16Copy?
         var outputLayout = ActivationLayout.nhwc
         var y = Tensor(shape: g.outputShape) { out in
@@ -94,7 +102,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
                 kernel.value.values.withUnsafeBufferPointer { k in
                     func run(_ b: UnsafePointer<Float>?) {
                         if keepRounded || x.layout == .blocked16 || blockedOutput {
-                            (outputLayout, roundedInput) = DNNLConvolution.shared.forward(
+                            (outputLayout, roundedInput) = kernels.forward(
                                 g, input: input.baseAddress!, inputLayout: x.layout, kernel: k.baseAddress!, bias: b,
                                 fuseReLU: fuse, output: out.baseAddress!, allowingBlockedOutput: blockedOutput,
                                 keepingRoundedInput: keepRounded)
@@ -113,7 +121,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
         }
         y.layout = outputLayout
         lastOutputLayout = outputLayout
-        if !fuse { activation.apply(&y) }  // element-wise (softmax never comes blocked)
+        if !fuse { activation.apply(&y, threads: context.threads) }  // element-wise (softmax never comes blocked)
         if training {
             cachedInput = x
             cachedOutput = y
@@ -122,26 +130,26 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let y = cachedOutput, let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
-        if activation == .relu && cachedRoundedInput != nil && backend.kernels(for: geometry(x.shape)) is DNNLConvolution {
+        if activation == .relu && cachedRoundedInput != nil && kernels(for: geometry(x.shape), context).handlesBlockedLayout {
             // bf16 oneDNN: the kernels apply ReLU's backward while rounding the gradient.
-            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients)
+            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients, context: context)
         }
-        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
-                        needsInputGradients: needsInputGradients)
+        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y, threads: context.threads),
+                        needsInputGradients: needsInputGradients, context: context)
     }
 
-    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
-        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients)
+    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
+        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients, context: context)
     }
 
     /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
-    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool) -> [Tensor] {
+    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let x = cachedInput, let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
         precondition(dz.layout == y.layout, "\(name): output gradient in \(dz.layout), output in \(y.layout)")
         let g = geometry(x.shape)
-        let kernels = backend.kernels(for: g)
+        let kernels = kernels(for: g, context)
         defer { releaseCache() }
         // Kernel and bias gradients (accumulated, if trainable) and dx (if needed) in one call, so
         // the kernels can share work between the two passes.
@@ -150,21 +158,16 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
                 x.values.withUnsafeBufferPointer { input in
                     kernel.value.values.withUnsafeBufferPointer { k in
                         func pass(kernelGradient: UnsafeMutablePointer<Float>?, biasGradient: UnsafeMutablePointer<Float>?) {
-                            if let dnnl = kernels as? DNNLConvolution {
-                                func call(_ reluOutput: UnsafePointer<Float>?) {
-                                    dnnl.backward(g, input: input.baseAddress!, inputLayout: x.layout, roundedInput: cachedRoundedInput,
-                                                  outputGradient: dzp.baseAddress!, outputLayout: dz.layout, reluOutput: reluOutput,
-                                                  kernel: k.baseAddress!, kernelGradient: kernelGradient,
-                                                  biasGradient: biasGradient, inputGradient: inputGradient)
-                                }
-                                if let reluOutput {
-                                    reluOutput.values.withUnsafeBufferPointer { call($0.baseAddress!) }
-                                } else {
-                                    call(nil)
-                                }
+                            func call(_ reluOutput: UnsafePointer<Float>?) {
+                                kernels.backward(g, input: input.baseAddress!, inputLayout: x.layout, roundedInput: cachedRoundedInput,
+                                                 outputGradient: dzp.baseAddress!, outputLayout: dz.layout, reluOutput: reluOutput,
+                                                 kernel: k.baseAddress!, kernelGradient: kernelGradient,
+                                                 biasGradient: biasGradient, inputGradient: inputGradient)
+                            }
+                            if let reluOutput {
+                                reluOutput.values.withUnsafeBufferPointer { call($0.baseAddress!) }
                             } else {
-                                kernels.backward(g, input: input.baseAddress!, outputGradient: dzp.baseAddress!, kernel: k.baseAddress!,
-                                                 kernelGradient: kernelGradient, biasGradient: biasGradient, inputGradient: inputGradient)
+                                call(nil)
                             }
                         }
                         guard trainable else { return pass(kernelGradient: nil, biasGradient: nil) }
@@ -248,7 +251,13 @@ public final class Conv2DTranspose: ActivatedLayer {
         return geometry(inputShapes[0]).outputShape
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
+        forward(inputs, training: training, context: context, allowedOutputLayout: .nhwc)
+    }
+
+    /// The output is written blocked only where that is allowed and the forward pass is a blocked
+    /// one (Winograd, or direct in oneDNN's layout), so blocked outputs cost no reorder.
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.count == 4 && x.shape[3] == inputChannels,
                      "\(name): expected input [batch, height, width, \(inputChannels)], got \(x.shape)")
@@ -260,16 +269,18 @@ public final class Conv2DTranspose: ActivatedLayer {
                     if let bias {
                         bias.value.values.withUnsafeBufferPointer { b in
                             transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                         bias: b.baseAddress!, output: out.baseAddress!, fuseReLU: fuse)
+                                                         bias: b.baseAddress!, output: out.baseAddress!, fuseReLU: fuse,
+                                                         context: context)
                         }
                     } else {
                         transposedConvolutionForward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                     bias: nil, output: out.baseAddress!, fuseReLU: fuse)
+                                                     bias: nil, output: out.baseAddress!, fuseReLU: fuse,
+                                                     context: context)
                     }
                 }
             }
         }
-        if !fuse { activation.apply(&y) }
+        if !fuse { activation.apply(&y, threads: context.threads) }
         if training {
             cachedInput = x
             cachedOutput = y
@@ -277,22 +288,22 @@ public final class Conv2DTranspose: ActivatedLayer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
         if activation == .relu {
             // The kernels apply ReLU's backward while gathering the gradient.
-            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients)
+            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients, context: context)
         }
-        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
-                        needsInputGradients: needsInputGradients)
+        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y, threads: context.threads),
+                        needsInputGradients: needsInputGradients, context: context)
     }
 
-    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
-        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients)
+    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
+        backward(dz, reluOutput: nil, needsInputGradients: needsInputGradients, context: context)
     }
 
     /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
-    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool) -> [Tensor] {
+    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         let g = geometry(x.shape)
@@ -308,7 +319,8 @@ public final class Conv2DTranspose: ActivatedLayer {
                                 func run(_ relu: UnsafePointer<Float>?) {
                                     transposedConvolutionBackward(g, input: input.baseAddress!, kernel: k.baseAddress!,
                                                                   outputGradient: dzp.baseAddress!, inputGradient: dxp,
-                                                                  kernelGradient: dk, biasGradient: db, reluOutput: relu)
+                                                                  kernelGradient: dk, biasGradient: db, reluOutput: relu,
+                                                                  context: context)
                                 }
                                 if let reluOutput {
                                     reluOutput.values.withUnsafeBufferPointer { run($0.baseAddress!) }

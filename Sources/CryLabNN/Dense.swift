@@ -34,7 +34,7 @@ public final class Dense: ActivatedLayer {
         return Array(inputShapes[0].dropLast()) + [units]
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         let x = inputs[0]
         precondition(x.shape.last == inputFeatures, "\(name): expected input [..., \(inputFeatures)], got \(x.shape)")
         let rows = x.count / inputFeatures
@@ -42,7 +42,7 @@ public final class Dense: ActivatedLayer {
             x.values.withUnsafeBufferPointer { input in
                 kernel.value.values.withUnsafeBufferPointer { k in
                     // y [rows, units] = x [rows, in] * kernel [in, units]
-                    matrixMultiply(m: rows, n: units, k: inputFeatures, a: input.baseAddress!, b: k.baseAddress!, c: out.baseAddress!,
+                    context.matrices.matrixMultiply(m: rows, n: units, k: inputFeatures, a: input.baseAddress!, b: k.baseAddress!, c: out.baseAddress!,
                                    method: .matmul)
                 }
                 if let bias {
@@ -52,7 +52,7 @@ public final class Dense: ActivatedLayer {
                 }
             }
         }
-        activation.apply(&y)
+        activation.apply(&y, threads: context.threads)
         if training {
             cachedInput = x
             cachedOutput = y
@@ -60,13 +60,13 @@ public final class Dense: ActivatedLayer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
-        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y),
-                        needsInputGradients: needsInputGradients)
+        return backward(preActivationGradient: activation.backward(consume outputGradient, output: y, threads: context.threads),
+                        needsInputGradients: needsInputGradients, context: context)
     }
 
-    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(preActivationGradient dz: Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         let rows = x.count / inputFeatures
@@ -75,11 +75,11 @@ public final class Dense: ActivatedLayer {
                 x.values.withUnsafeBufferPointer { input in
                     // dKernel [in, units] += x^T [in, rows] * dz [rows, units]
                     kernel.accumulateGradient { dk in
-                        matrixMultiply(m: inputFeatures, n: units, k: rows, a: input.baseAddress!, transposeA: true,
+                        context.matrices.matrixMultiply(m: inputFeatures, n: units, k: rows, a: input.baseAddress!, transposeA: true,
                                        b: d.baseAddress!, c: dk, beta: 1)
                     }
                 }
-                bias?.accumulateGradient { db in addColumnSums(d.baseAddress!, rows: rows, columns: units, into: db) }
+                bias?.accumulateGradient { db in addColumnSums(d.baseAddress!, rows: rows, columns: units, into: db, threads: context.threads) }
             }
         }
         guard needsInputGradients else { return [] }
@@ -87,7 +87,7 @@ public final class Dense: ActivatedLayer {
             dz.values.withUnsafeBufferPointer { d in
                 kernel.value.values.withUnsafeBufferPointer { k in
                     // dx [rows, in] = dz [rows, units] * kernel^T [units, in]
-                    matrixMultiply(m: rows, n: inputFeatures, k: units, a: d.baseAddress!, b: k.baseAddress!,
+                    context.matrices.matrixMultiply(m: rows, n: inputFeatures, k: units, a: d.baseAddress!, b: k.baseAddress!,
                                    transposeB: true, c: out.baseAddress!, method: .matmul)
                 }
             }

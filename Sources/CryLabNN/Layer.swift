@@ -1,11 +1,13 @@
 @_exported import CryLabTensor
+import CryLabOneDNN
 
 /// The one API every layer follows (llm.c style: explicit forward and backward, no autograd).
 ///
-/// - `forward(_:training:)` computes the output. `training` is the *mode* flag: Dropout drops and
+/// - `forward(_:training:context:)` computes the output with the context's kernels and threads
+///   (`Model` passes its own; without one, layers run on `ComputeContext.default`). `training` is the *mode* flag: Dropout drops and
 ///   BatchNormalization normalises with batch statistics. In training mode a layer keeps what its
 ///   backward pass needs until `backward` or `releaseCache` is called.
-/// - `backward(_:needsInputGradients:)` takes d(loss)/d(output) and *accumulates* d(loss)/d(weight)
+/// - `backward(_:needsInputGradients:context:)`, with the context its forward ran with, takes d(loss)/d(output) and *accumulates* d(loss)/d(weight)
 ///   into each trainable weight's `gradient` (unless the layer is frozen), then returns d(loss)/d(input)
 ///   for each input, or nothing when the caller says no one needs it.
 /// - `weights` lists the layer's weights in Keras's order under Keras's names (`kernel`, `bias`,
@@ -22,15 +24,25 @@ public protocol Layer: AnyObject {
     var trainable: Bool { get set }
     /// Output shape (batch included) for the given input shapes; throws with the layer's name on mismatch.
     func outputShape(inputShapes: [[Int]]) throws -> [Int]
-    func forward(_ inputs: [Tensor], training: Bool) -> Tensor
-    func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor]
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor
+    func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor]
     func releaseCache()
 }
 
 extension Layer {
     /// Single-input convenience.
-    public func forward(_ input: Tensor, training: Bool = false) -> Tensor {
-        forward([input], training: training)
+    public func forward(_ input: Tensor, training: Bool = false, context: ComputeContext = .default) -> Tensor {
+        forward([input], training: training, context: context)
+    }
+
+    /// `forward` on `ComputeContext.default` (fp32, every core).
+    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+        forward(inputs, training: training, context: .default)
+    }
+
+    /// `backward` on `ComputeContext.default`, for a forward run on it.
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+        backward(outputGradient, needsInputGradients: needsInputGradients, context: .default)
     }
 
     /// Whether backward would accumulate any weight gradient.
@@ -52,24 +64,32 @@ extension Layer {
 /// sums, without the zero-filled tensor and the extra pass.
 protocol GradientAccumulatingLayer: Layer {
     /// inputGradient += d(loss)/d(input), in inputGradient's layout (the input's).
-    func backward(_ outputGradient: Tensor, accumulatingInto inputGradient: inout Tensor)
+    func backward(_ outputGradient: Tensor, accumulatingInto inputGradient: inout Tensor, context: ComputeContext)
 }
 
 /// A layer that reads, and may write, `ActivationLayout.blocked16` tensors inside a `Model`,
-/// which decides per forward where such hand-offs are allowed (`Model.passesBlockedActivations`).
+/// whose execution plan decides where such hand-offs are allowed (`Model.passesBlockedActivations`).
 protocol BlockedLayoutLayer: Layer {
     /// Whether inputs of these shapes may come blocked, given whether this layer's own output may be
     /// (and whether the forward is for training, whose backward passes read the input too).
-    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool
-    /// Set by `Model` before each forward: every reader of the output takes it blocked.
-    var blockedOutputAllowed: Bool { get set }
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool, context: ComputeContext) -> Bool
+    /// `forward` with the layout the model's plan allows for the output: `.blocked16` where every
+    /// reader takes it blocked, else `.nhwc`. A layer may still write NHWC where blocked would cost
+    /// it a reorder; layers whose output follows their input's layout ignore it.
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor
+}
+
+extension BlockedLayoutLayer {
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor {
+        forward(inputs, training: training, context: context)
+    }
 }
 
 /// A layer whose output passes through an activation function; lets a fused softmax + cross-entropy
 /// loss hand in d(loss)/d(logits) directly.
 public protocol ActivatedLayer: Layer {
     var activation: Activation { get }
-    func backward(preActivationGradient: Tensor, needsInputGradients: Bool) -> [Tensor]
+    func backward(preActivationGradient: Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor]
 }
 
 /// One named weight of a layer. `value` has exactly Keras's shape.

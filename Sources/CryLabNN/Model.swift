@@ -1,3 +1,4 @@
+import CryLabOneDNN
 import Dispatch
 
 /// A directed acyclic graph of layers with one input and one output (Keras's functional model).
@@ -29,6 +30,13 @@ public final class Model {
 
     public var layers: [any Layer] { nodes.map(\.layer) }
 
+    /// What the model computes with: precision, threads, kernels. `ComputeContext.default` (fp32,
+    /// every core) unless the owner (a command, a trainer, a test) gives it another; forward,
+    /// backward and optimiser steps on this model all run with it.
+    public var context: ComputeContext = .default {
+        didSet { plans = [:] }
+    }
+
     /// Lets a Conv2D whose forward pass runs in oneDNN's blocked layout (Winograd, or a direct
     /// kernel the fast mode chose in that layout) hand its output on so
     /// (`ActivationLayout.blocked16`), through pooling, concatenation, BatchNormalization and
@@ -36,6 +44,28 @@ public final class Model {
     /// backward per convolution. Results are bit-identical either way; off, every tensor stays
     /// NHWC (tests compare the two).
     public var passesBlockedActivations = true
+
+    /// How a forward pass on one input shape runs: the layout each value may be handed on in.
+    struct ExecutionPlan: Equatable {
+        /// Per value (0 the model input, i + 1 node i's output): `.blocked16` where every reader
+        /// takes it blocked, else `.nhwc`. Given to each layer as its `allowedOutputLayout`.
+        let allowedLayouts: [ActivationLayout]
+    }
+
+    /// What a plan depends on besides the graph and the context: the input shape, the mode, and
+    /// which layers are frozen (frozen convolutions run no backward-weights pass).
+    private struct PlanKey: Hashable {
+        let inputShape: [Int]
+        let training: Bool
+        let trainable: [Bool]
+    }
+
+    /// A plan per key, and whether it is settled. A plan depends on the kernels the backend has
+    /// prepared for each convolution (a pass not prepared yet counts as reading NHWC, so the first
+    /// forward of a shape plans no hand-off); it is settled, and no longer computed, once computing
+    /// it again gives the same plan: from the third forward of a shape on, as every pass a step
+    /// runs is prepared by the first.
+    private var plans: [PlanKey: (plan: ExecutionPlan, settled: Bool)] = [:]
 
     /// When non-nil, forward and backward add each layer's wall time here, keyed by
     /// "<KerasClass> forward" / "<KerasClass> backward", or with `timingsPerLayer` by
@@ -73,15 +103,17 @@ public final class Model {
         var remainingUses = [Int](repeating: 0, count: nodes.count + 1)
         for node in nodes { for i in node.inputs { remainingUses[i] += 1 } }
         values[0] = input
-        let blockedAllowed = passesBlockedActivations ? planBlockedHandOffs(inputShape: input.shape, training: training) : []
+        let plan = executionPlan(inputShape: input.shape, training: training)
         for (index, node) in nodes.enumerated() {
             let inputs = node.inputs.map { values[$0]! }
             if let layer = node.layer as? any BlockedLayoutLayer {
-                layer.blockedOutputAllowed = !blockedAllowed.isEmpty && blockedAllowed[index + 1]
+                values[index + 1] = timed(node.layer, "forward") {
+                    layer.forward(inputs, training: training, context: context, allowedOutputLayout: plan.allowedLayouts[index + 1])
+                }
             } else {
                 precondition(inputs.allSatisfy { $0.layout == .nhwc }, "\(node.layer.name) reads NHWC tensors only")
+                values[index + 1] = timed(node.layer, "forward") { node.layer.forward(inputs, training: training, context: context) }
             }
-            values[index + 1] = timed(node.layer, "forward") { node.layer.forward(inputs, training: training) }
             for i in node.inputs {
                 remainingUses[i] -= 1
                 if remainingUses[i] == 0 { values[i] = nil }  // free activations nobody else reads
@@ -92,13 +124,28 @@ public final class Model {
 
     public func predict(_ input: Tensor) -> Tensor { forward(input, training: false) }
 
+    /// The plan for inputs of `inputShape` in this mode: the cached one once settled, else computed
+    /// (all NHWC without `passesBlockedActivations`).
+    func executionPlan(inputShape: [Int], training: Bool) -> ExecutionPlan {
+        guard passesBlockedActivations else {
+            return ExecutionPlan(allowedLayouts: [ActivationLayout](repeating: .nhwc, count: nodes.count + 1))
+        }
+        let key = PlanKey(inputShape: inputShape, training: training, trainable: layers.map(\.trainable))
+        if let known = plans[key], known.settled { return known.plan }
+        let plan = ExecutionPlan(allowedLayouts: planBlockedHandOffs(inputShape: inputShape, training: training)
+            .map { $0 ? .blocked16 : .nhwc })
+        plans[key] = (plan, plans[key]?.plan == plan)
+        return plan
+    }
+
     /// Which values may be written in `ActivationLayout.blocked16`: those whose every reader takes
     /// them blocked (a pooling layer only if its own output may be blocked too). Never the model's
     /// output. Decided from the last node back, since readers come after what they read.
     private func planBlockedHandOffs(inputShape: [Int], training: Bool) -> [Bool] {
+        let none = [Bool](repeating: false, count: nodes.count + 1)
         var shapes = [inputShape]
         for node in nodes {
-            guard let shape = try? node.layer.outputShape(inputShapes: node.inputs.map { shapes[$0] }) else { return [] }
+            guard let shape = try? node.layer.outputShape(inputShapes: node.inputs.map { shapes[$0] }) else { return none }
             shapes.append(shape)
         }
         var readers = [[Int]](repeating: [], count: nodes.count + 1)
@@ -107,7 +154,8 @@ public final class Model {
         for index in nodes.indices.reversed() where index < nodes.count - 1 && nodes[index].layer is any BlockedLayoutLayer {
             allowed[index + 1] = !readers[index + 1].isEmpty && readers[index + 1].allSatisfy { reader in
                 guard let layer = nodes[reader].layer as? any BlockedLayoutLayer else { return false }
-                return layer.takesBlockedInput(nodes[reader].inputs.map { shapes[$0] }, outputMayBeBlocked: allowed[reader + 1], training: training)
+                return layer.takesBlockedInput(nodes[reader].inputs.map { shapes[$0] }, outputMayBeBlocked: allowed[reader + 1], training: training,
+                                               context: context)
             }
         }
         return allowed
@@ -139,30 +187,30 @@ public final class Model {
                 guard let activated = node.layer as? any ActivatedLayer, activated.activation == .softmax else {
                     preconditionFailure("a logits gradient needs a final layer with softmax activation; \(node.layer.name) has none")
                 }
-                dx = activated.backward(preActivationGradient: dy, needsInputGradients: needInputs)
+                dx = activated.backward(preActivationGradient: dy, needsInputGradients: needInputs, context: context)
             } else if node.inputs.count == 1, needs[node.inputs[0]], gradients[node.inputs[0]] != nil,
                       let layer = node.layer as? any GradientAccumulatingLayer {
                 // The input already has a gradient from another reader (a U-Net skip): add into it.
                 var sum = gradients[node.inputs[0]].take()!
-                timed(node.layer, "backward") { layer.backward(dy, accumulatingInto: &sum) }
+                timed(node.layer, "backward") { layer.backward(dy, accumulatingInto: &sum, context: context) }
                 gradients[node.inputs[0]] = sum
                 continue
             } else {
                 if timings == nil {
-                    dx = node.layer.backward(consume dy, needsInputGradients: needInputs)  // hands over the buffer
+                    dx = node.layer.backward(consume dy, needsInputGradients: needInputs, context: context)  // hands over the buffer
                 } else {
                     // Hand the buffer over here too: a tensor the closure merely captured would be
                     // shared, and the layer's in-place work (ReLU backward) would copy it first.
                     var handedOver: Tensor? = consume dy
                     dx = timed(node.layer, "backward") {
                         let gradient = handedOver.take()!
-                        return node.layer.backward(gradient, needsInputGradients: needInputs)
+                        return node.layer.backward(gradient, needsInputGradients: needInputs, context: context)
                     }
                 }
             }
             guard needInputs else { continue }
             for (input, gradient) in zip(node.inputs, dx) where needs[input] {
-                if gradients[input] == nil { gradients[input] = gradient } else { gradients[input]!.add(gradient) }
+                if gradients[input] == nil { gradients[input] = gradient } else { gradients[input]!.add(gradient, threads: context.threads) }
             }
         }
     }

@@ -46,11 +46,12 @@ public func clipGradientsByGlobalNorm(_ parameters: [Parameter], maxNorm: Float)
 public protocol Optimizer: AnyObject {
     /// Number of steps taken.
     var iterations: Int { get }
-    func step(_ parameters: [Parameter])
+    /// Updates `parameters`, element-wise work split across `threads`.
+    func step(_ parameters: [Parameter], threads: Int)
 }
 
 extension Optimizer {
-    public func step(_ model: Model) { step(model.trainableParameters) }
+    public func step(_ model: Model) { step(model.trainableParameters, threads: model.context.threads) }
 }
 
 /// Adam with bias correction, exactly as Keras 3 computes it:
@@ -80,7 +81,7 @@ public final class Adam: Optimizer {
         Adam(schedule: schedule, weightDecay: weightDecay)
     }
 
-    public func step(_ parameters: [Parameter]) {
+    public func step(_ parameters: [Parameter], threads: Int) {
         let lr = schedule.rate(atStep: iterations)
         iterations += 1
         let t = Float(iterations)
@@ -96,7 +97,7 @@ public final class Adam: Optimizer {
                     state.v.withUnsafeMutableBufferPointer { v in
                         p.updateValues { theta in
                             adamUpdate(theta: theta.baseAddress!, gradient: g.baseAddress!, m: m.baseAddress!, v: v.baseAddress!,
-                                       count: theta.count, constants)
+                                       count: theta.count, constants, threads: threads)
                         }
                     }
                 }
@@ -115,7 +116,7 @@ private struct AdamConstants {
 /// weights split across the compute threads. The update is memory-bound: 7 streams of `count` floats.
 ///     theta, gradient, m, v: [count]
 private func adamUpdate(theta: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
-                        v: UnsafeMutablePointer<Float>, count: Int, _ c: AdamConstants) {
+                        v: UnsafeMutablePointer<Float>, count: Int, _ c: AdamConstants, threads: Int) {
     func update<V: SIMD>(_ theta: inout V, _ g: V, _ m: inout V, _ v: inout V) where V.Scalar == Float {
         if c.decay != 0 { theta -= theta * c.decay }
         m += (g - m) * (1 - c.beta1)
@@ -124,7 +125,7 @@ private func adamUpdate(theta: UnsafeMutablePointer<Float>, gradient: UnsafePoin
     }
     typealias Vector = SIMD16<Float>
     let width = Vector.scalarCount
-    parallelChunks(count / width, minimumChunk: 8_192) { blocks in
+    parallelChunks(count / width, minimumChunk: 8_192, threads: threads) { blocks in
         let (t, g) = (UnsafeMutableRawPointer(theta), UnsafeRawPointer(gradient))
         let (mm, vv) = (UnsafeMutableRawPointer(m), UnsafeMutableRawPointer(v))
         for block in blocks {
@@ -158,7 +159,7 @@ public final class SGD: Optimizer {
         self.momentum = momentum
     }
 
-    public func step(_ parameters: [Parameter]) {
+    public func step(_ parameters: [Parameter], threads: Int) {
         let lr = schedule.rate(atStep: iterations)
         iterations += 1
         for p in parameters {

@@ -13,7 +13,6 @@ public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
     public var weights: [Parameter] { [] }
     /// The positions of the maxima (offsets into the input's values, in its layout), and the input's shape and layout.
     private var cache: (argmax: [Int32], inputShape: [Int], layout: ActivationLayout)?
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
@@ -34,40 +33,41 @@ public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
     }
 
     /// The output of a blocked input is blocked too.
-    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool, context: ComputeContext) -> Bool {
         outputMayBeBlocked && shapes.count == 1 && shapes[0].count == 4 && shapes[0][3] % 16 == 0
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         let x = inputs[0]
         // Blocked: channel blocks, the pooled blocks joined again.
         let blocked = x.layout == .blocked16
         let (y, argmax) = maxPool2DForward(blocked ? x.channelBlocks : x, pool: poolSize, stride: stride, padding: padding,
-                                           recordingArgmax: training)
+                                           recordingArgmax: training, threads: context.threads)
         if training { cache = (argmax, x.shape, x.layout) }
         lastOutputLayout = x.layout
         return blocked ? y.joiningChannelBlocks(channels: x.shape[3]) : y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         guard needsInputGradients else { return [] }
         var dx = Tensor(zeros: cache.inputShape)
         dx.layout = cache.layout
-        backward(outputGradient, accumulatingInto: &dx)
+        backward(outputGradient, accumulatingInto: &dx, context: context)
         return [dx]
     }
 
     /// Scatters each output gradient onto its maximum in `inputGradient` (same memory order as the
     /// input, blocked or not: the recorded positions are offsets into it).
-    func backward(_ outputGradient: Tensor, accumulatingInto inputGradient: inout Tensor) {
+    func backward(_ outputGradient: Tensor, accumulatingInto inputGradient: inout Tensor, context: ComputeContext) {
         guard let cache else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         precondition(inputGradient.shape == cache.inputShape && inputGradient.layout == cache.layout
                      && outputGradient.layout == cache.layout,
                      "\(name): gradients \(outputGradient.layout) and \(inputGradient.layout) \(inputGradient.shape) for a \(cache.layout) input \(cache.inputShape)")
-        maxPool2DScatterAdd(outputGradient, argmax: cache.argmax, into: &inputGradient, windowsOverlap: poolSize > stride)
+        maxPool2DScatterAdd(outputGradient, argmax: cache.argmax, into: &inputGradient, windowsOverlap: poolSize > stride,
+                            threads: context.threads)
     }
 
     public func releaseCache() { cache = nil }
@@ -95,9 +95,9 @@ public final class UpSampling2D: Layer {
         return [s[0], s[1] * size, s[2] * size, s[3]]
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor { upsampleNearestForward(inputs[0], factor: size) }
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor { upsampleNearestForward(inputs[0], factor: size) }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         needsInputGradients ? [upsampleNearestBackward(outputGradient, factor: size)] : []
     }
 
@@ -121,12 +121,12 @@ public final class GlobalAveragePooling2D: Layer {
         return [inputShapes[0][0], inputShapes[0][3]]
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         if training { inputShape = inputs[0].shape }
         return globalAveragePoolForward(inputs[0])
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let inputShape else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         return needsInputGradients ? [globalAveragePoolBackward(outputGradient, inputShape: inputShape)] : []
@@ -149,13 +149,13 @@ public final class Flatten: Layer {
         [inputShapes[0][0], inputShapes[0].dropFirst().reduce(1, *)]
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         let x = inputs[0]
         if training { inputShape = x.shape }
         return x.reshaped([x.shape[0], x.count / max(x.shape[0], 1)])
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let inputShape else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         return needsInputGradients ? [outputGradient.reshaped(inputShape)] : []
@@ -176,7 +176,6 @@ public final class Concatenate: BlockedLayoutLayer {
     public var weights: [Parameter] { [] }
     private var widths: [Int]?
     private var layouts: [ActivationLayout]?
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
     /// Replaces every input after the first by zeros: a U-Net run with its skip connection cut,
@@ -193,27 +192,32 @@ public final class Concatenate: BlockedLayoutLayer {
     }
 
     /// Any mix of layouts in, either out, when every width fills whole blocks of 16.
-    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool {
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool, context: ComputeContext) -> Bool {
         shapes.allSatisfy { $0.count == 4 && $0[3] % 16 == 0 }
     }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
+        forward(inputs, training: training, context: context, allowedOutputLayout: .nhwc)
+    }
+
+    func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext, allowedOutputLayout: ActivationLayout) -> Tensor {
         if training {
             widths = inputs.map { $0.shape.last! }
             layouts = inputs.map(\.layout)
         }
-        let layout: ActivationLayout = blockedOutputAllowed && inputs.allSatisfy({ $0.shape.last! % 16 == 0 }) ? .blocked16 : .nhwc
+        let layout: ActivationLayout = allowedOutputLayout == .blocked16 && inputs.allSatisfy({ $0.shape.last! % 16 == 0 }) ? .blocked16 : .nhwc
         lastOutputLayout = layout
         if zeroesSkipInputs {
-            return concatenateChannels([inputs[0]] + inputs.dropFirst().map { Tensor(zeros: $0.shape) }, layout: layout)
+            return concatenateChannels([inputs[0]] + inputs.dropFirst().map { Tensor(zeros: $0.shape) }, layout: layout,
+                                       threads: context.threads)
         }
-        return concatenateChannels(inputs, layout: layout)
+        return concatenateChannels(inputs, layout: layout, threads: context.threads)
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let widths, let layouts else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
-        return needsInputGradients ? splitChannels(outputGradient, widths: widths, layouts: layouts) : []
+        return needsInputGradients ? splitChannels(outputGradient, widths: widths, layouts: layouts, threads: context.threads) : []
     }
 
     public func releaseCache() {
@@ -230,7 +234,6 @@ public final class ReLU: BlockedLayoutLayer {
     public var trainable = true
     public var weights: [Parameter] { [] }
     private var output: Tensor?
-    var blockedOutputAllowed = false
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
 
@@ -238,13 +241,13 @@ public final class ReLU: BlockedLayoutLayer {
 
     public func outputShape(inputShapes: [[Int]]) throws -> [Int] { inputShapes[0] }
 
-    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool) -> Bool { outputMayBeBlocked }
+    func takesBlockedInput(_ shapes: [[Int]], outputMayBeBlocked: Bool, training: Bool, context: ComputeContext) -> Bool { outputMayBeBlocked }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         // Into a tensor of its own: the model still holds the input, so changing it in place would copy it first.
         let x = inputs[0]
         var y = Tensor(shape: x.shape) { out in
-            x.values.withUnsafeBufferPointer { relu($0.baseAddress!, into: out.baseAddress!, count: out.count) }
+            x.values.withUnsafeBufferPointer { relu($0.baseAddress!, into: out.baseAddress!, count: out.count, threads: context.threads) }
         }
         y.layout = x.layout
         lastOutputLayout = x.layout
@@ -252,10 +255,10 @@ public final class ReLU: BlockedLayoutLayer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let output else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
-        return needsInputGradients ? [Activation.relu.backward(outputGradient, output: output)] : []
+        return needsInputGradients ? [Activation.relu.backward(outputGradient, output: output, threads: context.threads)] : []
     }
 
     public func releaseCache() { output = nil }
@@ -277,7 +280,7 @@ public final class LeakyReLU: Layer {
 
     public func outputShape(inputShapes: [[Int]]) throws -> [Int] { inputShapes[0] }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         if training { input = inputs[0] }
         var y = inputs[0]
         let slope = negativeSlope
@@ -285,7 +288,7 @@ public final class LeakyReLU: Layer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let input else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         guard needsInputGradients else { return [] }
@@ -321,7 +324,7 @@ public final class Dropout: Layer {
 
     public func outputShape(inputShapes: [[Int]]) throws -> [Int] { inputShapes[0] }
 
-    public func forward(_ inputs: [Tensor], training: Bool) -> Tensor {
+    public func forward(_ inputs: [Tensor], training: Bool, context: ComputeContext) -> Tensor {
         guard training, rate > 0 else { return inputs[0] }
         let scale = 1 / (1 - rate)
         var m = [Float](repeating: 0, count: inputs[0].count)
@@ -332,7 +335,7 @@ public final class Dropout: Layer {
         return y
     }
 
-    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool) -> [Tensor] {
+    public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         defer { releaseCache() }
         guard needsInputGradients else { return [] }
         guard let mask else { return [outputGradient] }

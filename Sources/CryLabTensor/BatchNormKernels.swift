@@ -14,16 +14,18 @@ public struct ChannelRows: Sendable {
     /// Values per row, and rows in all.
     let width: Int, count: Int
     let pixels: Int
+    /// Threads the rows are split across.
+    public let threads: Int
 
     /// An NHWC activation of `rows` x `channels` values.
-    public init(rows: Int, channels: Int) {
-        (self.channels, width, count, pixels) = (channels, channels, rows, rows)
+    public init(rows: Int, channels: Int, threads: Int) {
+        (self.channels, width, count, pixels, self.threads) = (channels, channels, rows, rows, threads)
     }
 
     /// A blocked16 activation of shape [batch, height, width, channels].
-    public init(blocked shape: [Int]) {
+    public init(blocked shape: [Int], threads: Int) {
         precondition(shape.count == 4 && shape[3] % 16 == 0, "blocked16 activations are [batch, height, width, channels / 16 * 16], got \(shape)")
-        (channels, width, count, pixels) = (shape[3], 16, shape[0] * shape[1] * shape[2] * shape[3] / 16, shape[1] * shape[2])
+        (channels, width, count, pixels, self.threads) = (shape[3], 16, shape[0] * shape[1] * shape[2] * shape[3] / 16, shape[1] * shape[2], threads)
     }
 
     /// The first channel of row `row`.
@@ -34,7 +36,7 @@ public struct ChannelRows: Sendable {
     /// Calls body(start, firstChannel) for every row (its first value's offset and channel), the
     /// rows split across the compute threads. For element-wise passes, where any split will do.
     @inline(__always) func forEachRowInParallel(_ body: (Int, Int) -> Void) {
-        parallelChunks(count, minimumChunk: max(1, 16_384 / width)) { range in
+        parallelChunks(count, minimumChunk: max(1, 16_384 / width), threads: threads) { range in
             for r in range { body(r * width, firstChannel(r)) }
         }
     }
@@ -138,7 +140,7 @@ public func batchNormInputGradient(_ dy: UnsafePointer<Float>, normalized xhat: 
 /// column sums of bias gradients (`addColumnSums`).
 func channelSums(_ rows: ChannelRows, width: Int, _ add: (Int, Int, UnsafeMutablePointer<Double>) -> Void) -> [Double] {
     // Split by logical rows (pixels), so both layouts add each channel's values in the same chunks.
-    let chunks = chunkCount(rows.logicalRows * rows.channels, minimumChunk: 1 << 16)
+    let chunks = chunkCount(rows.logicalRows * rows.channels, minimumChunk: 1 << 16, threads: rows.threads)
     let partial = UnsafeMutablePointer<Double>.allocate(capacity: chunks * width)
     defer { partial.deallocate() }
     partial.initialize(repeating: 0, count: chunks * width)

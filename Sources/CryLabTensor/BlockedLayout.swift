@@ -26,15 +26,15 @@ extension Tensor {
 
 extension Tensor {
     /// The same activation in another layout: a copy, or the tensor itself if already in it.
-    public func converted(to layout: ActivationLayout) -> Tensor {
-        layout == self.layout ? self : concatenateChannels([self], layout: layout)
+    public func converted(to layout: ActivationLayout, threads: Int) -> Tensor {
+        layout == self.layout ? self : concatenateChannels([self], layout: layout, threads: threads)
     }
 }
 
 /// Concatenates NHWC or blocked16 parts along channels into a tensor of `layout`. Any part or
 /// output that is blocked16 needs channel counts divisible by 16.
-public func concatenateChannels(_ parts: [Tensor], layout: ActivationLayout) -> Tensor {
-    if layout == .nhwc && parts.allSatisfy({ $0.layout == .nhwc }) { return concatenateChannels(parts) }
+public func concatenateChannels(_ parts: [Tensor], layout: ActivationLayout, threads: Int) -> Tensor {
+    if layout == .nhwc && parts.allSatisfy({ $0.layout == .nhwc }) { return concatenateChannels(parts, threads: threads) }
     let leading = Array(parts[0].shape.dropLast())
     precondition(leading.count == 3 && parts.allSatisfy { Array($0.shape.dropLast()) == leading },
                  "cannot concatenate \(parts.map(\.shape)) along channels: leading dimensions differ")
@@ -46,7 +46,7 @@ public func concatenateChannels(_ parts: [Tensor], layout: ActivationLayout) -> 
                 copyChannels(batch: leading[0], pixels: leading[1] * leading[2],
                              from: ChannelRange(pointer: source.baseAddress!, channels: part.shape[3], offset: 0, layout: part.layout),
                              to: ChannelRange(pointer: out.baseAddress!, channels: total, offset: offset, layout: layout),
-                             width: part.shape[3])
+                             width: part.shape[3], threads: threads)
             }
             offset += part.shape[3]
         }
@@ -57,8 +57,8 @@ public func concatenateChannels(_ parts: [Tensor], layout: ActivationLayout) -> 
 
 /// The inverse of `concatenateChannels(_:layout:)`: cuts dy's channels into pieces of the given
 /// widths, each in its own layout.
-public func splitChannels(_ dy: Tensor, widths: [Int], layouts: [ActivationLayout]) -> [Tensor] {
-    if dy.layout == .nhwc && layouts.allSatisfy({ $0 == .nhwc }) { return splitChannels(dy, widths: widths) }
+public func splitChannels(_ dy: Tensor, widths: [Int], layouts: [ActivationLayout], threads: Int) -> [Tensor] {
+    if dy.layout == .nhwc && layouts.allSatisfy({ $0 == .nhwc }) { return splitChannels(dy, widths: widths, threads: threads) }
     let leading = Array(dy.shape.dropLast())
     precondition(leading.count == 3 && widths.reduce(0, +) == dy.shape[3] && layouts.count == widths.count,
                  "cannot split \(dy.shape) into channel widths \(widths)")
@@ -71,7 +71,7 @@ public func splitChannels(_ dy: Tensor, widths: [Int], layouts: [ActivationLayou
                 copyChannels(batch: leading[0], pixels: leading[1] * leading[2],
                              from: ChannelRange(pointer: source.baseAddress!, channels: dy.shape[3], offset: start, layout: dy.layout),
                              to: ChannelRange(pointer: out.baseAddress!, channels: width, offset: 0, layout: layout),
-                             width: width)
+                             width: width, threads: threads)
             }
         }
         part.layout = layout
@@ -98,12 +98,12 @@ private struct ChannelRange {
 
 /// Copies `width` channels of every pixel from one channel range to another, 16 channels at a
 /// time, split across the compute threads by (image, channel block).
-private func copyChannels(batch: Int, pixels: Int, from: ChannelRange, to: ChannelRange, width: Int) {
+private func copyChannels(batch: Int, pixels: Int, from: ChannelRange, to: ChannelRange, width: Int, threads: Int) {
     precondition(width % 16 == 0 && from.offset % 16 == 0 && to.offset % 16 == 0,
                  "blocked16 tensors join and split in whole blocks of 16 channels, got \(width) at \(from.offset) -> \(to.offset)")
     let blocks = width / 16
     let target = UnsafeMutablePointer(mutating: to.pointer)
-    parallelChunks(batch * blocks, minimumChunk: 1) { range in
+    parallelChunks(batch * blocks, minimumChunk: 1, threads: threads) { range in
         for unit in range {
             let (n, block) = unit.quotientAndRemainder(dividingBy: blocks)
             if from.layout == .blocked16 && to.layout == .blocked16 {

@@ -65,8 +65,13 @@ public struct ConvolutionGeometry: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The three passes of a convolution. Implemented by `ReferenceConvolution` (portable, im2col +
-/// sgemm) and `DNNLConvolution` (oneDNN direct kernels). Pointers follow `ConvolutionGeometry`'s shapes.
+/// The passes of a convolution. Implemented by `ReferenceConvolution` (portable, im2col +
+/// OpenBLAS), `PointwiseConvolution` (1x1 as one product) and a backend's own kernels (CryLabOneDNN's
+/// `DNNLConvolution`). Pointers follow `ConvolutionGeometry`'s shapes.
+///
+/// The first four requirements are all a kernel must provide. The others let a backend share work
+/// across passes (bf16 copies kept from forward, ReLU's backward fused into rounding) and read and
+/// write `ActivationLayout.blocked16`; their defaults take NHWC only and share nothing.
 public protocol ConvolutionKernels: Sendable {
     /// output = conv(input, kernel) + bias, then ReLU if `fuseReLU`. Overwrites `output`.
     func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, kernel: UnsafePointer<Float>,
@@ -83,6 +88,32 @@ public protocol ConvolutionKernels: Sendable {
     func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
                   kernel: UnsafePointer<Float>, kernelGradient: UnsafeMutablePointer<Float>?,
                   biasGradient: UnsafeMutablePointer<Float>?, inputGradient: UnsafeMutablePointer<Float>?)
+
+    /// Whether these kernels read and write `ActivationLayout.blocked16` operands.
+    var handlesBlockedLayout: Bool { get }
+    /// Whether a training forward may keep its input rounded to bf16 (`keepingRoundedInput`) for
+    /// backward-weights: true where some pass may run on bf16 operands.
+    var roundsOperands: Bool { get }
+    /// `forward` with `input` in `inputLayout`; with `allowingBlockedOutput` the kernels may write
+    /// `output` in `.blocked16` where that spares a reorder, and return the layout written. With
+    /// `keepingRoundedInput`, a pass on bf16 operands returns the input's bf16 copy for `backward`.
+    func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, inputLayout: ActivationLayout,
+                 kernel: UnsafePointer<Float>, bias: UnsafePointer<Float>?, fuseReLU: Bool,
+                 output: UnsafeMutablePointer<Float>, allowingBlockedOutput: Bool,
+                 keepingRoundedInput: Bool) -> (layout: ActivationLayout, rounded: BFloat16Copy?)
+    /// `backward` with the layouts of `input` (and `inputGradient`) and of `outputGradient`,
+    /// `roundedInput` as `forward(keepingRoundedInput:)` returned it, and, with `reluOutput`, the
+    /// convolution followed by ReLU of that output: `outputGradient` is then the ReLU output's gradient.
+    func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, inputLayout: ActivationLayout,
+                  roundedInput: BFloat16Copy?, outputGradient: UnsafePointer<Float>,
+                  outputLayout: ActivationLayout, reluOutput: UnsafePointer<Float>?, kernel: UnsafePointer<Float>,
+                  kernelGradient: UnsafeMutablePointer<Float>?, biasGradient: UnsafeMutablePointer<Float>?,
+                  inputGradient: UnsafeMutablePointer<Float>?)
+    /// Which passes of `g` read the layer's input (or write its gradient) in `.blocked16` where it
+    /// lies, as far as the kernels know now; a model hands a blocked input only to layers it saves
+    /// reorders in.
+    func takesBlockedInput(_ g: ConvolutionGeometry, bias: Bool, relu: Bool)
+        -> (forward: Bool, backwardData: Bool, backwardWeights: Bool)
 }
 
 extension ConvolutionKernels {
@@ -96,17 +127,41 @@ extension ConvolutionKernels {
             backwardData(g, outputGradient: outputGradient, kernel: kernel, inputGradient: inputGradient)
         }
     }
+
+    public var handlesBlockedLayout: Bool { false }
+    public var roundsOperands: Bool { false }
+
+    public func forward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, inputLayout: ActivationLayout,
+                        kernel: UnsafePointer<Float>, bias: UnsafePointer<Float>?, fuseReLU: Bool,
+                        output: UnsafeMutablePointer<Float>, allowingBlockedOutput: Bool,
+                        keepingRoundedInput: Bool) -> (layout: ActivationLayout, rounded: BFloat16Copy?) {
+        precondition(inputLayout == .nhwc, "\(Self.self) reads NHWC inputs only")
+        forward(g, input: input, kernel: kernel, bias: bias, fuseReLU: fuseReLU, output: output)
+        return (.nhwc, nil)
+    }
+
+    public func backward(_ g: ConvolutionGeometry, input: UnsafePointer<Float>, inputLayout: ActivationLayout,
+                         roundedInput: BFloat16Copy?, outputGradient: UnsafePointer<Float>,
+                         outputLayout: ActivationLayout, reluOutput: UnsafePointer<Float>?, kernel: UnsafePointer<Float>,
+                         kernelGradient: UnsafeMutablePointer<Float>?, biasGradient: UnsafeMutablePointer<Float>?,
+                         inputGradient: UnsafeMutablePointer<Float>?) {
+        precondition(inputLayout == .nhwc && outputLayout == .nhwc && reluOutput == nil,
+                     "\(Self.self) takes NHWC operands and no fused ReLU")
+        backward(g, input: input, outputGradient: outputGradient, kernel: kernel, kernelGradient: kernelGradient,
+                 biasGradient: biasGradient, inputGradient: inputGradient)
+    }
+
+    public func takesBlockedInput(_ g: ConvolutionGeometry, bias: Bool, relu: Bool)
+        -> (forward: Bool, backwardData: Bool, backwardWeights: Bool) {
+        (false, false, false)
+    }
 }
 
-/// The kernels layers use: oneDNN (1x1 stride-1 convolutions as one sgemm) unless a test or a
-/// benchmark chooses the reference path.
-public enum ConvolutionBackend: String, Sendable {
-    case oneDNN, reference
-
-    public func kernels(for g: ConvolutionGeometry) -> any ConvolutionKernels {
-        switch self {
-        case .oneDNN: PointwiseConvolution.handles(g) ? PointwiseConvolution() : DNNLConvolution.shared
-        case .reference: ReferenceConvolution()
-        }
-    }
+/// What layers compute with: the convolution kernels for each shape and the matrix products.
+/// CryLabOneDNN implements it on oneDNN; layers name only this protocol.
+public protocol ComputeBackend: Sendable {
+    /// The kernels for convolutions of `g`'s shape.
+    func convolutionKernels(for g: ConvolutionGeometry) -> any ConvolutionKernels
+    /// Matrix products (Dense layers, 1x1 and transposed convolutions).
+    var matrices: any MatrixKernels { get }
 }

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// The arithmetic oneDNN convolutions use. Parameters, gradients and the optimiser stay fp32 either way.
 ///
 /// - `fp32`: the default; results match the reference kernels to ~1e-6.
@@ -32,54 +30,7 @@ public enum ConvolutionPrecision: String, Sendable, CaseIterable {
 
     /// In `fast`, bf16 is kept only if its timed run took less than this share of fp32's: it
     /// also pays for rounding its operands, which the timing leaves out.
-    static let fastModeBFloat16Margin = 0.9
-
-    private static let processWide = Mutex<ConvolutionPrecision>(.fp32)
-    @TaskLocal private static var scoped: ConvolutionPrecision?
-
-    /// The precision convolutions use now: the innermost `withPrecision`, else the process-wide setting.
-    public static var current: ConvolutionPrecision { scoped ?? processWide.withLock { $0 } }
-
-    /// Sets the process-wide precision (command-line tools, benchmarks).
-    public static func set(_ precision: ConvolutionPrecision) {
-        processWide.withLock { $0 = precision }
-    }
-
-    /// Runs `body` with `precision` on the calling task only, leaving other tasks (e.g. tests running
-    /// in parallel) on theirs.
-    public static func withPrecision<Result>(_ precision: ConvolutionPrecision, _ body: () throws -> Result) rethrows -> Result {
-        try $scoped.withValue(precision, operation: body)
-    }
-
-    @TaskLocal private static var scopedCandidates: FastModeCandidates?
-
-    /// The kinds of oneDNN pass `fast` times against each other: all, unless narrowed by
-    /// `withFastModeCandidates`.
-    public static var fastModeCandidates: FastModeCandidates { scopedCandidates ?? .all }
-
-    /// Runs `body` with `fast` choosing among `candidates` only, on the calling task (tests pin a
-    /// kind of pass this way; with one kind there is nothing to time). Direct fp32 in NHWC stays
-    /// the fallback where none of them exists for a pass.
-    public static func withFastModeCandidates<Result>(_ candidates: FastModeCandidates, _ body: () throws -> Result) rethrows -> Result {
-        try $scopedCandidates.withValue(candidates, operation: body)
-    }
-
-    private static let processWideChoices = Mutex<FastModeChoices?>(nil)
-    @TaskLocal private static var scopedChoices: FastModeChoices?
-
-    /// Where `fast` looks up and records its timed choices: the innermost `withFastModeChoices`,
-    /// else the process-wide setting; nil (the default) times each choice once per process.
-    public static var fastModeChoices: FastModeChoices? { scopedChoices ?? processWideChoices.withLock { $0 } }
-
-    /// Sets the process-wide choice file (command-line tools).
-    public static func setFastModeChoices(_ choices: FastModeChoices?) {
-        processWideChoices.withLock { $0 = choices }
-    }
-
-    /// Runs `body` with `fast` using `choices`, on the calling task only (tests).
-    public static func withFastModeChoices<Result>(_ choices: FastModeChoices, _ body: () throws -> Result) rethrows -> Result {
-        try $scopedChoices.withValue(choices, operation: body)
-    }
+    public static let fastModeBFloat16Margin = 0.9
 }
 
 /// The kinds of oneDNN convolution pass `ConvolutionPrecision.fast` chooses among.
@@ -112,5 +63,5 @@ public struct FastModeCandidates: OptionSet, Hashable, Sendable {
     }
 
     /// The name of a single kind.
-    var name: String { names.joined(separator: "+") }
+    public var name: String { names.joined(separator: "+") }
 }

@@ -4,13 +4,13 @@ import Dispatch
 /// (the compiler kept the scalar forms as branches).
 
 /// values[i] = max(values[i], 0), split across the compute threads.
-public func reluInPlace(_ values: UnsafeMutablePointer<Float>, count: Int) {
-    relu(values, into: values, count: count)
+public func reluInPlace(_ values: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
+    relu(values, into: values, count: count, threads: threads)
 }
 
 /// output[i] = max(input[i], 0), split across the compute threads; output may be input.
-public func relu(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int) {
-    parallelChunks(count / 16, minimumChunk: 16_384) { range in
+public func relu(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
+    parallelChunks(count / 16, minimumChunk: 16_384, threads: threads) { range in
         let (from, to) = (UnsafeRawPointer(input + range.lowerBound * 16), UnsafeMutableRawPointer(output + range.lowerBound * 16))
         for block in 0..<range.count {
             let offset = block * 16 * MemoryLayout<Float>.stride
@@ -24,8 +24,8 @@ public func relu(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointe
 
 /// gradient[i] = output[i] > 0 ? gradient[i] : 0 — ReLU's backward from its output.
 ///     gradient, output: [count]
-public func reluBackwardInPlace(gradient: UnsafeMutablePointer<Float>, output: UnsafePointer<Float>, count: Int) {
-    parallelChunks(count / 16, minimumChunk: 16_384) { range in
+public func reluBackwardInPlace(gradient: UnsafeMutablePointer<Float>, output: UnsafePointer<Float>, count: Int, threads: Int) {
+    parallelChunks(count / 16, minimumChunk: 16_384, threads: threads) { range in
         reluBackwardSerial(gradient: gradient + range.lowerBound * 16, output: output + range.lowerBound * 16,
                            count: range.count * 16)
     }
@@ -52,16 +52,16 @@ private func reluBackwardSerial(gradient: UnsafeMutablePointer<Float>, output: U
     }
 }
 
-/// Splits 0..<count into one contiguous chunk per compute thread and runs them concurrently.
+/// Splits 0..<count into one contiguous chunk per thread (of `threads`) and runs them concurrently.
 /// For loops whose iterations write disjoint outputs, so the result does not depend on the split.
-public func parallelChunks(_ count: Int, minimumChunk: Int = 4096, _ body: (Range<Int>) -> Void) {
-    parallelChunks(count, chunks: chunkCount(count, minimumChunk: minimumChunk)) { _, range in body(range) }
+public func parallelChunks(_ count: Int, minimumChunk: Int = 4096, threads: Int, _ body: (Range<Int>) -> Void) {
+    parallelChunks(count, chunks: chunkCount(count, minimumChunk: minimumChunk, threads: threads)) { _, range in body(range) }
 }
 
-/// How many chunks `parallelChunks` splits `count` iterations into: one per compute thread, each
+/// How many chunks `parallelChunks` splits `count` iterations into: one per thread, each
 /// at least `minimumChunk` long (one chunk if `count` is smaller).
-public func chunkCount(_ count: Int, minimumChunk: Int) -> Int {
-    min(ComputeThreads.count, max(1, count / minimumChunk))
+public func chunkCount(_ count: Int, minimumChunk: Int, threads: Int) -> Int {
+    min(threads, max(1, count / minimumChunk))
 }
 
 /// Runs `body(chunk, range)` for `chunks` contiguous ranges covering 0..<count, concurrently. The
@@ -85,9 +85,9 @@ private struct UncheckedSendable<Value>: @unchecked Sendable {
 /// ReLU's backward pass rounded straight to bfloat16 (nearest even, NaN kept NaN), in one pass:
 /// target[i] = bf16(output[i] > 0 ? gradient[i] : 0). `target` holds 2 * count bytes.
 public func reluBackwardToBFloat16(gradient: UnsafePointer<Float>, output: UnsafePointer<Float>, count: Int,
-                                   into target: UnsafeMutableRawPointer) {
+                                   into target: UnsafeMutableRawPointer, threads: Int) {
     let width = 16
-    parallelChunks(count / width, minimumChunk: 16_384) { range in
+    parallelChunks(count / width, minimumChunk: 16_384, threads: threads) { range in
         let g = UnsafeRawPointer(gradient), y = UnsafeRawPointer(output)
         for block in range {
             let offset = block * width * MemoryLayout<Float>.stride

@@ -1,36 +1,61 @@
 import CBLAS
-import CDNNL
 
-/// Row-major single-precision matrix multiply:
-/// c[m, n] = alpha * op(a)[m, k] * op(b)[k, n] + beta * c[m, n].
-/// `beta: 1` accumulates, which is how weight gradients are summed across calls.
-///
-/// The training path runs it through oneDNN's sgemm so that every kernel shares one thread pool
-/// (oneDNN's OpenMP team). Calling OpenBLAS between oneDNN convolutions left OpenBLAS's workers
-/// spinning (sched_yield) on both cores while the next convolution ran, slowing it down.
-public func matrixMultiply(
-    m: Int, n: Int, k: Int,
-    a: UnsafePointer<Float>, transposeA: Bool = false,
-    b: UnsafePointer<Float>, transposeB: Bool = false,
-    c: UnsafeMutablePointer<Float>,
-    alpha: Float = 1, beta: Float = 0,
-    method: MatrixMultiplyMethod = .sgemm
-) {
-    if method == .matmul && alpha == 1 && (beta == 0 || beta == 1)
-        && DNNLConvolution.shared.floatMatrixMultiply(m: m, n: n, k: k, a: a, transposeA: transposeA, b: b,
-                                                      transposeB: transposeB, c: c, accumulate: beta == 1) {
-        return
-    }
-    OpenMP.applyToCurrentThread()
-    let status = dnnl_sgemm(transposeA ? CChar(UInt8(ascii: "T")) : CChar(UInt8(ascii: "N")),
-                            transposeB ? CChar(UInt8(ascii: "T")) : CChar(UInt8(ascii: "N")),
-                            Int64(m), Int64(n), Int64(k), alpha, a, Int64(transposeA ? m : k),
-                            b, Int64(transposeB ? k : n), beta, c, Int64(n))
-    precondition(status == dnnl_success, "oneDNN sgemm failed for \(m)x\(k) * \(k)x\(n): status \(status.rawValue)")
+/// Row-major single-precision matrix products, supplied by a compute backend (CryLabOneDNN runs
+/// them through oneDNN, so that every kernel shares one thread pool). Kernels written in Swift
+/// (Dense, 1x1 and transposed convolutions) take one as an argument.
+public protocol MatrixKernels: Sendable {
+    /// c[m, n] = alpha * op(a)[m, k] * op(b)[k, n] + beta * c[m, n]. `beta: 1` accumulates, which
+    /// is how weight gradients are summed across calls.
+    func multiply(m: Int, n: Int, k: Int,
+                  a: UnsafePointer<Float>, transposeA: Bool,
+                  b: UnsafePointer<Float>, transposeB: Bool,
+                  c: UnsafeMutablePointer<Float>, alpha: Float, beta: Float, method: MatrixMultiplyMethod)
+
+    /// c [m, n] = op(a) [m, k] * op(b) [k, n] (+ c if `accumulate`), a and b rounded to bfloat16,
+    /// accumulated in fp32. Returns false, touching nothing, if the backend has no fast bf16
+    /// kernel for the shape (the caller then runs it in fp32).
+    func bfloat16Multiply(m: Int, n: Int, k: Int, a: MatrixOperand, transposeA: Bool,
+                          b: MatrixOperand, transposeB: Bool, c: UnsafeMutablePointer<Float>, accumulate: Bool) -> Bool
+
+    /// A bfloat16 copy of `count` floats, to pass as `MatrixOperand.bfloat16` to several products.
+    func bfloat16Copy(_ values: UnsafePointer<Float>, count: Int) -> BFloat16Copy
+
+    /// In `ConvolutionPrecision.fast`: whether the product [m, k] x [k, n] of a transposed
+    /// convolution's forward pass runs faster in bf16 than in fp32 on this machine (timed once).
+    func fastModePrefersBFloat16Product(m: Int, n: Int, k: Int) -> Bool
 }
 
-/// Which oneDNN routine runs an fp32 `matrixMultiply`. Both give the same values up to summation
-/// order, and each is deterministic for a given thread count.
+extension MatrixKernels {
+    /// `multiply` with Keras-like defaults: no transposes, c overwritten, sgemm.
+    public func matrixMultiply(
+        m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, transposeA: Bool = false,
+        b: UnsafePointer<Float>, transposeB: Bool = false,
+        c: UnsafeMutablePointer<Float>,
+        alpha: Float = 1, beta: Float = 0,
+        method: MatrixMultiplyMethod = .sgemm
+    ) {
+        multiply(m: m, n: n, k: k, a: a, transposeA: transposeA, b: b, transposeB: transposeB, c: c,
+                 alpha: alpha, beta: beta, method: method)
+    }
+
+    /// `bfloat16Multiply` with no transposes and c overwritten unless asked.
+    public func bfloat16MatrixMultiply(m: Int, n: Int, k: Int, a: MatrixOperand, transposeA: Bool = false,
+                                       b: MatrixOperand, transposeB: Bool = false,
+                                       c: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Bool {
+        bfloat16Multiply(m: m, n: n, k: k, a: a, transposeA: transposeA, b: b, transposeB: transposeB, c: c, accumulate: accumulate)
+    }
+}
+
+/// An operand of a bf16 product: fp32 values (rounded by the call) or a copy already rounded
+/// by `MatrixKernels.bfloat16Copy`, for operands read by several products.
+public enum MatrixOperand {
+    case float(UnsafePointer<Float>)
+    case bfloat16(BFloat16Copy)
+}
+
+/// Which routine runs an fp32 product. Both give the same values up to summation order, and each
+/// is deterministic for a given thread count.
 public enum MatrixMultiplyMethod: Sendable {
     /// `dnnl_sgemm`: the default.
     case sgemm
@@ -44,13 +69,16 @@ public enum MatrixMultiplyMethod: Sendable {
 
 /// The same product through OpenBLAS; used by the reference convolution, so that tests compare
 /// oneDNN's convolution against an independent implementation.
+///
+/// OpenBLAS's thread count is process state of its own: it is set to `threads` only where it differs.
 public func openBLASMatrixMultiply(
-    m: Int, n: Int, k: Int,
+    threads: Int, m: Int, n: Int, k: Int,
     a: UnsafePointer<Float>, transposeA: Bool = false,
     b: UnsafePointer<Float>, transposeB: Bool = false,
     c: UnsafeMutablePointer<Float>,
     alpha: Float = 1, beta: Float = 0
 ) {
+    if openblas_get_num_threads() != Int32(threads) { openblas_set_num_threads(Int32(threads)) }
     cblas_sgemm(CblasRowMajor,
                 transposeA ? CblasTrans : CblasNoTrans,
                 transposeB ? CblasTrans : CblasNoTrans,

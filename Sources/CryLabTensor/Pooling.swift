@@ -6,13 +6,13 @@
 /// backward pass routes each gradient there (empty when `recordingArgmax` is false: inference, where
 /// the common 2x2 case then skips writing them). Padding pixels never win (they count as -infinity).
 public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Padding,
-                             recordingArgmax: Bool = true) -> (output: Tensor, argmax: [Int32]) {
+                             recordingArgmax: Bool = true, threads: Int) -> (output: Tensor, argmax: [Int32]) {
     precondition(x.shape.count == 4, "max pooling expects [batch, height, width, channels], got \(x.shape)")
     let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let g = ConvolutionGeometry(batch: n, inputHeight: h, inputWidth: w, inputChannels: c, outputChannels: c,
                                 kernelHeight: pool, kernelWidth: pool, stride: stride, padding: padding)
     if isPlain2x2(g) {
-        return maxPool2x2Forward(x, g, recordArgmax: recordingArgmax)
+        return maxPool2x2Forward(x, g, recordArgmax: recordingArgmax, threads: threads)
     }
     var argmax = [Int32](repeating: 0, count: n * g.outputHeight * g.outputWidth * c)
     let output = Tensor(shape: g.outputShape) { y in
@@ -57,7 +57,7 @@ public func maxPool2DForward(_ x: Tensor, pool: Int, stride: Int, padding: Paddi
 }
 
 /// The U-Net's 2x2 stride-2 pooling, written so the channel loop vectorises (selects, no branches).
-private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry, recordArgmax: Bool) -> (output: Tensor, argmax: [Int32]) {
+private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry, recordArgmax: Bool, threads: Int) -> (output: Tensor, argmax: [Int32]) {
     let (h, w, c) = (g.inputHeight, g.inputWidth, g.inputChannels)
     // Every position is written below: no need to zero them first.
     let count = recordArgmax ? g.batch * g.outputHeight * g.outputWidth * c : 0
@@ -67,7 +67,7 @@ private func maxPool2x2Forward(_ x: Tensor, _ g: ConvolutionGeometry, recordArgm
             argmax.withUnsafeMutableBufferPointer { bestBuffer in
                 let input = inputBuffer.baseAddress!, out = y.baseAddress!, best = bestBuffer.baseAddress
                 // Output rows are independent: one chunk of them per thread.
-                parallelChunks(g.batch * g.outputHeight, minimumChunk: 8) { rows in
+                parallelChunks(g.batch * g.outputHeight, minimumChunk: 8, threads: threads) { rows in
                     for row in rows {
                         let b = row / g.outputHeight, oy = row % g.outputHeight
                         var o = row * g.outputWidth * c
@@ -155,14 +155,14 @@ private func isPlain2x2(_ g: ConvolutionGeometry) -> Bool {
 /// already holds another reader's share. With `windowsOverlap` false (pool size <= stride), no two
 /// outputs share a maximum, and the outputs are split across the compute threads.
 ///     dy: [batch, outputHeight, outputWidth, channels], argmax: offsets into gradient's values
-public func maxPool2DScatterAdd(_ dy: Tensor, argmax: [Int32], into gradient: inout Tensor, windowsOverlap: Bool = true) {
+public func maxPool2DScatterAdd(_ dy: Tensor, argmax: [Int32], into gradient: inout Tensor, windowsOverlap: Bool = true, threads: Int) {
     precondition(argmax.count == dy.count, "max pooling recorded \(argmax.count) positions for \(dy.count) gradients")
     guard dy.count > 0 else { return }
     gradient.values.withUnsafeMutableBufferPointer { d in
         dy.values.withUnsafeBufferPointer { g in
             argmax.withUnsafeBufferPointer { a in
                 let (d, g, a) = (d.baseAddress!, g.baseAddress!, a.baseAddress!)
-                parallelChunks(dy.count, chunks: windowsOverlap ? 1 : chunkCount(dy.count, minimumChunk: 1 << 16)) { _, range in
+                parallelChunks(dy.count, chunks: windowsOverlap ? 1 : chunkCount(dy.count, minimumChunk: 1 << 16, threads: threads)) { _, range in
                     for i in range { d[Int(a[i])] += g[i] }
                 }
             }
@@ -251,7 +251,7 @@ public func globalAveragePoolBackward(_ dy: Tensor, inputShape: [Int]) -> Tensor
 
 /// Joins tensors along the last (channel) axis.
 ///     parts[i]: [..., channels_i] -> y: [..., Σ channels_i]
-public func concatenateChannels(_ parts: [Tensor]) -> Tensor {
+public func concatenateChannels(_ parts: [Tensor], threads: Int) -> Tensor {
     let leading = Array(parts[0].shape.dropLast())
     for part in parts where Array(part.shape.dropLast()) != leading {
         preconditionFailure("cannot concatenate \(parts.map(\.shape)) along channels: leading dimensions differ")
@@ -264,7 +264,7 @@ public func concatenateChannels(_ parts: [Tensor]) -> Tensor {
         for (part, width) in zip(parts, widths) {
             part.values.withUnsafeBufferPointer { source in
                 let (target, from, start) = (y.baseAddress!, source.baseAddress!, offset)
-                parallelChunks(rows, minimumChunk: 4096) { range in
+                parallelChunks(rows, minimumChunk: 4096, threads: threads) { range in
                     for r in range { (target + r * total + start).update(from: from + r * width, count: width) }
                 }
             }
@@ -274,7 +274,7 @@ public func concatenateChannels(_ parts: [Tensor]) -> Tensor {
 }
 
 /// The inverse of `concatenateChannels`: cuts dy's channels into pieces of the given widths.
-public func splitChannels(_ dy: Tensor, widths: [Int]) -> [Tensor] {
+public func splitChannels(_ dy: Tensor, widths: [Int], threads: Int) -> [Tensor] {
     let leading = Array(dy.shape.dropLast())
     let total = dy.shape.last!
     let rows = leading.reduce(1, *)
@@ -285,7 +285,7 @@ public func splitChannels(_ dy: Tensor, widths: [Int]) -> [Tensor] {
         return Tensor(shape: leading + [width]) { part in
             dy.values.withUnsafeBufferPointer { source in
                 let (target, from) = (part.baseAddress!, source.baseAddress!)
-                parallelChunks(rows, minimumChunk: 4096) { range in
+                parallelChunks(rows, minimumChunk: 4096, threads: threads) { range in
                     for r in range { (target + r * width).update(from: from + r * total + start, count: width) }
                 }
             }

@@ -2,7 +2,12 @@
 /// input pixel kernelHeight*kernelWidth times) but short enough to read, so tests use it to
 /// cross-check the oneDNN path.
 public struct ReferenceConvolution: ConvolutionKernels {
-    public init() {}
+    /// Threads for OpenBLAS and the bias gradient's column sums.
+    public let threads: Int
+
+    public init(threads: Int) {
+        self.threads = threads
+    }
 
     /// columns: [outputHeight * outputWidth, kernelHeight * kernelWidth * inputChannels] of one image,
     /// zero where the window hangs over the padding. Column order matches the kernel's
@@ -64,7 +69,7 @@ public struct ReferenceConvolution: ConvolutionKernels {
         for n in 0..<g.batch {
             im2col(g, image: input + n * inputImage, columns: columns)
             // output[n]: [pixels, outputChannels] = columns [pixels, rowLength] * kernel [rowLength, outputChannels]
-            openBLASMatrixMultiply(m: pixels, n: g.outputChannels, k: rowLength,
+            openBLASMatrixMultiply(threads: threads, m: pixels, n: g.outputChannels, k: rowLength,
                            a: columns, b: kernel, c: output + n * outputImage)
         }
         let total = g.batch * outputImage
@@ -83,7 +88,7 @@ public struct ReferenceConvolution: ConvolutionKernels {
         defer { columns.deallocate() }
         for n in 0..<g.batch {
             // columns [pixels, rowLength] = dOutput [pixels, outputChannels] * kernel^T [outputChannels, rowLength]
-            openBLASMatrixMultiply(m: pixels, n: rowLength, k: g.outputChannels,
+            openBLASMatrixMultiply(threads: threads, m: pixels, n: rowLength, k: g.outputChannels,
                            a: outputGradient + n * pixels * g.outputChannels,
                            b: kernel, transposeB: true, c: columns)
             col2im(g, columns: columns, image: inputGradient + n * g.inputHeight * g.inputWidth * g.inputChannels)
@@ -100,12 +105,12 @@ public struct ReferenceConvolution: ConvolutionKernels {
         for n in 0..<g.batch {
             im2col(g, image: input + n * g.inputHeight * g.inputWidth * g.inputChannels, columns: columns)
             // dKernel [rowLength, outputChannels] += columns^T [rowLength, pixels] * dOutput [pixels, outputChannels]
-            openBLASMatrixMultiply(m: rowLength, n: g.outputChannels, k: pixels,
+            openBLASMatrixMultiply(threads: threads, m: rowLength, n: g.outputChannels, k: pixels,
                            a: columns, transposeA: true,
                            b: outputGradient + n * pixels * g.outputChannels, c: kernelGradient, beta: 1)
         }
         if let biasGradient {
-            addColumnSums(outputGradient, rows: g.batch * pixels, columns: g.outputChannels, into: biasGradient)
+            addColumnSums(outputGradient, rows: g.batch * pixels, columns: g.outputChannels, into: biasGradient, threads: threads)
         }
     }
 }
@@ -113,9 +118,9 @@ public struct ReferenceConvolution: ConvolutionKernels {
 /// sums[c] += Σ_r matrix[r, c] for a row-major [rows, columns] matrix (bias gradients).
 /// Rows are split across the compute threads, each summing its own in Double; the partial sums are
 /// then added in chunk order, so a thread count always gives the same result.
-public func addColumnSums(_ matrix: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
+public func addColumnSums(_ matrix: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>, threads: Int) {
     // Accumulate in Double so the order of a long sum barely matters.
-    let totals = channelSums(ChannelRows(rows: rows, channels: columns), width: columns) { r, _, t in
+    let totals = channelSums(ChannelRows(rows: rows, channels: columns, threads: threads), width: columns) { r, _, t in
         let row = matrix + r * columns
         for c in 0..<columns { t[c] += Double(row[c]) }
     }

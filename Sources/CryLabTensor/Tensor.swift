@@ -17,7 +17,9 @@
 /// and ReLU too, to spare reorders. The shape stays [batch, height, width, channels]; model inputs and outputs are NHWC.
 ///
 /// This is the only place the layout is described; each kernel repeats its shapes beside it.
-/// This module is the only one that talks to OpenBLAS (`CBLAS`) and oneDNN (`CDNNL`).
+/// This module is the only one that talks to OpenBLAS (`CBLAS`); it names no oneDNN type. Kernels it
+/// cannot run itself come through its protocols (`ConvolutionKernels`, `MatrixKernels`,
+/// `ComputeBackend`), which CryLabOneDNN implements.
 
 /// A dense float32 tensor: a shape and its row-major values.
 public struct Tensor: Sendable, Equatable {
@@ -62,13 +64,13 @@ public struct Tensor: Sendable, Equatable {
 
     /// Adds `other` element-wise (shapes must match), split across the compute threads: the model
     /// sums the gradients of activations read by two layers (the U-Net's skips) this way.
-    public mutating func add(_ other: Tensor) {
+    public mutating func add(_ other: Tensor, threads: Int) {
         precondition(shape == other.shape, "cannot add tensors of shapes \(shape) and \(other.shape)")
         precondition(layout == other.layout, "cannot add a \(layout) tensor and a \(other.layout) one")
         values.withUnsafeMutableBufferPointer { a in
             other.values.withUnsafeBufferPointer { b in
                 let (sum, addend) = (a.baseAddress!, b.baseAddress!)
-                parallelChunks(a.count, minimumChunk: 65_536) { range in
+                parallelChunks(a.count, minimumChunk: 65_536, threads: threads) { range in
                     for i in range { sum[i] += addend[i] }
                 }
             }
@@ -80,10 +82,13 @@ public struct Tensor: Sendable, Equatable {
 public enum ActivationLayout: Sendable, Equatable {
     /// Channels-last, Keras's order: the layout of every tensor a user sees.
     case nhwc
-    /// oneDNN's nChw16c: [batch, channels / 16, height, width, 16], for channel counts divisible
-    /// by 16 (so the value count is the same). The layout of Winograd kernels (and of blocked
-    /// direct ones); a `Model` hands a convolution's output on in it, through layers that know the
-    /// layout, to convolutions whose blocked passes read it in place, sparing the reorders to NHWC and back (see
-    /// `DNNLConvolution`, `Model.passesBlockedActivations`). Only those layers may read it.
+    /// Channels in blocks of 16: [batch, channels / 16, height, width, 16], for channel counts
+    /// divisible by 16 (so the value count is the same). A plain memory order, named here without
+    /// any backend type: the Swift kernels of this module read it (pooling on `channelBlocks`,
+    /// concatenation, BatchNorm rows), and it is the order oneDNN calls nChw16c, that of Winograd
+    /// kernels and blocked direct ones. A `Model`'s execution plan hands a convolution's output on
+    /// in it, through layers that know the layout, to convolutions whose blocked passes read it in
+    /// place, sparing the reorders to NHWC and back (`Model.passesBlockedActivations`). Only those
+    /// layers may read it.
     case blocked16
 }

@@ -1,28 +1,7 @@
-import CBLAS
 import Foundation
-import Synchronization
 
-/// The number of threads every kernel may use: OpenBLAS's pool and oneDNN's OpenMP team.
-///
-/// Results are bit-identical for the same seed and the same thread count; changing the count
-/// can change the order of floating-point reductions and therefore the last bits.
+/// OpenMP's wait policy for the executables. The thread count itself is `ComputeContext.threads`.
 public enum ComputeThreads {
-    private static let storage = Mutex<Int>(ProcessInfo.processInfo.activeProcessorCount)
-
-    public static var count: Int { storage.withLock { $0 } }
-
-    /// Sets OpenBLAS's thread count now, and the OpenMP count that oneDNN uses; the latter is a
-    /// per-calling-thread setting in OpenMP, so every oneDNN call re-applies it on its thread.
-    public static func set(_ threads: Int) {
-        precondition(threads >= 1, "thread count must be at least 1, got \(threads)")
-        _ = MemoryPolicy.applied
-        storage.withLock { $0 = threads }
-        openblas_set_num_threads(Int32(threads))
-        OpenMP.setThreads(threads)
-    }
-}
-
-extension ComputeThreads {
     /// Makes an executable run with `OMP_WAIT_POLICY=PASSIVE`, re-executing it once if needed.
     ///
     /// By default OpenMP's idle threads spin. When another process holds one of the cores, every
@@ -35,26 +14,5 @@ extension ComputeThreads {
         setenv("OMP_WAIT_POLICY", "PASSIVE", 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // execv only returns on failure; carry on with the default policy.
-    }
-}
-
-/// libgomp is loaded by oneDNN; its two entry points are looked up at run time because the
-/// oneDNN shim does not declare them.
-enum OpenMP {
-    private typealias SetThreads = @convention(c) (Int32) -> Void
-    private typealias GetThreads = @convention(c) () -> Int32
-    private static let setFunction: SetThreads? = dlsym(dlopen(nil, RTLD_NOW), "omp_set_num_threads")
-        .map { unsafeBitCast($0, to: SetThreads.self) }
-    private static let getFunction: GetThreads? = dlsym(dlopen(nil, RTLD_NOW), "omp_get_max_threads")
-        .map { unsafeBitCast($0, to: GetThreads.self) }
-
-    static func setThreads(_ threads: Int) {
-        setFunction?(Int32(threads))
-    }
-
-    /// Makes the calling thread's OpenMP team size match `ComputeThreads.count`.
-    static func applyToCurrentThread() {
-        let wanted = Int32(ComputeThreads.count)
-        if let get = getFunction, get() != wanted { setFunction?(wanted) }
     }
 }

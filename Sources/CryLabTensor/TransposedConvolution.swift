@@ -1,5 +1,3 @@
-import Foundation
-import Synchronization
 
 /// Keras's transposed convolution (`Conv2DTranspose`, output_padding None): square kernels and strides
 /// of any size, 'valid' or 'same' padding. Every input pixel adds its kernel-sized patch, stride apart:
@@ -17,7 +15,7 @@ import Synchronization
 /// Kernel == stride (the U-Net's 2x2, stride-2 upsampling): windows never overlap and 'same' crops
 /// nothing, so each input pixel paints its own k x k patch and the whole pass is one sgemm plus a
 /// copy. In `ConvolutionPrecision.bf16` that path runs its products on bfloat16 operands with fp32
-/// accumulation (`DNNLConvolution.bfloat16MatrixMultiply`); the scatter, gather and bias stay fp32.
+/// accumulation (`MatrixKernels.bfloat16Multiply`); the scatter, gather and bias stay fp32.
 /// In `.fast` it does so if its forward product timed faster in bf16 than in fp32 on this machine.
 /// Every other kernel/stride pair runs in fp32 whatever the precision: an sgemm, then a scatter-add
 /// of overlapping patches (col2im); backward gathers dy into patches (im2col), then two sgemms.
@@ -72,11 +70,11 @@ public struct TransposedConvolutionGeometry: Hashable, Sendable {
 private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMutablePointer<Float>,
                          image: UnsafeMutablePointer<Float>, gather: Bool, bias: UnsafePointer<Float>? = nil,
                          relu: Bool = false, reluOutput: UnsafePointer<Float>? = nil,
-                         biasGradient: UnsafeMutablePointer<Float>? = nil) {
+                         biasGradient: UnsafeMutablePointer<Float>? = nil, threads: Int) {
     let k = g.kernelSize, o = g.outputChannels
     let outputWidth = g.width * k
     let rows = g.batch * g.height
-    let chunks = chunkCount(rows, minimumChunk: 8)
+    let chunks = chunkCount(rows, minimumChunk: 8, threads: threads)
     // The bias repeated for the k pixels of a run, [k*out].
     let tiledBias = bias.map { _ in UnsafeMutablePointer<Float>.allocate(capacity: k * o) }
     if let bias, let tiledBias { for c in 0..<(k * o) { tiledBias[c] = bias[c % o] } }
@@ -205,70 +203,30 @@ private func moveOverlappingPatches(_ g: TransposedConvolutionGeometry, patches:
     }
 }
 
-/// Whether `g`'s products run on bfloat16 operands at the current precision (kernel == stride only).
-func usesBFloat16Products(_ g: TransposedConvolutionGeometry) -> Bool {
+/// Whether `g`'s products run on bfloat16 operands at the context's precision (kernel == stride only).
+func usesBFloat16Products(_ g: TransposedConvolutionGeometry, context: ComputeContext) -> Bool {
     guard g.isKernelEqualToStride else { return false }
-    switch ConvolutionPrecision.current {
+    switch context.precision {
     case .fp32, .winograd: return false
     case .bf16: return true
-    case .fast:
-        let key = [g.pixels, g.patchLength, g.inputChannels, ComputeThreads.count]
-        if let known = productPrecisionChoices.withLock({ $0[key] }) { return known }
-        // fp32 first, so that it wins a tie; bf16 must win by the margin.
-        let choice = FastModeChoices.choose(
-            "transposed-convolution product [\(g.pixels), \(g.inputChannels)] x [\(g.inputChannels), \(g.patchLength)], \(key[3]) threads",
-            among: ["fp32", "bf16"], in: ConvolutionPrecision.fastModeChoices
-        ) {
-            let times = bfloat16ProductTimes(m: g.pixels, n: g.patchLength, k: g.inputChannels)
-            return [times.fp32, times.bf16 / ConvolutionPrecision.fastModeBFloat16Margin]
-        } == 1
-        productPrecisionChoices.withLock { $0[key] = choice }
-        return choice
+    case .fast: return context.matrices.fastModePrefersBFloat16Product(m: g.pixels, n: g.patchLength, k: g.inputChannels)
     }
-}
-
-/// `.fast`'s choices for transposed-convolution products, per [m, n, k, threads].
-private let productPrecisionChoices = Mutex<[[Int]: Bool]>([:])
-
-/// Times the forward product c [m, n] = a [m, k] * b [n, k]^T on zeroed operands in bf16 (oneDNN)
-/// and in fp32: one untimed run each, then the better of two alternating runs each, in nanoseconds
-/// (bf16 infinite where oneDNN has no fast kernel). bf16 must win by
-/// `ConvolutionPrecision.fastModeBFloat16Margin`.
-private func bfloat16ProductTimes(m: Int, n: Int, k: Int) -> (bf16: Double, fp32: Double) {
-    let a = [Float](repeating: 0, count: m * k), b = [Float](repeating: 0, count: n * k)
-    var c = [Float](repeating: 0, count: m * n)
-    var best = (bf16: Double.infinity, fp32: Double.infinity)
-    for round in 0..<3 {
-        let (bf16, fp32) = a.withUnsafeBufferPointer { a in
-            b.withUnsafeBufferPointer { b in
-                c.withUnsafeMutableBufferPointer { c in
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    let available = DNNLConvolution.shared.bfloat16MatrixMultiply(
-                        m: m, n: n, k: k, a: .float(a.baseAddress!), b: .float(b.baseAddress!), transposeB: true, c: c.baseAddress!)
-                    let middle = DispatchTime.now().uptimeNanoseconds
-                    matrixMultiply(m: m, n: n, k: k, a: a.baseAddress!, b: b.baseAddress!, transposeB: true, c: c.baseAddress!)
-                    let end = DispatchTime.now().uptimeNanoseconds
-                    return (available ? Double(middle - start) : .infinity, Double(end - middle))
-                }
-            }
-        }
-        if round > 0 { best = (min(best.bf16, bf16), min(best.fp32, fp32)) }
-    }
-    return best
 }
 
 public func transposedConvolutionForward(_ g: TransposedConvolutionGeometry, input: UnsafePointer<Float>,
                                          kernel: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                                         output: UnsafeMutablePointer<Float>, fuseReLU: Bool = false) {
+                                         output: UnsafeMutablePointer<Float>, fuseReLU: Bool = false,
+                                         context: ComputeContext) {
+    let matrices = context.matrices
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
     // patches [pixels, k*k*out] = x [pixels, in] * kernel^T [in, k*k*out]   (kernel: [k*k*out, in])
-    if !(usesBFloat16Products(g) && DNNLConvolution.shared.bfloat16MatrixMultiply(
+    if !(usesBFloat16Products(g, context: context) && matrices.bfloat16MatrixMultiply(
         m: g.pixels, n: g.patchLength, k: g.inputChannels, a: .float(input), b: .float(kernel), transposeB: true, c: patches)) {
-        matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
+        matrices.matrixMultiply(m: g.pixels, n: g.patchLength, k: g.inputChannels, a: input, b: kernel, transposeB: true, c: patches)
     }
     if g.isKernelEqualToStride {
-        movePatches(g, patches: patches, image: output, gather: false, bias: bias, relu: fuseReLU)
+        movePatches(g, patches: patches, image: output, gather: false, bias: bias, relu: fuseReLU, threads: context.threads)
         return
     }
     // y: [batch, outputHeight, outputWidth, out], summed into from zero
@@ -299,7 +257,8 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
                                           inputGradient: UnsafeMutablePointer<Float>?,
                                           kernelGradient: UnsafeMutablePointer<Float>?,
                                           biasGradient: UnsafeMutablePointer<Float>?,
-                                          reluOutput: UnsafePointer<Float>? = nil) {
+                                          reluOutput: UnsafePointer<Float>? = nil, context: ComputeContext) {
+    let matrices = context.matrices
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
     var outputGradient = outputGradient
@@ -309,33 +268,32 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
         let count = g.outputPixels * g.outputChannels
         masked = .allocate(capacity: count)
         masked!.update(from: outputGradient, count: count)
-        reluBackwardInPlace(gradient: masked!, output: reluOutput, count: count)
+        reluBackwardInPlace(gradient: masked!, output: reluOutput, count: count, threads: context.threads)
         outputGradient = UnsafePointer(masked!)
     }
     // dPatches [pixels, k*k*out] gathered from dy [batch, outputHeight, outputWidth, out]
     if g.isKernelEqualToStride {
         movePatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true,
-                    reluOutput: reluOutput, biasGradient: biasGradient)
+                    reluOutput: reluOutput, biasGradient: biasGradient, threads: context.threads)
     } else {
         moveOverlappingPatches(g, patches: patches, image: UnsafeMutablePointer(mutating: outputGradient), gather: true)
     }
     /// dBias [out] += Σ dy over pixels (kernel == stride: already added while gathering).
     func addBiasGradient(_ biasGradient: UnsafeMutablePointer<Float>) {
         guard !g.isKernelEqualToStride else { return }
-        addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient)
+        addColumnSums(outputGradient, rows: g.outputPixels, columns: g.outputChannels, into: biasGradient, threads: context.threads)
     }
-    if usesBFloat16Products(g) {
+    if usesBFloat16Products(g, context: context) {
         // dPatches is read by both products: round it to bf16 once.
-        let dnnl = DNNLConvolution.shared
-        let roundedPatches = MatrixOperand.bfloat16(dnnl.bfloat16Copy(patches, count: g.pixels * g.patchLength))
+        let roundedPatches = MatrixOperand.bfloat16(matrices.bfloat16Copy(patches, count: g.pixels * g.patchLength))
         var done = true
         if let inputGradient {
-            done = dnnl.bfloat16MatrixMultiply(m: g.pixels, n: g.inputChannels, k: g.patchLength, a: roundedPatches,
-                                               b: .float(kernel), c: inputGradient)
+            done = matrices.bfloat16MatrixMultiply(m: g.pixels, n: g.inputChannels, k: g.patchLength, a: roundedPatches,
+                                                   b: .float(kernel), c: inputGradient)
         }
         if done, let kernelGradient {
-            done = dnnl.bfloat16MatrixMultiply(m: g.patchLength, n: g.inputChannels, k: g.pixels, a: roundedPatches,
-                                               transposeA: true, b: .float(input), c: kernelGradient, accumulate: true)
+            done = matrices.bfloat16MatrixMultiply(m: g.patchLength, n: g.inputChannels, k: g.pixels, a: roundedPatches,
+                                                   transposeA: true, b: .float(input), c: kernelGradient, accumulate: true)
         }
         if done {
             if let biasGradient { addBiasGradient(biasGradient) }
@@ -346,13 +304,13 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
     }
     if let inputGradient {
         // dx [pixels, in] = dPatches [pixels, k*k*out] * kernel [k*k*out, in]
-        matrixMultiply(m: g.pixels, n: g.inputChannels, k: g.patchLength, a: patches, b: kernel, c: inputGradient)
+        matrices.matrixMultiply(m: g.pixels, n: g.inputChannels, k: g.patchLength, a: patches, b: kernel, c: inputGradient)
     }
     if let kernelGradient {
         // dKernel [k*k*out, in] += dPatches^T [k*k*out, pixels] * x [pixels, in]
         // (oneDNN's matmul primitive: 1.1-1.3x sgemm's speed on the story U-Net's four shapes.)
-        matrixMultiply(m: g.patchLength, n: g.inputChannels, k: g.pixels, a: patches, transposeA: true,
-                       b: input, c: kernelGradient, beta: 1, method: .matmul)
+        matrices.matrixMultiply(m: g.patchLength, n: g.inputChannels, k: g.pixels, a: patches, transposeA: true,
+                                b: input, c: kernelGradient, beta: 1, method: .matmul)
     }
     if let biasGradient { addBiasGradient(biasGradient) }
 }

@@ -2,6 +2,7 @@ import CryLabCheckpoint
 import CryLabDSP
 import CryLabFeatures
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 /// The whole workflow on generated cry-like audio, so a newcomer sees every step work without
@@ -83,7 +84,9 @@ public struct DemoPipeline {
         lines.append("features: \(unlabeledPath) (\(unlabeled.count) clips) and \(labeledPath) (\(labeled.count) clips, \(Set(labeled.groups).count) families), \(labeled.mels) mels x \(labeled.frames) frames")
 
         log("[3/7] pretraining a U-Net by masked reconstruction")
+        let context = ComputeContext(threads: threads)
         var pretrainOptions = PretrainOptions(output: folder.appendingPathComponent("pretrain"))
+        pretrainOptions.context = context
         pretrainOptions.quiet = quiet
         pretrainOptions.probe = labeled
         pretrainOptions.probeFolds = 4
@@ -109,6 +112,7 @@ public struct DemoPipeline {
         let finetuneRecipe = try loadRecipeText(FinetuneRecipe.self, text: Self.finetuneRecipe, file: "demo-finetune")
         var finetuneOptions = FinetuneOptions(output: folder.appendingPathComponent("finetune"))
         finetuneOptions.encoderPath = exported
+        finetuneOptions.context = context
         finetuneOptions.quiet = true
         let finetuned = try Finetuner(recipe: finetuneRecipe, recipeText: Self.finetuneRecipe, store: labeled,
                                       options: finetuneOptions, log: quiet ? { _ in } : log).run()
@@ -118,7 +122,7 @@ public struct DemoPipeline {
                             finetuned.report ?? ""))
 
         log("[6/7] evaluating the final classifier")
-        let classifier = try LoadedClassifier(path: finetuned.classifier!)
+        let classifier = try LoadedClassifier(path: finetuned.classifier!, context: context)
         let set = try LabeledSet(store: labeled, classes: classifier.classNames)
         let probabilities = try classifier.predict(store: labeled, indices: set.indices)
         let evaluation = ClassificationReport(truth: set.labels, predicted: probabilities.map(argmax), classNames: classifier.classNames)

@@ -4,6 +4,7 @@ import CryLabDSP
 import CryLabFeatures
 import CryLabMPI
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 /// How one `crylab finetune` run is carried out.
@@ -27,6 +28,8 @@ public struct FinetuneOptions: Sendable {
     public var test: FeatureStore?
     /// The test store's path, for the report.
     public var testPath: String?
+    /// Precision, threads and kernels for every model of the run.
+    public var context: ComputeContext = .default
 
     public init(output: URL) { self.output = output }
 }
@@ -354,6 +357,7 @@ public final class Finetuner {
         let configuration = ClassifierConfiguration(encoder: encoderConfiguration, encoderLevels: recipe.encoderLevels,
                                                     head: recipe.head.configuration, classes: classes, seed: training.seed)
         let model = try Model.classifier(configuration)
+        model.context = options.context
         if let pretrained {
             let names = Set(pretrained.layers.map(\.name))
             try model.copyWeights(from: pretrained, layerNames: model.layers.map(\.name).filter { names.contains($0) })

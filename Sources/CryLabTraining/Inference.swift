@@ -4,6 +4,7 @@ import CryLabCheckpoint
 import CryLabDSP
 import CryLabFeatures
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 /// One file's prediction: the mean over its windows, and each window's probabilities.
@@ -29,7 +30,8 @@ public struct LoadedClassifier {
     public let mean: Float
     public let std: Float
 
-    public init(path: String) throws {
+    /// The classifier in `path`, to run with `context`.
+    public init(path: String, context: ComputeContext = .default) throws {
         let format = try Checkpoint.describe(path).format
         guard format.hasPrefix(Checkpoint.formatName) else {
             throw RecipeError(file: path, message: """
@@ -45,6 +47,7 @@ public struct LoadedClassifier {
             throw RecipeError(file: path, message: "has no front end or class names in its metadata")
         }
         model = contents.model
+        model.context = context
         self.frontEnd = frontEnd
         classNames = contents.metadata.classNames
         mean = contents.metadata.normalization?.mean ?? 0

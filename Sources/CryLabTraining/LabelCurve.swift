@@ -3,6 +3,7 @@ import CryLabCheckpoint
 import CryLabFeatures
 import CryLabMPI
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 /// The models a label-efficiency curve compares, all on the same folds and the same label draws.
@@ -80,6 +81,9 @@ public struct LabelCurveOptions: Sendable {
     public var seed: UInt64 = 0
     /// The labeled store's path, as given (for the report).
     public var dataPath = ""
+
+    /// Precision, threads and kernels for every model of the run.
+    public var context: ComputeContext = .default
 
     public init(output: URL) { self.output = output }
 }
@@ -245,8 +249,10 @@ public final class LabelCurve {
 
     /// An encoder file; a Keras weights-only file is read as the pretraining recipe's encoder.
     func loadEncoder(_ path: String) throws -> EncoderFile {
-        try EncoderFile(path: path, kerasArchitecture: try pretrainRecipe.modelConfiguration(mels: store.mels, frames: store.frames),
-                        kerasLevels: pretrainRecipe.model.widths.count - 1)
+        let file = try EncoderFile(path: path, kerasArchitecture: try pretrainRecipe.modelConfiguration(mels: store.mels, frames: store.frames),
+                                   kerasLevels: pretrainRecipe.model.widths.count - 1)
+        file.model.context = options.context
+        return file
     }
 
     var folds: [Fold] {
@@ -394,7 +400,9 @@ public final class LabelCurve {
                                                        pool: options.pooling)
         }
         if options.models.contains(.randomFrozen) {
-            frozen[.randomFrozen] = pooledFeatures(encoder: try Model.encoder(configuration, levels: levels), set: set, batcher: batcher,
+            let randomEncoder = try Model.encoder(configuration, levels: levels)
+            randomEncoder.context = options.context
+            frozen[.randomFrozen] = pooledFeatures(encoder: randomEncoder, set: set, batcher: batcher,
                                                     batchSize: 64, pool: options.pooling)
         }
         if options.models.contains(.logMel) { frozen[.logMel] = bandFeatures }
@@ -405,6 +413,7 @@ public final class LabelCurve {
             finetuneOptions.encoderPath = model == .pretrainedFinetuned ? encoderPath : nil
             finetuneOptions.dataPath = options.dataPath
             finetuneOptions.quiet = true
+            finetuneOptions.context = options.context
             if model == .pretrainedFinetuned && encoderPath == nil { continue }
             finetuners[model] = try Finetuner(recipe: finetuneRecipe, recipeText: finetuneRecipeText, store: store,
                                               options: finetuneOptions, labeledSet: set, log: { _ in })
@@ -481,6 +490,7 @@ public final class LabelCurve {
         if let epochs = options.pretrainingEpochs { recipe.training.epochs = epochs }
         var pretrainOptions = PretrainOptions(output: folder)
         pretrainOptions.quiet = options.quiet
+        pretrainOptions.context = options.context
         log("  pretraining on \(pool.count) clips (\(Set(pool.groups).count) groups), \(recipe.training.epochs) epochs")
         let summary = try Pretrainer(recipe: recipe, recipeText: pretrainRecipeText, store: pool, options: pretrainOptions,
                                      log: { [log] line in log("  " + line) }).run()

@@ -3,6 +3,7 @@ import CryLabCheckpoint
 import CryLabDSP
 import CryLabFeatures
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 /// How one `crylab pretrain` run is carried out (the recipe says what is trained).
@@ -20,6 +21,9 @@ public struct PretrainOptions: Sendable {
     /// What the probe predicts: the class folders, or the age or gender in Donate-a-Cry file names.
     public var probeTarget = LabelSource.folder
     public var probeFolds = 5
+
+    /// Precision, threads and kernels for every model of the run.
+    public var context: ComputeContext = .default
 
     public init(output: URL) { self.output = output }
 }
@@ -105,6 +109,7 @@ public final class Pretrainer {
         let batcher = SpectrogramBatcher(store: store, frames: modelFrames, mean: stats.mean, std: stats.std)
         let configuration = try recipe.modelConfiguration(mels: store.mels, frames: store.frames)
         let model = try Model.uNet(configuration)
+        model.context = options.context
         let invarianceEncoder = recipe.objective.invariance.weight > 0 ? sharedEncoder(of: model, configuration: configuration) : nil
         let loop = TrainingLoop(model: model, training: training, clips: trainIndices.count, selection: .lowestLoss)
         loop.maxSteps = options.maxSteps
@@ -272,6 +277,7 @@ public final class Pretrainer {
     /// The encoder levels of the trained U-Net (all but the bottleneck), with its weights.
     func exportEncoder(from model: Model, configuration: UNetConfiguration) throws -> Model {
         let encoder = try Model.encoder(configuration, levels: configuration.depth)
+        encoder.context = model.context
         try encoder.copyWeights(from: model, layerNames: encoder.layers.map(\.name))
         return encoder
     }

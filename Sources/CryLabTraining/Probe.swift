@@ -18,9 +18,11 @@ func pooledFeatures(encoder: Model, set: LabeledSet, batcher: SpectrogramBatcher
 /// - Parameters:
 ///   - frames: the encoder's input width; longer clips are cut from their start.
 ///   - normalization: subtracted and divided before the encoder, as in pretraining.
+/// `randomWeights` runs with `encoder`'s compute context.
 public func linearProbe(encoder: Model, randomWeights: Model, store: FeatureStore, set: LabeledSet, source: LabelSource,
                         frames: Int, normalization: (mean: Float, std: Float), folds k: Int, seed: UInt64,
                         pool: EmbeddingPool = .meanStd, batchSize: Int = 32) -> ProbeResult {
+    randomWeights.context = encoder.context
     let folds = groupedStratifiedFolds(labels: set.labels, groups: set.groups, folds: k, seed: seed)
     let batcher = SpectrogramBatcher(store: store, frames: frames, mean: normalization.mean, std: normalization.std)
     func probe(_ model: Model, name: String) -> CrossValidationResult {

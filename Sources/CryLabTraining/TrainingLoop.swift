@@ -189,7 +189,7 @@ extension Model {
         let parameters = trainableParameters
         reduceGradients(parameters)
         if let clipNorm { clipGradientsByGlobalNorm(parameters, maxNorm: clipNorm) }
-        optimizer.step(parameters)
+        optimizer.step(parameters, threads: context.threads)
         return loss
     }
 }

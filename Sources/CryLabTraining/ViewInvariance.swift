@@ -89,5 +89,7 @@ public func sharedEncoder(of uNet: Model, configuration: UNetConfiguration) -> M
         if pools == configuration.depth { cut = index; break }
     }
     precondition(cut < uNet.nodes.count, "the U-Net has fewer than \(configuration.depth) pooling layers")
-    return Model(inputShape: uNet.inputShape, nodes: Array(uNet.nodes[..<cut]))
+    let encoder = Model(inputShape: uNet.inputShape, nodes: Array(uNet.nodes[..<cut]))
+    encoder.context = uNet.context
+    return encoder
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CryLabDSP
 import CryLabFeatures
 import CryLabNN
+import CryLabOneDNN
 import CryLabTraining
 import Foundation
 
@@ -32,8 +33,8 @@ func isFeatureStore(_ path: String) -> Bool {
 /// without a front end (a Keras `model.save`) takes a feature store's front end and
 /// normalisation; audio cannot be analysed for it.
 func loadEncoderAndData(encoder path: String, data: [String], threads: Int, quiet: Bool) throws -> (EncoderFile, FeatureStore) {
-    ComputeThreads.set(threads)
     var file = try EncoderFile(path: path, kerasArchitecture: .story, kerasLevels: 4)
+    file.model.context = ComputeContext(threads: threads)
     if let frontEnd = file.frontEnd {
         return (file, try loadData(data, frontEnd: frontEnd, unlabeled: false, threads: threads, quiet: quiet))
     }

@@ -24,7 +24,6 @@ struct DemoCommand: ParsableCommand {
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     func run() throws {
-        ComputeThreads.set(threads)
         let started = Date()
         let result = try DemoPipeline(folder: URL(fileURLWithPath: output), seed: seed, threads: threads).run()
         print("\nsummary (\(Int(Date().timeIntervalSince(started))) s):")

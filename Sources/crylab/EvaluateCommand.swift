@@ -2,6 +2,7 @@ import ArgumentParser
 import CryLabCheckpoint
 import CryLabFeatures
 import CryLabNN
+import CryLabOneDNN
 import CryLabTraining
 import Foundation
 
@@ -23,8 +24,7 @@ struct EvaluateCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        ComputeThreads.set(threads)
-        let classifier = try LoadedClassifier(path: model)
+        let classifier = try LoadedClassifier(path: model, context: ComputeContext(threads: threads))
         let store = try loadData([data], frontEnd: classifier.frontEnd, unlabeled: false, threads: threads, quiet: json)
         let set = try LabeledSet(store: store, classes: classifier.classNames)
         let probabilities = try classifier.predict(store: store, indices: set.indices)

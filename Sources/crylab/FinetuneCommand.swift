@@ -80,8 +80,6 @@ struct FinetuneCommand: DistributedCommand {
 
     func run(communicator: Communicator?) throws {
         let threads = threads ?? communicator?.defaultThreads ?? ProcessInfo.processInfo.activeProcessorCount
-        ComputeThreads.set(threads)
-        convolution.apply(quiet: quiet || (communicator?.rank ?? 0) != 0)
         // Every rank reads the recipe, the data and the encoder; one that cannot stops the whole job here.
         let finetuner = try onEveryRank(communicator) { try makeFinetuner(threads: threads, communicator: communicator) }
         let summary: FinetuneSummary
@@ -119,6 +117,7 @@ struct FinetuneCommand: DistributedCommand {
         if let folds { recipe.evaluation.folds = folds; recipe.evaluation.split = .groupedKFold }
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
+        let context = convolution.context(threads: threads, quiet: quiet || (communicator?.rank ?? 0) != 0)
         var frontEnd = recipe.frontEnd
         if let encoder, frontEnd == nil, !isFeatureStore(data) {
             // Audio is analysed with the encoder's own front end; a Keras file has none.
@@ -137,6 +136,7 @@ struct FinetuneCommand: DistributedCommand {
         options.encoderPath = encoder
         options.dataPath = data
         options.quiet = quiet
+        options.context = context
         options.resume = resume
         options.labelsPerClass = labelsPerClass
         options.draws = draws

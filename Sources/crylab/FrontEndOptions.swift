@@ -1,6 +1,7 @@
 import ArgumentParser
 import CryLabDSP
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 
 /// Front-end choices shared by every subcommand that turns audio into spectrograms.
@@ -100,17 +101,17 @@ struct ConvolutionOptions: ParsableArguments {
         }
     }
 
-    /// Sets the precision for the process; in `fast`, with the choices kept on this machine.
-    func apply(quiet: Bool) {
-        ConvolutionPrecision.set(precision)
-        guard precision == .fast else { return }
+    /// The compute context of a run with `threads`; in `fast`, with the choices kept on this machine.
+    func context(threads: Int, quiet: Bool) -> ComputeContext {
+        guard precision == .fast else { return ComputeContext(precision: precision, threads: threads) }
         let choices = FastModeChoices(file: FastModeChoices.defaultFile)
         if retimeFastMode { choices.forget() }
-        ConvolutionPrecision.setFastModeChoices(choices)
-        guard !quiet else { return }
+        let context = ComputeContext(precision: precision, threads: threads, fastModeChoices: choices)
+        guard !quiet else { return context }
         let message = choices.count > 0
             ? "fast mode: reusing \(choices.count) kernel choices timed earlier on this machine (\(choices.file.path)); --retime-fast-mode times them again\n"
             : "fast mode: the first step times the candidate kernels of each convolution; the choices are kept in \(choices.file.path)\n"
         FileHandle.standardError.write(Data(message.utf8))
+        return context
     }
 }

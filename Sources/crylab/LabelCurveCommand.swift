@@ -2,6 +2,7 @@ import ArgumentParser
 import CryLabFeatures
 import CryLabMPI
 import CryLabNN
+import CryLabOneDNN
 import CryLabTraining
 import Foundation
 
@@ -137,7 +138,6 @@ struct LabelCurveCommand: DistributedCommand {
     }
 
     func run(communicator: Communicator?) throws {
-        ComputeThreads.set(threads ?? communicator?.defaultThreads ?? ProcessInfo.processInfo.activeProcessorCount)
         // Every rank reads the recipes, the stores and the encoder; one that cannot stops the whole job here.
         let curve = try onEveryRank(communicator) { try makeCurve(communicator: communicator) }
         let result: LabelCurveResult
@@ -161,6 +161,7 @@ struct LabelCurveCommand: DistributedCommand {
         let (finetune, finetuneText) = try FinetuneRecipe.load(finetuneRecipe)
         let store = try FeatureStore.read(from: data)
         var options = LabelCurveOptions(output: URL(fileURLWithPath: output))
+        options.context = ComputeContext(threads: threads ?? communicator?.defaultThreads ?? ProcessInfo.processInfo.activeProcessorCount)
         options.labelsPerClass = try parsedK()
         options.draws = draws
         options.folds = folds

@@ -66,13 +66,13 @@ struct PretrainCommand: ParsableCommand {
         var (recipe, text) = try PretrainRecipe.load(self.recipe)
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
-        ComputeThreads.set(threads)
-        convolution.apply(quiet: quiet)
+        let context = convolution.context(threads: threads, quiet: quiet)
         let store = try loadData(data, frontEnd: recipe.frontEnd, unlabeled: true, threads: threads, quiet: quiet)
         var options = PretrainOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
         options.maxSteps = maxSteps
         options.resume = resume
         options.quiet = quiet
+        options.context = context
         if let probe {
             options.probe = try loadData([probe], frontEnd: recipe.frontEnd, unlabeled: false, threads: threads, quiet: quiet)
             options.probeClasses = probeClasses?.split(separator: ",").map(String.init)

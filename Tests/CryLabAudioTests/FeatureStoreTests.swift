@@ -206,3 +206,55 @@ struct FFmpegBatchTests {
         #expect(store.skipped.map(\.path) == ["upload-broken.caf"])
     }
 }
+
+@Suite("Reading some clips of a store")
+struct FeatureStoreReaderTests {
+    /// A store of `clips` clips of 3 mels x 4 frames whose every value names its clip, band and
+    /// frame (clip * 100 + band * 10 + frame), with labels, paths and groups that name the clip.
+    func numberedStore(clips: Int) -> FeatureStore {
+        var features: [Float] = []
+        for clip in 0..<clips { for band in 0..<3 { for frame in 0..<4 { features.append(Float(clip * 100 + band * 10 + frame)) } } }
+        return FeatureStore(frontEnd: .recommended, classNames: ["a", "b"], features: features, mels: 3, frames: 4,
+                            labels: (0..<clips).map { Int32($0 % 2) }, paths: (0..<clips).map { "clip\($0).wav" },
+                            groups: (0..<clips).map { "family\($0 / 3)" }, durations: (0..<clips).map(Double.init),
+                            sourceRates: Array(repeating: 8000, count: clips),
+                            normalization: NormalizationStats(mean: 1, std: 2), skipped: [(path: "bad.wav", reason: "empty")])
+    }
+
+    @Test("the clips asked for, in any order with repeats and runs, equal the whole store's subset, field by field",
+          arguments: [[5, 6, 7, 2, 2, 11, 0], [3], [], Array(0..<12), [11, 10, 9, 1]])
+    func someClips(clips: [Int]) throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let path = folder.file("store.h5").path
+        let whole = numberedStore(clips: 12)
+        try whole.write(to: path)
+        let reader = try FeatureStoreReader(path: path)
+        #expect(reader.count == 12 && reader.mels == 3 && reader.frames == 4)
+        let some = try reader.store(clips: clips)
+        let expected = try FeatureStore.read(from: path).subset(clips)
+        #expect(some.features == expected.features)
+        #expect(some.features.count == clips.count * 12)
+        if let first = clips.first { #expect(some.features[0] == Float(first * 100), "the first value names the first clip asked for") }
+        #expect(some.labels == expected.labels && some.paths == expected.paths && some.groups == expected.groups)
+        #expect(some.durations == expected.durations && some.sourceRates == expected.sourceRates)
+        #expect(some.normalization == expected.normalization && some.frontEnd == expected.frontEnd)
+        #expect(some.classNames == ["a", "b"] && some.skipped.map(\.path) == ["bad.wav"])
+        #expect(try reader.features(of: clips) == expected.features)
+    }
+
+    @Test("a clip past the end is an error naming the file, the dataset and the clip")
+    func pastTheEnd() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let path = folder.file("store.h5").path
+        try numberedStore(clips: 4).write(to: path)
+        let reader = try FeatureStoreReader(path: path)
+        #expect {
+            try reader.features(of: [1, 4])
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains(path) && text.contains("features") && text.contains("entry 4 was asked for") && text.contains("[4, 3, 4]")
+        }
+    }
+}

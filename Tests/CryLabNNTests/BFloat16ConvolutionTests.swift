@@ -1,10 +1,11 @@
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 import Testing
 
 /// `ConvolutionPrecision.bf16`: oneDNN convolutions on bfloat16 operands with fp32 accumulation.
 ///
-/// Every test scopes the precision to its own task with `withPrecision`, so the fp32 tests that run
+/// Every test computes with runtimes or contexts of its own precision, so the fp32 tests that run
 /// in parallel keep fp32.
 @Suite struct BFloat16ConvolutionTests {
     /// Whether the CPU has AVX512-BF16 instructions; without them oneDNN emulates bf16 or has no bf16 kernel.
@@ -19,17 +20,15 @@ import Testing
 
     @Test(arguments: ConvolutionCrossCheckTests.geometries)
     func bf16MatchesReferenceWithinBF16Tolerance(_ g: ConvolutionGeometry) {
-        ConvolutionPrecision.withPrecision(.bf16) {
-            ConvolutionCrossCheckTests().compare(DNNLConvolution.shared, g, tolerance: Self.bf16Tolerance)
-        }
+        ConvolutionCrossCheckTests().compare(oneDNN(.bf16), g, tolerance: Self.bf16Tolerance)
     }
 
     @Test(.enabled(if: cpuHasBF16, "this CPU lacks avx512_bf16 (see /proc/cpuinfo): oneDNN has no native bf16 kernels here"))
     func bf16SelectsBF16Kernels() {
         let g = ConvolutionGeometry(batch: 2, inputHeight: 16, inputWidth: 16, inputChannels: 16, outputChannels: 32,
                                     kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
-        let bf16 = ConvolutionPrecision.withPrecision(.bf16) { DNNLConvolution.shared.implementationNames(g) }
-        let fp32 = ConvolutionPrecision.withPrecision(.fp32) { DNNLConvolution.shared.implementationNames(g) }
+        let bf16 = oneDNN(.bf16).implementationNames(g)
+        let fp32 = oneDNN(.fp32).implementationNames(g)
         print("oneDNN implementations for \(g): bf16 \(bf16), fp32 \(fp32)")
         #expect(bf16.allSatisfy { $0.contains("bf16") }, "expected bf16 kernels for forward, backward-data, backward-weights, got \(bf16)")
         #expect(fp32.allSatisfy { !$0.contains("bf16") }, "fp32 must not pick bf16 kernels, got \(fp32)")
@@ -43,23 +42,20 @@ import Testing
     func fastRunsEachPassInTheChosenPrecision(_ g: ConvolutionGeometry) {
         let x = randomTensor(g.inputShape, seed: 31), kernel = randomTensor(g.kernelShape, seed: 32, scale: 0.3)
         let bias = randomTensor([g.outputChannels], seed: 33), dy = randomTensor(g.outputShape, seed: 34)
-        func run(_ precision: ConvolutionPrecision) -> (results: [[Float]], names: [String]) {
+        func run(_ precision: ConvolutionPrecision, candidates: FastModeCandidates = .all) -> (results: [[Float]], names: [String]) {
             var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: g.inputShape)
             var dk = Tensor(zeros: g.kernelShape), db = Tensor(zeros: [g.outputChannels])
-            let names = ConvolutionPrecision.withPrecision(precision) {
-                let dnnl = DNNLConvolution.shared
-                dnnl.forward(g, input: x.values, kernel: kernel.values, bias: bias.values, fuseReLU: true, output: &y.values)
-                dnnl.backwardData(g, outputGradient: dy.values, kernel: kernel.values, inputGradient: &dx.values)
-                dnnl.backwardWeights(g, input: x.values, outputGradient: dy.values, kernelGradient: &dk.values, biasGradient: &db.values)
-                return dnnl.implementationNames(g)
-            }
-            return ([y.values, dx.values, dk.values + db.values], names)
+            let dnnl = oneDNN(precision, candidates: candidates)
+            dnnl.forward(g, input: x.values, kernel: kernel.values, bias: bias.values, fuseReLU: true, output: &y.values)
+            dnnl.backwardData(g, outputGradient: dy.values, kernel: kernel.values, inputGradient: &dx.values)
+            dnnl.backwardWeights(g, input: x.values, outputGradient: dy.values, kernelGradient: &dk.values, biasGradient: &db.values)
+            return ([y.values, dx.values, dk.values + db.values], dnnl.implementationNames(g))
         }
         let fp32 = run(.fp32), bf16 = run(.bf16), fast = run(.fast)
         // The Winograd and blocked direct references: the fast mode pinned to each kind. (`.winograd`
         // itself leaves one-channel inputs to direct kernels, where the fast mode may still time Winograd fastest.)
-        let winograd = ConvolutionPrecision.withFastModeCandidates(.winograd) { run(.fast) }
-        let directBlocked = ConvolutionPrecision.withFastModeCandidates(.directBlocked) { run(.fast) }
+        let winograd = run(.fast, candidates: .winograd)
+        let directBlocked = run(.fast, candidates: .directBlocked)
         print("fast mode for \(g): \(fast.names) (fp32 \(fp32.names), bf16 \(bf16.names), winograd \(winograd.names), "
               + "direct blocked \(directBlocked.names))")
         for pass in 0..<3 {
@@ -80,20 +76,19 @@ import Testing
         let startKernel = randomTensor(g.kernelShape, seed: 5), startBias = randomTensor([g.outputChannels], seed: 6)
         func gradients(_ kernels: any ConvolutionKernels, combined: Bool) -> (dx: [Float], dk: [Float], db: [Float]) {
             var dx = Tensor(zeros: g.inputShape), dk = startKernel, db = startBias
-            ConvolutionPrecision.withPrecision(precision) {
-                if combined {
-                    kernels.backward(g, input: x.values, outputGradient: dy.values, kernel: kernel.values,
-                                     kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
-                } else {
-                    kernels.backwardWeights(g, input: x.values, outputGradient: dy.values, kernelGradient: &dk.values, biasGradient: &db.values)
-                    kernels.backwardData(g, outputGradient: dy.values, kernel: kernel.values, inputGradient: &dx.values)
-                }
+            if combined {
+                kernels.backward(g, input: x.values, outputGradient: dy.values, kernel: kernel.values,
+                                 kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
+            } else {
+                kernels.backwardWeights(g, input: x.values, outputGradient: dy.values, kernelGradient: &dk.values, biasGradient: &db.values)
+                kernels.backwardData(g, outputGradient: dy.values, kernel: kernel.values, inputGradient: &dx.values)
             }
             return (dx.values, dk.values, db.values)
         }
-        let combined = gradients(DNNLConvolution.shared, combined: true)
-        let separate = gradients(DNNLConvolution.shared, combined: false)
-        let reference = gradients(ReferenceConvolution(), combined: false)
+        let dnnl = oneDNN(precision)
+        let combined = gradients(dnnl, combined: true)
+        let separate = gradients(dnnl, combined: false)
+        let reference = gradients(reference, combined: false)
         let errors = [relativeError(combined.dx, reference.dx), relativeError(combined.dk, reference.dk), relativeError(combined.db, reference.db)]
         print("\(precision) combined backward vs reference: relative errors dx, dkernel, dbias \(errors)")
         #expect(errors.allSatisfy { $0 < (precision == .bf16 ? Self.bf16Tolerance : 1e-5) })
@@ -103,14 +98,11 @@ import Testing
 
         // Reusing the forward pass's bf16 copy of the input rounds it the same way: identical gradients.
         var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: g.inputShape), dk = startKernel, db = startBias
-        ConvolutionPrecision.withPrecision(precision) {
-            let dnnl = DNNLConvolution.shared
-            let kept = dnnl.forward(g, input: x.values, kernel: kernel.values, bias: nil, fuseReLU: false, output: &y.values,
-                                    keepingRoundedInput: true)
-            if precision == .fp32 { #expect(kept == nil, "fp32 must not make bf16 copies") }
-            dnnl.backward(g, input: x.values, roundedInput: kept, outputGradient: dy.values, reluOutput: nil, kernel: kernel.values,
-                          kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
-        }
+        let kept = dnnl.forward(g, input: x.values, kernel: kernel.values, bias: nil, fuseReLU: false, output: &y.values,
+                                keepingRoundedInput: true)
+        if precision == .fp32 { #expect(kept == nil, "fp32 must not make bf16 copies") }
+        dnnl.backward(g, input: x.values, roundedInput: kept, outputGradient: dy.values, reluOutput: nil, kernel: kernel.values,
+                      kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
         #expect(dx.values == combined.dx && dk.values == combined.dk && db.values == combined.db)
     }
 
@@ -123,15 +115,14 @@ import Testing
         let x = randomTensor(g.inputShape, seed: 1), kernel = randomTensor(g.kernelShape, seed: 2, scale: 0.3)
         let gradient = randomTensor(g.outputShape, seed: 4), reluOutput = randomTensor(g.outputShape, seed: 7)
         var masked = gradient
-        reluBackwardInPlace(gradient: &masked.values, output: reluOutput.values, count: masked.count)
+        reluBackwardInPlace(gradient: &masked.values, output: reluOutput.values, count: masked.count, threads: testThreads)
+        let dnnl = oneDNN(precision)
         func run(fused: Bool) -> [[Float]] {
             var dx = Tensor(zeros: g.inputShape), dk = randomTensor(g.kernelShape, seed: 5), db = randomTensor([g.outputChannels], seed: 6)
-            ConvolutionPrecision.withPrecision(precision) {
-                DNNLConvolution.shared.backward(
-                    g, input: x.values, roundedInput: nil, outputGradient: fused ? gradient.values : masked.values,
-                    reluOutput: fused ? reluOutput.values : nil, kernel: kernel.values,
-                    kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
-            }
+            dnnl.backward(
+                g, input: x.values, roundedInput: nil, outputGradient: fused ? gradient.values : masked.values,
+                reluOutput: fused ? reluOutput.values : nil, kernel: kernel.values,
+                kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
             return [dx.values, dk.values, db.values]
         }
         #expect(run(fused: true) == run(fused: false))
@@ -142,7 +133,8 @@ import Testing
         let gradient: [Float] = [1, 1 + 0x1p-8, 1 + 0x1p-8 + 0x1p-20, -3.3, .infinity, .nan, 5] + [Float](repeating: 0.1, count: 16)
         let output: [Float] = [1, 1, 1, 1, 1, 1, 0] + [Float](repeating: 1, count: 16)
         var rounded = [UInt16](repeating: 0, count: gradient.count)
-        rounded.withUnsafeMutableBytes { reluBackwardToBFloat16(gradient: gradient, output: output, count: gradient.count, into: $0.baseAddress!) }
+        rounded.withUnsafeMutableBytes { reluBackwardToBFloat16(gradient: gradient, output: output, count: gradient.count, into: $0.baseAddress!,
+                                                                 threads: testThreads) }
         let expected: [UInt16] = [0x3F80, 0x3F80, 0x3F81, 0xC053, 0x7F80, 0x7FC0, 0x0000] + [UInt16](repeating: 0x3DCD, count: 16)
         #expect(rounded == expected, "\(rounded.map { String($0, radix: 16) })")
     }
@@ -157,11 +149,12 @@ import Testing
         func run(_ precision: ConvolutionPrecision) -> [[Float]] {
             var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: x.shape)
             var dk = randomTensor(kernel.shape, seed: 25), db = randomTensor([16], seed: 26)
-            ConvolutionPrecision.withPrecision(precision) {
-                transposedConvolutionForward(g, input: x.values, kernel: kernel.values, bias: bias.values, output: &y.values)
-                transposedConvolutionBackward(g, input: x.values, kernel: kernel.values, outputGradient: dy.values,
-                                              inputGradient: &dx.values, kernelGradient: &dk.values, biasGradient: &db.values)
-            }
+            let context = ComputeContext(precision: precision)
+            transposedConvolutionForward(g, input: x.values, kernel: kernel.values, bias: bias.values, output: &y.values,
+                                         context: context)
+            transposedConvolutionBackward(g, input: x.values, kernel: kernel.values, outputGradient: dy.values,
+                                          inputGradient: &dx.values, kernelGradient: &dk.values, biasGradient: &db.values,
+                                          context: context)
             return [y.values, dx.values, dk.values, db.values]
         }
         let fp32 = run(.fp32), bf16 = run(.bf16)
@@ -179,19 +172,14 @@ import Testing
     func bf16MatrixProductsUseBF16Kernels() {
         // The three products of the story U-Net's last upsampling (64x64x64 -> 128x128x32, batch 32).
         let pixels = 32 * 64 * 64, patch = 2 * 2 * 32, channels = 64
+        let dnnl = oneDNN(.bf16)
         let names = [
-            DNNLConvolution.shared.matrixMultiplyImplementation(m: pixels, n: patch, k: channels, transposeA: false, transposeB: true),
-            DNNLConvolution.shared.matrixMultiplyImplementation(m: pixels, n: channels, k: patch, transposeA: false, transposeB: false),
-            DNNLConvolution.shared.matrixMultiplyImplementation(m: patch, n: channels, k: pixels, transposeA: true, transposeB: false),
+            dnnl.matrixMultiplyImplementation(m: pixels, n: patch, k: channels, transposeA: false, transposeB: true),
+            dnnl.matrixMultiplyImplementation(m: pixels, n: channels, k: patch, transposeA: false, transposeB: false),
+            dnnl.matrixMultiplyImplementation(m: patch, n: channels, k: pixels, transposeA: true, transposeB: false),
         ]
         print("oneDNN bf16 matmul implementations (forward, backward-data, backward-weights): \(names)")
         #expect(names.allSatisfy { $0?.contains("bf16") == true }, "\(names)")
-    }
-
-    @Test func precisionIsScopedToTheTask() {
-        #expect(ConvolutionPrecision.current == .fp32)
-        ConvolutionPrecision.withPrecision(.bf16) { #expect(ConvolutionPrecision.current == .bf16) }
-        #expect(ConvolutionPrecision.current == .fp32)
     }
 
     /// A small U-Net trained for 40 Adam steps from the same weights on the same data in fp32 and in
@@ -216,12 +204,11 @@ import Testing
         let target = Tensor(shape: [batch, side, side, 1], values: clean)
 
         func train(_ precision: ConvolutionPrecision) throws -> [Double] {
-            try ConvolutionPrecision.withPrecision(precision) {
-                let model = try Model.uNet(configuration)
-                let optimizer = Adam(schedule: .constant(3e-3))
-                return (0..<40).map { _ in
-                    optimizationStep(model, input: input, optimizer: optimizer) { meanSquaredError(prediction: $0, target: target) }
-                }
+            let model = try Model.uNet(configuration)
+            model.context = ComputeContext(precision: precision)
+            let optimizer = Adam(schedule: .constant(3e-3))
+            return (0..<40).map { _ in
+                optimizationStep(model, input: input, optimizer: optimizer) { meanSquaredError(prediction: $0, target: target) }
             }
         }
         let fp32 = try train(.fp32), bf16 = try train(.bf16), winograd = try train(.winograd), fast = try train(.fast)

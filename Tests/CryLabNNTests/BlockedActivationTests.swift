@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Testing
 
 /// Convolutions handing activations to the next convolution in oneDNN's nChw16c layout
@@ -22,8 +23,10 @@ import Testing
         return (Model(inputShape: [12, 12, 1], nodes: b.nodes), convolutions)
     }
 
-    func train(handOff: Bool) throws -> (losses: [Double], weights: [Tensor], layouts: [ActivationLayout]) {
+    /// Both runs of a comparison share `context`, so the fast mode times each pass once and both run its choice.
+    func train(handOff: Bool, context: ComputeContext) throws -> (losses: [Double], weights: [Tensor], layouts: [ActivationLayout]) {
         let (model, convolutions) = try model()
+        model.context = context
         model.passesBlockedActivations = handOff
         let optimizer = Adam(schedule: .constant(1e-2))
         let x = randomTensor([3, 12, 12, 1], seed: 8)
@@ -36,8 +39,9 @@ import Testing
 
     @Test(arguments: [ConvolutionPrecision.winograd, .fast])
     func handOffsGiveTheSameNumbers(_ precision: ConvolutionPrecision) throws {
-        try ConvolutionPrecision.withPrecision(precision) {
-            let blocked = try train(handOff: true), nhwc = try train(handOff: false)
+        let context = ComputeContext(precision: precision)
+        do {
+            let blocked = try train(handOff: true, context: context), nhwc = try train(handOff: false, context: context)
             print("blocked hand-offs (\(precision)): losses \(blocked.losses), layouts \(blocked.layouts)")
             #expect(blocked.losses == nhwc.losses)
             #expect(blocked.weights == nhwc.weights)
@@ -46,11 +50,9 @@ import Testing
             // Only convolutions whose forward pass runs Winograd write blocked, and never the 1x1's input.
             #expect(blocked.layouts[4] == .nhwc && blocked.layouts[5] == .nhwc)
             if precision == .winograd {
-                let names = ConvolutionPrecision.withPrecision(.winograd) {
-                    DNNLConvolution.shared.implementationNames(ConvolutionGeometry(
-                        batch: 3, inputHeight: 12, inputWidth: 12, inputChannels: 16, outputChannels: 16,
-                        kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same))
-                }
+                let names = context.oneDNN!.implementationNames(ConvolutionGeometry(
+                    batch: 3, inputHeight: 12, inputWidth: 12, inputChannels: 16, outputChannels: 16,
+                    kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same))
                 try #require(names[0].contains("wino"), "oneDNN has no Winograd forward for 16 -> 16 here: \(names)")
                 #expect(blocked.layouts[1] == .blocked16 && blocked.layouts[2] == .nhwc, "\(blocked.layouts)")
             }
@@ -61,17 +63,18 @@ import Testing
     /// last 3x3 hands its output on blocked, the first (one input channel) included, whose NHWC
     /// input the blocked pass reads where it lies.
     @Test func directBlockedPassesHandOffToo() throws {
-        try ConvolutionPrecision.withPrecision(.fast) {
-            try ConvolutionPrecision.withFastModeCandidates(.directBlocked) {
-                let blocked = try train(handOff: true), nhwc = try train(handOff: false)
+        let context = ComputeContext(precision: .fast, fastModeCandidates: .directBlocked)
+        do {
+            do {
+                let blocked = try train(handOff: true, context: context), nhwc = try train(handOff: false, context: context)
                 print("blocked hand-offs (direct, blocked): losses \(blocked.losses), layouts \(blocked.layouts)")
                 #expect(blocked.losses == nhwc.losses)
                 #expect(blocked.weights == nhwc.weights)
                 #expect(blocked.losses[2] < blocked.losses[0])
                 let g = ConvolutionGeometry(batch: 3, inputHeight: 12, inputWidth: 12, inputChannels: 16, outputChannels: 16,
                                             kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
-                try #require(DNNLConvolution.shared.takesBlockedInput(g, bias: true, relu: true).forward,
-                             "oneDNN prefers no 16-channel blocked layout here: \(DNNLConvolution.shared.implementationNames(g))")
+                try #require(context.oneDNN!.takesBlockedInput(g, bias: true, relu: true).forward,
+                             "oneDNN prefers no 16-channel blocked layout here: \(context.oneDNN!.implementationNames(g))")
                 #expect(blocked.layouts == [.blocked16, .blocked16, .blocked16, .blocked16, .nhwc, .nhwc])
             }
         }
@@ -79,8 +82,9 @@ import Testing
 
     /// Inference takes the same path; the model's output is NHWC either way.
     @Test func inferenceGivesTheSameOutput() throws {
-        try ConvolutionPrecision.withPrecision(.winograd) {
+        do {
             let (model, convolutions) = try model()
+            model.context = ComputeContext(precision: .winograd)
             let x = randomTensor([2, 12, 12, 1], seed: 3)
             _ = model.predict(x)  // prepares the passes: the plan looks at them
             let blocked = model.predict(x)
@@ -99,14 +103,14 @@ import Testing
     /// Winograd (`.winograd`), or direct kernels in oneDNN's blocked layout (`.fast` pinned to them).
     @Test(arguments: [1, 2], [ConvolutionPrecision.winograd, .fast])
     func blockedOperandsGiveTheNHWCResults(_ stride: Int, _ precision: ConvolutionPrecision) {
-        ConvolutionPrecision.withPrecision(precision) { ConvolutionPrecision.withFastModeCandidates(.directBlocked) {
+        do {
             let g = ConvolutionGeometry(batch: 2, inputHeight: 10, inputWidth: 9, inputChannels: 32, outputChannels: 16,
                                         kernelHeight: 3, kernelWidth: 3, stride: stride, padding: .same)
             let x = randomTensor(g.inputShape, seed: 1), kernel = randomTensor(g.kernelShape, seed: 2, scale: 0.2)
             let bias = randomTensor([16], seed: 3), dy = randomTensor(g.outputShape, seed: 4)
-            let dnnl = DNNLConvolution.shared
+            let dnnl = oneDNN(precision, candidates: .directBlocked)
             func run(_ layout: ActivationLayout) -> (y: Tensor, dx: Tensor, dk: [Float], db: [Float], outputLayout: ActivationLayout) {
-                let input = x.converted(to: layout), gradient = dy.converted(to: layout)
+                let input = x.converted(to: layout, threads: testThreads), gradient = dy.converted(to: layout, threads: testThreads)
                 var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: g.inputShape)
                 var dk = [Float](repeating: 0, count: kernel.count), db = [Float](repeating: 0, count: 16)
                 let written = dnnl.forward(g, input: input.values, inputLayout: layout, kernel: kernel.values, bias: bias.values,
@@ -127,11 +131,11 @@ import Testing
             let blockedForward = dnnl.takesBlockedInput(g, bias: true, relu: false).forward
             #expect(blockedForward == (precision == .fast || names[0].contains("wino")))
             #expect(blocked.outputLayout == (blockedForward ? .blocked16 : .nhwc))
-            #expect(blocked.y.converted(to: .nhwc) == nhwc.y)
-            #expect(blocked.dx.converted(to: .nhwc) == nhwc.dx)
+            #expect(blocked.y.converted(to: .nhwc, threads: testThreads) == nhwc.y)
+            #expect(blocked.dx.converted(to: .nhwc, threads: testThreads) == nhwc.dx)
             #expect(blocked.dk == nhwc.dk && blocked.db == nhwc.db)
             #expect(maxAbs(nhwc.dx.values) > 0 && maxAbs(nhwc.dk) > 0)
-        } }
+        }
     }
 
     /// One input channel: oneDNN's blocked direct kernels take it as plain NCHW, NHWC's bytes, and
@@ -141,22 +145,19 @@ import Testing
                                     kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
         let x = randomTensor(g.inputShape, seed: 11), kernel = randomTensor(g.kernelShape, seed: 12, scale: 0.3)
         let bias = randomTensor([32], seed: 13), dy = randomTensor(g.outputShape, seed: 14)
-        let dnnl = DNNLConvolution.shared
-        func run(blocked: Bool) -> (y: Tensor, dk: [Float], db: [Float], written: ActivationLayout) {
+        func run(_ dnnl: DNNLConvolution, blocked: Bool) -> (y: Tensor, dk: [Float], db: [Float], written: ActivationLayout) {
             var y = Tensor(zeros: g.outputShape)
             var dk = [Float](repeating: 0, count: kernel.count), db = [Float](repeating: 0, count: 32)
             y.layout = dnnl.forward(g, input: x.values, inputLayout: .nhwc, kernel: kernel.values, bias: bias.values,
                                     fuseReLU: true, output: &y.values, allowingBlockedOutput: blocked, keepingRoundedInput: false).layout
-            let gradient = dy.converted(to: y.layout)
+            let gradient = dy.converted(to: y.layout, threads: testThreads)
             dnnl.backward(g, input: x.values, inputLayout: .nhwc, roundedInput: nil, outputGradient: gradient.values,
                           outputLayout: y.layout, reluOutput: nil, kernel: kernel.values, kernelGradient: &dk,
                           biasGradient: &db, inputGradient: nil)
-            return (y.converted(to: .nhwc), dk, db, y.layout)
+            return (y.converted(to: .nhwc, threads: testThreads), dk, db, y.layout)
         }
-        let reference = run(blocked: false)
-        let blocked = ConvolutionPrecision.withPrecision(.fast) {
-            ConvolutionPrecision.withFastModeCandidates(.directBlocked) { run(blocked: true) }
-        }
+        let reference = run(oneDNN(.fp32), blocked: false)
+        let blocked = run(oneDNN(.fast, candidates: .directBlocked), blocked: true)
         print("one-channel blocked direct pass: output written \(blocked.written)")
         #expect(reference.written == .nhwc && blocked.written == .blocked16)
         #expect(relativeError(blocked.y.values, reference.y.values) < 1e-5)
@@ -166,16 +167,16 @@ import Testing
 
     @Test func conversionsRoundTrip() {
         let x = randomTensor([2, 3, 5, 48], seed: 6)
-        let blocked = x.converted(to: .blocked16)
+        let blocked = x.converted(to: .blocked16, threads: testThreads)
         #expect(blocked.layout == .blocked16 && blocked.values != x.values)
         // Value (n, y, x, c) sits at (((n * 3 + c / 16) * 3 + y) * 5 + x) * 16 + c % 16.
         let (n, row, column, channel) = (1, 1, 4, 39)
         let blockedIndex: Int = (((n * 3 + channel / 16) * 3 + row) * 5 + column) * 16 + channel % 16
         let nhwcIndex: Int = ((n * 3 + row) * 5 + column) * 48 + channel
         #expect(blocked.values[blockedIndex] == x.values[nhwcIndex])
-        #expect(blocked.converted(to: .nhwc) == x)
-        let parts = splitChannels(blocked, widths: [16, 32], layouts: [.nhwc, .blocked16])
-        #expect(concatenateChannels(parts, layout: .nhwc) == x)
+        #expect(blocked.converted(to: .nhwc, threads: testThreads) == x)
+        let parts = splitChannels(blocked, widths: [16, 32], layouts: [.nhwc, .blocked16], threads: testThreads)
+        #expect(concatenateChannels(parts, layout: .nhwc, threads: testThreads) == x)
     }
 }
 
@@ -183,11 +184,13 @@ import Testing
 /// joins an NHWC upsampling with a blocked skip into a blocked output, and the skip's gradient
 /// sums a blocked pooling gradient with a blocked concatenation one.
 @Suite struct BlockedUNetTests {
-    func train(handOff: Bool, precision: ConvolutionPrecision, batchNormalization: Bool = false) throws
+    /// Both runs of a comparison share `context`, so the fast mode times each pass once and both run its choice.
+    func train(handOff: Bool, context: ComputeContext, batchNormalization: Bool = false) throws
         -> (losses: [Double], weights: [Tensor], layouts: [String: ActivationLayout]) {
-        try ConvolutionPrecision.withPrecision(precision) {
+        do {
             let model = try Model.uNet(UNetConfiguration(inputShape: [16, 16, 1], widths: [16, 32, 48],
                                                          batchNormalization: batchNormalization, seed: 7))
+            model.context = context
             model.passesBlockedActivations = handOff
             let optimizer = Adam(schedule: .constant(3e-3))
             let x = randomTensor([2, 16, 16, 1], seed: 4)
@@ -211,7 +214,8 @@ import Testing
 
     @Test(arguments: [ConvolutionPrecision.winograd, .fast])
     func poolingAndConcatenationHandOffsGiveTheSameNumbers(_ precision: ConvolutionPrecision) throws {
-        let blocked = try train(handOff: true, precision: precision), nhwc = try train(handOff: false, precision: precision)
+        let context = ComputeContext(precision: precision)
+        let blocked = try train(handOff: true, context: context), nhwc = try train(handOff: false, context: context)
         let blockedNames = blocked.layouts.filter { $0.value == .blocked16 }.keys.sorted()
         print("U-Net blocked hand-offs (\(precision)): losses \(blocked.losses); blocked outputs \(blockedNames)")
         #expect(blocked.losses == nhwc.losses)
@@ -232,8 +236,9 @@ import Testing
     /// recipe), both pass blocked tensors on; still bit for bit. (The first convolution, of one
     /// input channel, runs direct in `.winograd` and writes NHWC.)
     @Test func batchNormalizationHandOffsGiveTheSameNumbers() throws {
-        let blocked = try train(handOff: true, precision: .winograd, batchNormalization: true)
-        let nhwc = try train(handOff: false, precision: .winograd, batchNormalization: true)
+        let context = ComputeContext(precision: .winograd)
+        let blocked = try train(handOff: true, context: context, batchNormalization: true)
+        let nhwc = try train(handOff: false, context: context, batchNormalization: true)
         let blockedNames = blocked.layouts.filter { $0.value == .blocked16 }.keys.sorted()
         print("BatchNorm U-Net blocked hand-offs: losses \(blocked.losses); blocked outputs \(blockedNames)")
         #expect(blocked.losses == nhwc.losses)

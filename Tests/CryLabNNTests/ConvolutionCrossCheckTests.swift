@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Testing
 
 /// oneDNN's convolution passes against the portable im2col + sgemm reference, on random tensors.
@@ -20,15 +21,15 @@ import Testing
 
     @Test(arguments: geometries)
     func oneDNNMatchesReference(_ g: ConvolutionGeometry) {
-        compare(DNNLConvolution.shared, g)
+        compare(oneDNN(.fp32), g)
     }
 
     /// The sgemm path that replaces oneDNN for 1x1 stride-1 convolutions.
     @Test func pointwiseMatchesReference() {
         let g = ConvolutionGeometry(batch: 2, inputHeight: 6, inputWidth: 5, inputChannels: 32, outputChannels: 1,
                                     kernelHeight: 1, kernelWidth: 1, stride: 1, padding: .same)
-        #expect(PointwiseConvolution.handles(g) && ConvolutionBackend.oneDNN.kernels(for: g) is PointwiseConvolution)
-        compare(PointwiseConvolution(), g)
+        #expect(PointwiseConvolution.handles(g) && ComputeContext.default.backend.convolutionKernels(for: g) is PointwiseConvolution)
+        compare(PointwiseConvolution(matrices: oneDNN(.fp32), threads: testThreads), g)
     }
 
     /// `tolerance` bounds `relativeError` of every pass; 1e-5 suits fp32 (only summation order differs).
@@ -37,7 +38,6 @@ import Testing
         let kernel = randomTensor(g.kernelShape, seed: 2, scale: 0.3)
         let bias = randomTensor([g.outputChannels], seed: 3)
         let dy = randomTensor(g.outputShape, seed: 4)
-        let reference = ReferenceConvolution()
 
         for relu in [false, true] {
             var a = Tensor(zeros: g.outputShape), b = Tensor(zeros: g.outputShape)
@@ -73,14 +73,15 @@ import Testing
                                     kernelHeight: 3, kernelWidth: 3, stride: 1, padding: .same)
         let x = randomTensor(g.inputShape, seed: 1), k = randomTensor(g.kernelShape, seed: 2)
         var y = Tensor(zeros: g.outputShape)
-        DNNLConvolution.shared.forward(g, input: x.values, kernel: k.values, bias: nil, fuseReLU: false, output: &y.values)
-        let before = DNNLConvolution.shared.cachedPrimitiveCount
+        let dnnl = oneDNN(.fp32)
+        dnnl.forward(g, input: x.values, kernel: k.values, bias: nil, fuseReLU: false, output: &y.values)
+        let before = dnnl.cachedPrimitiveCount
         for _ in 0..<3 {
-            DNNLConvolution.shared.forward(g, input: x.values, kernel: k.values, bias: nil, fuseReLU: false, output: &y.values)
+            dnnl.forward(g, input: x.values, kernel: k.values, bias: nil, fuseReLU: false, output: &y.values)
         }
-        // Other tests may add their own shapes concurrently, but never this one again.
-        #expect(DNNLConvolution.shared.cachedPrimitiveCount >= before)
-        let names = DNNLConvolution.shared.implementationNames(g)
+        // A runtime of the test's own: the same shape again makes no new primitive.
+        #expect(dnnl.cachedPrimitiveCount == before)
+        let names = dnnl.implementationNames(g)
         print("oneDNN implementations for \(g): \(names)")
         #expect(names.allSatisfy { !$0.isEmpty && $0 != "?" })
     }

@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 import Testing
 
@@ -20,9 +21,7 @@ import Testing
     }
 
     func implementations(_ g: ConvolutionGeometry, _ choices: FastModeChoices) -> [String] {
-        ConvolutionPrecision.withFastModeChoices(choices) {
-            ConvolutionPrecision.withPrecision(.fast) { DNNLConvolution.shared.implementationNames(g) }
-        }
+        oneDNN(.fast, choices: choices).implementationNames(g)
     }
 
     /// The kind of pass an implementation name reports.

@@ -124,7 +124,7 @@ func compare(_ ours: Tensor, _ keras: Tensor, _ what: String, tolerance: Double 
         print("Keras parity cross-entropy loss: \(loss.value) vs \(kerasLoss)")
         #expect(abs(loss.value - kerasLoss) / kerasLoss < 1e-5)
         guard case let .logits(dz) = loss.gradient else { Issue.record("expected a logits gradient"); return }
-        let dx = dense.backward(preActivationGradient: dz, needsInputGradients: true)
+        let dx = dense.backward(preActivationGradient: dz, needsInputGradients: true, context: .default)
         compare(dx[0], f.tensor("cross_entropy/input_gradient"), "cross-entropy d input")
         compare(dense.kernel.gradient!, f.tensor("cross_entropy/kernel_gradient"), "cross-entropy d kernel")
     }

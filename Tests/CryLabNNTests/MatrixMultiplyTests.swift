@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Testing
 
 /// The fp32 products of `matrixMultiply`: oneDNN's sgemm and its matmul primitive, both against
@@ -28,21 +29,22 @@ import Testing
         }
         let beta: Float = c.accumulate ? 1 : 0
         let reference = product {
-            openBLASMatrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b,
+            openBLASMatrixMultiply(threads: testThreads, m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b,
                                    transposeB: c.transposeB, c: $0, beta: beta)
         }
+        let dnnl = oneDNN(.fp32)
         var ranMatmul = false
         let matmul = product {
-            ranMatmul = DNNLConvolution.shared.floatMatrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b,
+            ranMatmul = dnnl.floatMatrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b,
                                                                    transposeB: c.transposeB, c: $0, accumulate: c.accumulate)
         }
         let viaMethod = product {
-            matrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b, transposeB: c.transposeB,
-                           c: $0, beta: beta, method: .matmul)
+            dnnl.matrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b,
+                                                  transposeB: c.transposeB, c: $0, beta: beta, method: .matmul)
         }
         let sgemm = product {
-            matrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b, transposeB: c.transposeB,
-                           c: $0, beta: beta)
+            dnnl.matrixMultiply(m: c.m, n: c.n, k: c.k, a: a, transposeA: c.transposeA, b: b,
+                                                  transposeB: c.transposeB, c: $0, beta: beta)
         }
         #expect(ranMatmul, "oneDNN has an fp32 matmul kernel for every shape here (not only reference loops)")
         #expect(viaMethod == matmul, "method: .matmul must run the matmul primitive")

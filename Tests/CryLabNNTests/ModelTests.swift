@@ -185,7 +185,7 @@ import Testing
             p.zeroGradient()
             let layerGradient = Tensor(shape: [2], values: g)
             p.addToGradient(layerGradient)
-            adam.step([p])
+            adam.step([p], threads: testThreads)
             let alpha = 1e-3 * (1 - pow(0.999, Double(t))).squareRoot() / (1 - pow(0.9, Double(t)))
             for i in 0..<2 {
                 m[i] += (Double(g[i]) - m[i]) * 0.1
@@ -201,14 +201,14 @@ import Testing
         let p = Parameter(name: "w", value: Tensor(shape: [1], values: [2]))
         p.addToGradient(Tensor(shape: [1], values: [0]))
         let adamW = Adam.adamW(schedule: .constant(0.1), weightDecay: 0.5)
-        adamW.step([p])
+        adamW.step([p], threads: testThreads)
         #expect(abs(p.value.values[0] - 2 * (1 - 0.05)) < 1e-6)  // zero gradient: decay only
 
         let q = Parameter(name: "w", value: Tensor(shape: [1], values: [1]))
         let sgd = SGD(schedule: .constant(0.1), momentum: 0.9)
         q.addToGradient(Tensor(shape: [1], values: [1]))
-        sgd.step([q])  // velocity -0.1 -> 0.9
-        sgd.step([q])  // velocity -0.19 -> 0.71
+        sgd.step([q], threads: testThreads)  // velocity -0.1 -> 0.9
+        sgd.step([q], threads: testThreads)  // velocity -0.19 -> 0.71
         #expect(abs(q.value.values[0] - 0.71) < 1e-6)
     }
 

@@ -1,21 +1,24 @@
 import Foundation
 import CryLabNN
+import CryLabOneDNN
 import Testing
 
 /// Element-wise and per-channel kernels on tensors large enough to be split across threads
 /// (the gradient checks use small ones, which run in one chunk), against plain Double loops.
 @Suite struct ParallelKernelTests {
+    /// Two threads, so that the kernels below split their work in two.
+    let context = ComputeContext(threads: 2)
+
     /// 4 x 64 x 64 x 16: 262,144 values, two chunks of rows with two threads.
     @Test func batchNormalizationSplitAcrossThreads() throws {
-        ComputeThreads.set(2)
         let (rows, channels) = (4 * 64 * 64, 16)
         let x = randomTensor([4, 64, 64, channels], seed: 1, scale: 3)
         let dy = randomTensor(x.shape, seed: 2)
         let layer = BatchNormalization(channels: channels)
         try layer.gamma.assign(Tensor(shape: [channels], values: (0..<channels).map { 0.5 + Float($0) / 16 }))
         try layer.beta.assign(Tensor(shape: [channels], values: (0..<channels).map { Float($0) / 8 - 1 }))
-        let y = layer.forward([x], training: true)
-        let dx = layer.backward(dy, needsInputGradients: true)[0]
+        let y = layer.forward([x], training: true, context: context)
+        let dx = layer.backward(dy, needsInputGradients: true, context: context)[0]
 
         // Reference: the textbook formulas in Double.
         var mean = [Double](repeating: 0, count: channels), variance = mean
@@ -52,15 +55,14 @@ import Testing
     /// (Each channel's sums visit its values in the same order and chunks in both layouts; the
     /// Double sums of float32 values are near exact anyway, so this checks the indexing.)
     @Test func batchNormalizationInBlockedLayoutMatchesNHWC() {
-        ComputeThreads.set(2)
         // 184,320 values: two chunks of 1,920 pixels, the split inside the second image.
         let x = randomTensor([3, 32, 40, 48], seed: 3, scale: 2), dy = randomTensor([3, 32, 40, 48], seed: 4)
         func run(_ layout: ActivationLayout) -> (y: Tensor, dx: Tensor, gradients: [Tensor?], moving: [Tensor]) {
             let layer = BatchNormalization(channels: 48)
-            let y = layer.forward([x.converted(to: layout)], training: true)
-            let dx = layer.backward(dy.converted(to: layout), needsInputGradients: true)[0]
+            let y = layer.forward([x.converted(to: layout, threads: 2)], training: true, context: context)
+            let dx = layer.backward(dy.converted(to: layout, threads: 2), needsInputGradients: true, context: context)[0]
             #expect(y.layout == layout && dx.layout == layout)
-            return (y.converted(to: .nhwc), dx.converted(to: .nhwc), [layer.gamma.gradient, layer.beta.gradient],
+            return (y.converted(to: .nhwc, threads: 2), dx.converted(to: .nhwc, threads: 2), [layer.gamma.gradient, layer.beta.gradient],
                     [layer.movingMean.value, layer.movingVariance.value])
         }
         let nhwc = run(.nhwc), blocked = run(.blocked16)
@@ -73,13 +75,12 @@ import Testing
     /// 2 x 128 x 128 x 16 (two chunks of 16-value blocks) and 3 x 5 x 7 (a tail of 9 values).
     @Test(arguments: [[2, 128, 128, 16], [1, 3, 5, 7]])
     func reluSplitAcrossThreads(_ shape: [Int]) {
-        ComputeThreads.set(2)
         let x = randomTensor(shape, seed: 5)
-        let y = ReLU().forward([x], training: false)
+        let y = ReLU().forward([x], training: false, context: context)
         #expect(y.values == x.values.map { $0 < 0 ? 0 : $0 })
         #expect(x.values.contains { $0 < 0 }, "the input must have negatives for the test to mean anything")
         var z = x
-        Activation.relu.apply(&z)
+        Activation.relu.apply(&z, threads: 2)
         #expect(z == y)
     }
 
@@ -87,7 +88,6 @@ import Testing
     /// of 5: the bits of the element-by-element formula, over three steps.
     @Test(arguments: [Float(0), 0.004])
     func adamSplitAcrossThreads(_ weightDecay: Float) {
-        ComputeThreads.set(2)
         let count = 2 * 8_192 * 16 + 5
         let start = randomTensor([count], seed: 21), gradients = (0..<3).map { randomTensor([count], seed: 22 + UInt64($0), scale: 0.1) }
         let parameter = Parameter(name: "kernel", value: start)
@@ -96,7 +96,7 @@ import Testing
         for (step, gradient) in gradients.enumerated() {
             parameter.zeroGradient()
             parameter.addToGradient(gradient)
-            adam.step([parameter])
+            adam.step([parameter], threads: 2)
             let t = Float(step + 1), lr: Float = 1e-2
             let alpha = lr * (1 - pow(Float(0.999), t)).squareRoot() / (1 - pow(Float(0.9), t))
             let decay = weightDecay * lr
@@ -116,13 +116,12 @@ import Testing
     /// chunks): the bias gradient summed while gathering is the Double sum of the masked output
     /// gradient.
     @Test func transposedConvolutionBiasGradientSplitAcrossThreads() {
-        ComputeThreads.set(2)
         var generator = SeededGenerator(seed: 41)
         let layer = Conv2DTranspose(inputChannels: 8, filters: 5, kernelSize: 2, stride: 2, activation: .relu, generator: &generator)
         let x = randomTensor([2, 16, 16, 8], seed: 42), dy = randomTensor([2, 32, 32, 5], seed: 43)
-        let y = layer.forward([x], training: true)
+        let y = layer.forward([x], training: true, context: context)
         layer.bias!.zeroGradient()
-        _ = layer.backward(dy, needsInputGradients: true)
+        _ = layer.backward(dy, needsInputGradients: true, context: context)
         var expected = [Double](repeating: 0, count: 5)
         for (i, g) in dy.values.enumerated() where y.values[i] > 0 { expected[i % 5] += Double(g) }
         let bias = layer.bias!.gradient!.values
@@ -134,10 +133,9 @@ import Testing
     /// values with many ties (the first maximum in window order wins); then the threaded scatter
     /// of the backward pass into a gradient holding another share.
     @Test func pooling2x2SixteenLanesAndThreadedScatter() {
-        ComputeThreads.set(2)
         let shape = [4, 64, 34, 32]
         let x = Tensor(shape: shape, values: randomTensor(shape, seed: 61).values.map { ($0 * 3).rounded() })
-        let (y, argmax) = maxPool2DForward(x, pool: 2, stride: 2, padding: .valid)
+        let (y, argmax) = maxPool2DForward(x, pool: 2, stride: 2, padding: .valid, threads: 2)
         var expected = [Float](), positions = [Int32]()
         for b in 0..<4 { for oy in 0..<32 { for ox in 0..<17 { for c in 0..<32 {
             var best = -Float.infinity, at = 0
@@ -151,7 +149,7 @@ import Testing
         #expect(y.values == expected && argmax == positions)
         let dy = randomTensor(y.shape, seed: 62), share = randomTensor(shape, seed: 63)
         var threaded = share, serial = share.values
-        maxPool2DScatterAdd(dy, argmax: argmax, into: &threaded, windowsOverlap: false)
+        maxPool2DScatterAdd(dy, argmax: argmax, into: &threaded, windowsOverlap: false, threads: 2)
         for (i, g) in dy.values.enumerated() { serial[Int(argmax[i])] += g }
         #expect(threaded.values == serial)
     }

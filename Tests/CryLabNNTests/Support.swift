@@ -1,4 +1,6 @@
 import CryLabNN
+import CryLabOneDNN
+import Foundation
 import Testing
 
 /// Uniform random values in [-scale, scale) from a fixed seed.
@@ -224,3 +226,16 @@ func checkModelGradients(_ model: Model, input: Tensor, label: String, loss: (Te
           + "(relative \(forward.error)), worst gradient error \(worst.error) in \(worst.name)")
     return worst.error
 }
+
+/// The threads tests compute with: every core, as `ComputeContext.default`.
+let testThreads = ProcessInfo.processInfo.activeProcessorCount
+
+/// A oneDNN runtime of its own in `precision` (in `.fast`, choosing among `candidates`, with
+/// `choices` if given): what a `ComputeContext` of these settings computes with.
+func oneDNN(_ precision: ConvolutionPrecision, candidates: FastModeCandidates = .all,
+            choices: FastModeChoices? = nil) -> DNNLConvolution {
+    DNNLConvolution(precision: precision, threads: testThreads, fastModeCandidates: candidates, fastModeChoices: choices)
+}
+
+/// The reference convolution with the tests' threads.
+let reference = ReferenceConvolution(threads: testThreads)

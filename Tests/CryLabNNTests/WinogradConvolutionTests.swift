@@ -1,4 +1,5 @@
 import CryLabNN
+import CryLabOneDNN
 import Foundation
 import Testing
 
@@ -31,12 +32,10 @@ import Testing
     @Test(.enabled(if: cpuHasAVX512, "this CPU lacks AVX-512 (avx512f in /proc/cpuinfo): oneDNN has no Winograd kernels here"),
           arguments: eligible)
     func winogradMatchesReference(_ g: ConvolutionGeometry) {
-        let names = ConvolutionPrecision.withPrecision(.winograd) { DNNLConvolution.shared.implementationNames(g) }
+        let names = oneDNN(.winograd).implementationNames(g)
         print("oneDNN implementations for \(g) in winograd: \(names)")
         #expect(names.allSatisfy { $0.contains("wino") }, "expected Winograd kernels for all three passes, got \(names)")
-        ConvolutionPrecision.withPrecision(.winograd) {
-            ConvolutionCrossCheckTests().compare(DNNLConvolution.shared, g, tolerance: Self.tolerance)
-        }
+        ConvolutionCrossCheckTests().compare(oneDNN(.winograd), g, tolerance: Self.tolerance)
     }
 
     /// Shapes Winograd cannot take (stride 2, 5x5, 1x1 and 7x7 kernels) run direct fp32: the same
@@ -48,12 +47,10 @@ import Testing
         let dy = randomTensor(g.outputShape, seed: 43)
         func run(_ precision: ConvolutionPrecision) -> [[Float]] {
             var y = Tensor(zeros: g.outputShape), dx = Tensor(zeros: g.inputShape), dk = Tensor(zeros: g.kernelShape)
-            let kernels = ConvolutionBackend.oneDNN.kernels(for: g)
-            ConvolutionPrecision.withPrecision(precision) {
-                kernels.forward(g, input: x.values, kernel: kernel.values, bias: nil, fuseReLU: true, output: &y.values)
-                kernels.backward(g, input: x.values, outputGradient: dy.values, kernel: kernel.values,
-                                 kernelGradient: &dk.values, biasGradient: nil, inputGradient: &dx.values)
-            }
+            let kernels = ComputeContext(precision: precision).backend.convolutionKernels(for: g)
+            kernels.forward(g, input: x.values, kernel: kernel.values, bias: nil, fuseReLU: true, output: &y.values)
+            kernels.backward(g, input: x.values, outputGradient: dy.values, kernel: kernel.values,
+                             kernelGradient: &dk.values, biasGradient: nil, inputGradient: &dx.values)
             return [y.values, dx.values, dk.values]
         }
         let same = run(.winograd) == run(.fp32)
@@ -69,10 +66,10 @@ import Testing
         let x = randomTensor(g.inputShape, seed: 1), kernel = randomTensor(g.kernelShape, seed: 2, scale: 0.3)
         let gradient = randomTensor(g.outputShape, seed: 4), reluOutput = randomTensor(g.outputShape, seed: 7)
         var masked = gradient
-        reluBackwardInPlace(gradient: &masked.values, output: reluOutput.values, count: masked.count)
+        reluBackwardInPlace(gradient: &masked.values, output: reluOutput.values, count: masked.count, threads: testThreads)
         let startKernel = randomTensor(g.kernelShape, seed: 5), startBias = randomTensor([g.outputChannels], seed: 6)
-        ConvolutionPrecision.withPrecision(.winograd) {
-            let dnnl = DNNLConvolution.shared
+        do {
+            let dnnl = oneDNN(.winograd)
             var dx = Tensor(zeros: g.inputShape), dk = startKernel, db = startBias
             dnnl.backward(g, input: x.values, roundedInput: nil, outputGradient: gradient.values, reluOutput: reluOutput.values,
                           kernel: kernel.values, kernelGradient: &dk.values, biasGradient: &db.values, inputGradient: &dx.values)
@@ -83,9 +80,9 @@ import Testing
             #expect(dx.values == dxSeparate.values && dk.values == dkSeparate.values && db.values == dbSeparate.values)
             // And both against the reference, so neither can be wrong the same way.
             var dxReference = Tensor(zeros: g.inputShape), dkReference = startKernel, dbReference = startBias
-            ReferenceConvolution().backward(g, input: x.values, outputGradient: masked.values, kernel: kernel.values,
-                                            kernelGradient: &dkReference.values, biasGradient: &dbReference.values,
-                                            inputGradient: &dxReference.values)
+            reference.backward(g, input: x.values, outputGradient: masked.values, kernel: kernel.values,
+                               kernelGradient: &dkReference.values, biasGradient: &dbReference.values,
+                               inputGradient: &dxReference.values)
             let errors = [relativeError(dx.values, dxReference.values), relativeError(dk.values, dkReference.values),
                           relativeError(db.values, dbReference.values)]
             #expect(errors.allSatisfy { $0 < Self.tolerance }, "relative errors dx, dkernel, dbias \(errors)")

@@ -61,7 +61,7 @@ struct TrainerReferenceTests {
                 let loss = meanSquaredError(prediction: model.forward(input, training: true), target: input)
                 model.backward(loss.gradient)
                 clipGradientsByGlobalNorm(model.trainableParameters, maxNorm: 0.5)
-                optimizer.step(model.trainableParameters)
+                optimizer.step(model.trainableParameters, threads: model.context.threads)
                 sum += loss.value * Double(clips.count)
             }
             trainLosses.append(sum / Double(order.count))
@@ -126,7 +126,7 @@ struct TrainerReferenceTests {
                     model.zeroGradients()
                     let loss = softmaxCrossEntropy(probabilities: model.forward(input, training: true), labels: labels, classWeights: classWeights)
                     model.backward(loss.gradient)
-                    optimizer.step(model.trainableParameters)
+                    optimizer.step(model.trainableParameters, threads: model.context.threads)
                     sum += loss.value * Double(positions.count)
                 }
                 trainLosses.append(sum / Double(order.count))

@@ -60,7 +60,7 @@ struct TrainingLoopTests {
                 model.backward(loss.gradient)
                 Self.doubleGradients(model.trainableParameters)
                 clipGradientsByGlobalNorm(model.trainableParameters, maxNorm: 0.01)
-                optimizer.step(model.trainableParameters)
+                optimizer.step(model.trainableParameters, threads: model.context.threads)
                 sum += loss.value * Double(clips.count)
             }
             let validation = meanSquaredError(prediction: model.predict(Self.batch([0, 1])), target: Self.batch([0, 1])).value

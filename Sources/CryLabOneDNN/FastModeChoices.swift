@@ -1,4 +1,5 @@
 import CDNNL
+import CryLabTensor
 import Foundation
 import Synchronization
 

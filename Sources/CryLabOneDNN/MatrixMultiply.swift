@@ -1,4 +1,5 @@
 import CDNNL
+import CryLabTensor
 
 struct MatmulKey: Hashable {
     let m: Int, n: Int, k: Int
@@ -22,28 +23,39 @@ final class MatmulPrimitive {
     }
 }
 
-/// An operand of a bf16 product: fp32 values (rounded by the call) or a copy already rounded
-/// by `DNNLConvolution.bfloat16Copy`, for operands read by several products.
-public enum MatrixOperand {
-    case float(UnsafePointer<Float>)
-    case bfloat16(BFloat16Copy)
-}
-
 /// Matrix products through oneDNN's matmul primitive (brgemm kernels). In bf16 (operands rounded,
 /// fp32 accumulation) for the transposed convolution in `ConvolutionPrecision.bf16`; in fp32 for
 /// Dense layers, where it streams a large weight matrix faster than sgemm (see `MatrixMultiplyMethod`).
 extension DNNLConvolution {
+    /// fp32 products: `dnnl_sgemm`, or the matmul primitive where `method` asks for it and it has
+    /// a kernel (alpha 1, beta 0 or 1). Running them through oneDNN keeps every kernel on one thread
+    /// pool (oneDNN's OpenMP team): calling OpenBLAS between oneDNN convolutions left OpenBLAS's
+    /// workers spinning (sched_yield) on both cores while the next convolution ran, slowing it down.
+    public func multiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, transposeA: Bool,
+                         b: UnsafePointer<Float>, transposeB: Bool, c: UnsafeMutablePointer<Float>,
+                         alpha: Float, beta: Float, method: MatrixMultiplyMethod) {
+        if method == .matmul && alpha == 1 && (beta == 0 || beta == 1)
+            && floatMatrixMultiply(m: m, n: n, k: k, a: a, transposeA: transposeA, b: b,
+                                   transposeB: transposeB, c: c, accumulate: beta == 1) {
+            return
+        }
+        OpenMP.apply(threads: threads)
+        let status = dnnl_sgemm(transposeA ? CChar(UInt8(ascii: "T")) : CChar(UInt8(ascii: "N")),
+                                transposeB ? CChar(UInt8(ascii: "T")) : CChar(UInt8(ascii: "N")),
+                                Int64(m), Int64(n), Int64(k), alpha, a, Int64(transposeA ? m : k),
+                                b, Int64(transposeB ? k : n), beta, c, Int64(n))
+        precondition(status == dnnl_success, "oneDNN sgemm failed for \(m)x\(k) * \(k)x\(n): status \(status.rawValue)")
+    }
+
     /// c [m, n] = op(a) [m, k] * op(b) [k, n] (+ c if `accumulate`), a and b rounded to bfloat16.
-    /// Row-major like `matrixMultiply`: a is [m, k], or [k, m] if `transposeA`; b is [k, n], or [n, k].
+    /// Row-major like `multiply`: a is [m, k], or [k, m] if `transposeA`; b is [k, n], or [n, k].
     /// Returns false, touching nothing, if oneDNN has no fast bf16 kernel for the shape (the caller
     /// then runs it in fp32).
-    public func bfloat16MatrixMultiply(m: Int, n: Int, k: Int,
-                                       a: MatrixOperand, transposeA: Bool = false,
-                                       b: MatrixOperand, transposeB: Bool = false,
-                                       c: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Bool {
+    public func bfloat16Multiply(m: Int, n: Int, k: Int, a: MatrixOperand, transposeA: Bool,
+                                 b: MatrixOperand, transposeB: Bool, c: UnsafeMutablePointer<Float>, accumulate: Bool) -> Bool {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                                accumulate: accumulate, threads: ComputeThreads.count, bfloat16: true)
+                                accumulate: accumulate, threads: threads, bfloat16: true)
             guard let p = cachedMatmul(key) else { return false }
             func bf16(_ operand: MatrixOperand, count: Int,
                       _ buffer: ReferenceWritableKeyPath<DNNLConvolution, GrowingBuffer>) -> UnsafeMutableRawPointer {
@@ -66,7 +78,7 @@ extension DNNLConvolution {
                                     c: UnsafeMutablePointer<Float>, accumulate: Bool = false) -> Bool {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                                accumulate: accumulate, threads: ComputeThreads.count, bfloat16: false)
+                                accumulate: accumulate, threads: threads, bfloat16: false)
             guard let p = cachedMatmul(key) else { return false }
             runMatmul(p, key, a: UnsafeMutableRawPointer(mutating: a), b: UnsafeMutableRawPointer(mutating: b), c: c)
             return true
@@ -96,7 +108,7 @@ extension DNNLConvolution {
                                       pointer: scratchpad.reserve(bytes: p.scratchpadBytes)))
         }
         defer { for a in arguments { dnnl_memory_destroy(a.memory) } }
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         let precision = key.bfloat16 ? "bf16" : "fp32"
         Self.check(dnnl_primitive_execute(p.primitive, stream, Int32(arguments.count), arguments), "executing a \(precision) matmul")
         Self.check(dnnl_stream_wait(stream), "waiting for a \(precision) matmul")
@@ -115,7 +127,7 @@ extension DNNLConvolution {
                                              bfloat16: Bool = true) -> String? {
         lock.withLock {
             let key = MatmulKey(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB,
-                                accumulate: false, threads: ComputeThreads.count, bfloat16: bfloat16)
+                                accumulate: false, threads: threads, bfloat16: bfloat16)
             guard let p = makeMatmul(key) else { return nil }
             defer { dnnl_primitive_destroy(p.primitive); dnnl_primitive_desc_destroy(p.primitiveDescriptor) }
             return Self.implementationName(p.primitiveDescriptor)
@@ -146,7 +158,7 @@ extension DNNLConvolution {
 
     /// nil if oneDNN has no matmul of the key's type for the shape, or only its reference loops.
     private func makeMatmul(_ key: MatmulKey) -> MatmulPrimitive? {
-        OpenMP.applyToCurrentThread()
+        OpenMP.apply(threads: threads)
         var (source, weights, destination) = Self.matmulDescriptors(key)
         var d = dnnl_matmul_desc_t()
         Self.check(dnnl_matmul_desc_init(&d, &source, &weights, nil, &destination), "describing a matmul \(key)")
