@@ -11,6 +11,8 @@ packages=(
   libhdf5-dev       # feature stores and checkpoints
   libsndfile1-dev   # WAV, FLAC, OGG, AIFF decoding
   libsoxr-dev       # resampling (soxr_hq, as librosa)
+  libopenmpi-dev    # MPI: folds of `crylab finetune` on several processes or hosts
+  openmpi-bin       # mpirun, to launch them (and the tests that run it)
   ffmpeg            # phone formats: 3GP/AMR, CAF/MP4 with IMA4, mp3, m4a
   chromium          # headless rendering check of the HTML reports (Scripts/report/check_report.py)
 )

@@ -2,6 +2,7 @@ import CryLabCore
 import CryLabCheckpoint
 import CryLabDSP
 import CryLabFeatures
+import CryLabMPI
 import CryLabNN
 import CryLabOneDNN
 import Foundation
@@ -157,9 +158,24 @@ public final class Finetuner {
 
     var inputFrames: Int { encoderConfiguration.inputShape[1] }
 
+    /// Cross-validates (every fold in this process), trains the final classifier and writes the report.
     public func run() throws -> FinetuneSummary {
+        try run(ranks: nil)!
+    }
+
+    /// The same run with its folds dealt out round-robin over the ranks of `communicator`, each
+    /// rank training with its own threads: fold i is trained by rank i mod N of the folds still
+    /// to do. Rank 0 collects every fold, alone writes the run folder (fold records, final
+    /// classifier, reports) and returns the summary, with the same figures as `run()` on one
+    /// process with the same thread count; the other ranks return nil.
+    public func run(across communicator: Communicator) throws -> FinetuneSummary? {
+        try run(ranks: communicator)
+    }
+
+    func run(ranks: Communicator?) throws -> FinetuneSummary? {
         let started = Date()
-        try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true)
+        let isRoot = (ranks?.rank ?? 0) == 0
+        if isRoot { try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true) }
         var folds: [Fold]
         var protocolDescription: String
         switch recipe.evaluation.split {
@@ -174,6 +190,10 @@ public final class Finetuner {
             protocolDescription = "one random \(Int((1 - recipe.evaluation.testFraction) * 100))/\(Int(recipe.evaluation.testFraction * 100)) split of clips (families straddle train and test: optimistic)"
         }
         log("fine-tuning on \(set.count) clips of \(set.classNames.joined(separator: ", ")) from \(Set(set.groups).count) sources; \(protocolDescription)")
+        if let ranks, ranks.size > folds.count, isRoot {
+            let idle = ranks.size - folds.count
+            log("note: \(ranks.size) ranks for \(folds.count) fold\(folds.count == 1 ? "" : "s"): \(idle) rank\(idle == 1 ? " has" : "s have") nothing to train")
+        }
         if let k = options.labelsPerClass {
             protocolDescription += "; \(k) labels per class drawn from each training fold (\(options.draws) draws), every epoch trained (no held-out selection unless the recipe's validationFraction holds some of the K out)"
         }
@@ -192,9 +212,10 @@ public final class Finetuner {
             }
             bestEpochs = []
             histories = []
-            let result = try crossValidateOnce(folds: folds, draw: draw, bestEpochs: &bestEpochs, histories: &histories)
+            guard let result = try crossValidateOnce(folds: folds, draw: draw, ranks: ranks, bestEpochs: &bestEpochs, histories: &histories) else { continue }
             draws.append((result, logisticRegressionBaseline(store: store, set: set, folds: folds), folds.map(\.train.count).reduce(0, +) / folds.count))
         }
+        guard isRoot else { return nil }
         let (result, baseline, _) = draws[0]
         var summary = FinetuneSummary(
             runFolder: options.output.path, recipe: recipe.name, encoder: options.encoderPath ?? "random weights",
@@ -214,35 +235,59 @@ public final class Finetuner {
         return try finish(summary, started: started)
     }
 
-    /// One cross-validation over `folds` (finished folds saved per draw for --resume).
-    func crossValidateOnce(folds: [Fold], draw: Int, bestEpochs: inout [Int], histories: inout [[String: [Double]]]) throws -> CrossValidationResult {
+    /// One cross-validation over `folds` (finished folds saved per draw for --resume); nil on
+    /// every rank but rank 0, which alone reads and writes the saved folds.
+    func crossValidateOnce(folds: [Fold], draw: Int, ranks: Communicator?,
+                           bestEpochs: inout [Int], histories: inout [[String: [Double]]]) throws -> CrossValidationResult? {
         let folder = options.labelsPerClass == nil ? "folds" : "folds/draw-\(draw + 1)"
         let saved = FoldRecords(folder: options.output.appendingPathComponent(folder), identity: runIdentity(folds: folds))
-        if !options.resume { try saved.discard() }
-        var epochs: [Int] = [], records: [[String: [Double]]] = []
-        defer { bestEpochs = epochs; histories = records }
-        return try crossValidate(set, folds: folds, method: recipe.name) { train, foldIndex in
-            if options.resume, let record = try saved.load(fold: foldIndex) {
-                log("fold \(foldIndex + 1)/\(folds.count): finished by the interrupted run, reused from \(saved.path(fold: foldIndex).path)")
-                epochs.append(record.bestEpoch)
-                records.append(record.history)
+        let rank = ranks?.rank ?? 0
+        // A saved fold of another run stops every rank, before any training.
+        var records: [Int: FoldRecord] = try onEveryRank(ranks) {
+            guard rank == 0 else { return [:] }
+            guard options.resume else {
+                try saved.discard()
+                return [:]
+            }
+            var found: [Int: FoldRecord] = [:]
+            for fold in folds.indices {
+                guard let record = try saved.load(fold: fold) else { continue }
+                log("fold \(fold + 1)/\(folds.count): finished by the interrupted run, reused from \(saved.path(fold: fold).path)")
                 trainedSamples += record.trainedSamples
                 trainingSeconds += record.trainingSeconds
-                let byPosition = Dictionary(uniqueKeysWithValues: zip(record.testPositions, record.probabilities))
-                return { positions in positions.map { byPosition[$0]! } }
+                found[fold] = record
             }
-            log("fold \(foldIndex + 1)/\(folds.count): \(train.count) training clips")
-            let (samplesBefore, secondsBefore) = (trainedSamples, trainingSeconds)
-            let (model, batcher, best, epochRecords) = try trainModel(on: train, label: "fold \(foldIndex + 1)/\(folds.count)")
-            let history = Self.history(epochRecords)
-            epochs.append(best)
-            records.append(history)
-            let test = folds[foldIndex].test
-            try saved.save(FoldRecord(identity: saved.identity, fold: foldIndex, testPositions: test,
-                                      probabilities: self.predict(model, test, batcher: batcher), bestEpoch: best, history: history,
-                                      trainedSamples: trainedSamples - samplesBefore, trainingSeconds: trainingSeconds - secondsBefore))
-            return { positions in self.predict(model, positions, batcher: batcher) }
+            return found
         }
+        var finished = records.keys.sorted()
+        if let ranks { finished = try JSONDecoder().decode([Int].self, from: Data(ranks.broadcast(Array(JSONEncoder().encode(finished))))) }
+        let remaining = folds.indices.filter { !finished.contains($0) }
+        try dealOut(remaining, over: ranks, work: { try trainFold($0, of: folds, identity: saved.identity) }) { _, record, computedHere in
+            try saved.save(record)
+            records[record.fold] = record
+            if !computedHere {
+                trainedSamples += record.trainedSamples
+                trainingSeconds += record.trainingSeconds
+            }
+        }
+        guard rank == 0 else { return nil }
+        bestEpochs = folds.indices.map { records[$0]!.bestEpoch }
+        histories = folds.indices.map { records[$0]!.history }
+        return crossValidate(set, folds: folds, method: recipe.name) { _, foldIndex in
+            let byPosition = Dictionary(uniqueKeysWithValues: zip(records[foldIndex]!.testPositions, records[foldIndex]!.probabilities))
+            return { positions in positions.map { byPosition[$0]! } }
+        }
+    }
+
+    /// Trains fold `foldIndex` and predicts its test clips.
+    func trainFold(_ foldIndex: Int, of folds: [Fold], identity: String) throws -> FoldRecord {
+        let (train, test) = (folds[foldIndex].train, folds[foldIndex].test)
+        log("fold \(foldIndex + 1)/\(folds.count): \(train.count) training clips")
+        let (samplesBefore, secondsBefore) = (trainedSamples, trainingSeconds)
+        let (model, batcher, best, epochRecords) = try trainModel(on: train, label: "fold \(foldIndex + 1)/\(folds.count)")
+        return FoldRecord(identity: identity, fold: foldIndex, testPositions: test, probabilities: predict(model, test, batcher: batcher),
+                          bestEpoch: best, history: Self.history(epochRecords),
+                          trainedSamples: trainedSamples - samplesBefore, trainingSeconds: trainingSeconds - secondsBefore)
     }
 
     /// Warnings, the final classifier, the report files.

@@ -1,6 +1,7 @@
 import CryLabCore
 import CryLabCheckpoint
 import CryLabFeatures
+import CryLabMPI
 import CryLabNN
 import CryLabOneDNN
 import Foundation
@@ -266,9 +267,28 @@ public final class LabelCurve {
         options.seed &+ 0xD1A5_0000 &+ UInt64(fold) &* 1_000_003 &+ UInt64(k ?? 0) &* 1009 &+ UInt64(draw)
     }
 
+    /// Every fold in this process; writes the curve files.
     public func run() throws -> LabelCurveResult {
+        try run(ranks: nil)!
+    }
+
+    /// The same curve with its folds dealt out round-robin over the ranks of `communicator`,
+    /// round by round. Rank 0 gathers each fold's runs, alone writes `fold-k/runs.json` and the
+    /// curve files, and returns the result, with the figures of `run()` at the same thread
+    /// count; the other ranks return nil. A rank pretrains its folds' encoders into
+    /// `fold-k/pretrain/` under the output path on its own host. The transductive protocol,
+    /// one encoder for every fold, runs in one process only.
+    public func run(across communicator: Communicator) throws -> LabelCurveResult? {
+        try run(ranks: communicator)
+    }
+
+    func run(ranks: Communicator?) throws -> LabelCurveResult? {
         let started = Date()
-        try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true)
+        let (rank, size) = (ranks?.rank ?? 0, ranks?.size ?? 1)
+        if size > 1 && options.pretraining == .transductive {
+            throw RecipeError(file: "label-curve", message: "the transductive protocol pretrains one encoder for every fold and runs in one process; run it without mpirun, or use the strict protocol or --encoder")
+        }
+        if rank == 0 { try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true) }
         let folds = self.folds
         if let only = options.onlyFolds, let wrong = only.first(where: { !(1...folds.count).contains($0) }) {
             throw RecipeError(file: "label-curve", message: "--fold \(wrong) does not exist; this data has folds 1 to \(folds.count)")
@@ -289,117 +309,39 @@ public final class LabelCurve {
         log("label curve: " + description)
 
         let unitsPerFold = options.labelsPerClass.reduce(0) { $0 + ($1 == nil ? 1 : options.draws) }
-        let progress = ProgressReporter(label: "label curve", total: runFolds.count * unitsPerFold, quiet: options.quiet)
-        var runs: [CurveRun] = []
-        var pretraining: [CurvePretraining] = []
+        let progress = ProgressReporter(label: "label curve", total: runFolds.count * unitsPerFold, quiet: options.quiet || rank != 0)
         var sharedEncoder: (path: String, record: CurvePretraining)?
         let bandFeatures = options.models.contains(.logMel) ? set.indices.map { bandStatistics(store, index: $0) } : []
 
-        for (foldIndex, fold) in folds.enumerated() where runFolds.contains(foldIndex + 1) {
-            let testGroups = Array(Set(fold.test.map { set.groups[$0] })).sorted()
-            let foldFolder = options.output.appendingPathComponent("fold-\(foldIndex + 1)")
-            let recordPath = foldFolder.appendingPathComponent("runs.json")
-            if options.resume, let saved = try? JSONDecoder().decode(FoldRuns.self, from: Data(contentsOf: recordPath)),
-               saved.identity == identity(fold: fold) {
+        // Rank 0 reads the folds an interrupted run finished; every rank learns which they are.
+        var finished: [Int: FoldRuns] = [:]
+        if rank == 0 && options.resume {
+            for (foldIndex, fold) in folds.enumerated() where runFolds.contains(foldIndex + 1) {
+                let recordPath = options.output.appendingPathComponent("fold-\(foldIndex + 1)/runs.json")
+                guard let saved = try? JSONDecoder().decode(FoldRuns.self, from: Data(contentsOf: recordPath)),
+                      saved.identity == identity(fold: fold) else { continue }
+                let testGroups = Array(Set(fold.test.map { set.groups[$0] })).sorted()
                 log("fold \(foldIndex + 1)/\(folds.count) (test: \(groupList(testGroups))): reused from \(recordPath.path)")
-                runs += saved.runs
-                pretraining += saved.pretraining
+                finished[foldIndex] = saved
                 progress.advance(by: unitsPerFold)
-                continue
             }
-            try FileManager.default.createDirectory(at: foldFolder, withIntermediateDirectories: true)
-            log("fold \(foldIndex + 1)/\(folds.count): test \(groupList(testGroups)) (\(fold.test.count) clips), training groups \(fold.train.count) clips")
-
-            // The encoder this fold uses.
-            var encoderPath: String? = nil
-            var foldPretraining: [CurvePretraining] = []
-            if options.models.contains(where: { $0 == .pretrainedFrozen || $0 == .pretrainedFinetuned }) {
-                switch options.pretraining {
-                case .suppliedEncoder:
-                    encoderPath = options.encoderPath
-                case .transductive:
-                    if sharedEncoder == nil {
-                        let record = try pretrain(excluding: [], folder: options.output.appendingPathComponent("pretrain-all"), fold: 0)
-                        sharedEncoder = (record.encoder, record)
-                        foldPretraining.append(record)
-                    }
-                    encoderPath = sharedEncoder!.path
-                case .strict:
-                    let record = try pretrain(excluding: Set(testGroups), folder: foldFolder.appendingPathComponent("pretrain"), fold: foldIndex + 1)
-                    foldPretraining.append(record)
-                    encoderPath = record.encoder
-                }
-            }
-            let encoderFile = try encoderPath.map(loadEncoder)
-
-            // Frozen features, computed once per fold.
-            var frozen: [CurveModel: [[Double]]] = [:]
-            let configuration = try encoderFile?.configuration ?? pretrainRecipe.modelConfiguration(mels: store.mels, frames: store.frames)
-            let levels = encoderFile?.levels ?? configuration.depth
-            let normalization = encoderFile?.normalization.map { (mean: $0.mean, std: $0.std) }
-                ?? SpectrogramBatcher.statistics(of: store, indices: fold.train.map { set.indices[$0] })
-            let batcher = SpectrogramBatcher(store: store, frames: configuration.inputShape[1], mean: normalization.mean, std: normalization.std)
-            if options.models.contains(.pretrainedFrozen), let encoderFile {
-                frozen[.pretrainedFrozen] = pooledFeatures(encoder: encoderFile.model, set: set, batcher: batcher, batchSize: 64,
-                                                           pool: options.pooling)
-            }
-            if options.models.contains(.randomFrozen) {
-                let randomEncoder = try Model.encoder(configuration, levels: levels)
-                randomEncoder.context = options.context
-                frozen[.randomFrozen] = pooledFeatures(encoder: randomEncoder, set: set, batcher: batcher,
-                                                        batchSize: 64, pool: options.pooling)
-            }
-            if options.models.contains(.logMel) { frozen[.logMel] = bandFeatures }
-
-            var finetuners: [CurveModel: Finetuner] = [:]
-            for model in options.models where model.trainsNetwork {
-                var finetuneOptions = FinetuneOptions(output: foldFolder.appendingPathComponent(model.rawValue))
-                finetuneOptions.encoderPath = model == .pretrainedFinetuned ? encoderPath : nil
-                finetuneOptions.dataPath = options.dataPath
-                finetuneOptions.quiet = true
-                finetuneOptions.context = options.context
-                if model == .pretrainedFinetuned && encoderPath == nil { continue }
-                finetuners[model] = try Finetuner(recipe: finetuneRecipe, recipeText: finetuneRecipeText, store: store,
-                                                  options: finetuneOptions, labeledSet: set, log: { _ in })
-            }
-
-            var foldRuns: [CurveRun] = []
-            for k in options.labelsPerClass {
-                for draw in 0..<(k == nil ? 1 : options.draws) {
-                    let train = k.map { drawLabels(from: fold.train, labels: set.labels, perClass: $0, seed: drawSeed(fold: foldIndex, k: k, draw: draw)) } ?? fold.train
-                    let truth = fold.test.map { set.labels[$0] }
-                    var notes: [String] = []
-                    for model in options.models {
-                        let runStarted = Date()
-                        let probabilities: [[Double]]
-                        if let features = frozen[model] {
-                            let regression = LogisticRegression(x: train.map { features[$0] }, y: train.map { set.labels[$0] },
-                                                                classes: set.classNames.count)
-                            probabilities = fold.test.map { regression.probabilities(features[$0]) }
-                        } else if let finetuner = finetuners[model] {
-                            let batch = finetuneRecipe.training.batchSize
-                            let stepsPerEpoch = (train.count + batch - 1) / batch
-                            let epochs = fineTuningEpochs(stepsPerEpoch: stepsPerEpoch)
-                            let (network, networkBatcher, _, _) = try finetuner.trainModel(on: train, label: model.rawValue, epochs: epochs)
-                            probabilities = finetuner.predict(network, fold.test, batcher: networkBatcher)
-                        } else {
-                            continue
-                        }
-                        let report = ClassificationReport(truth: truth, predicted: probabilities.map(argmax), classNames: set.classNames)
-                        foldRuns.append(CurveRun(model: model, fold: foldIndex + 1, testGroups: testGroups, labelsPerClass: k, draw: draw,
-                                                 trainingClips: train.count, balancedAccuracy: report.balancedAccuracy,
-                                                 macroF1: report.macroF1, seconds: Date().timeIntervalSince(runStarted)))
-                        notes.append(String(format: "%@ %.2f", model.rawValue, report.balancedAccuracy))
-                    }
-                    progress.advance(note: "fold \(foldIndex + 1) K=\(curveLabel(k)) draw \(draw + 1): " + notes.joined(separator: ", "))
-                }
-            }
-            let record = FoldRuns(identity: identity(fold: fold), runs: foldRuns, pretraining: foldPretraining)
-            try JSONEncoder().encode(record).write(to: recordPath, options: .atomic)
-            runs += foldRuns
-            pretraining += foldPretraining
-            log(foldSummary(foldRuns, fold: foldIndex + 1))
         }
+        var done = finished.keys.sorted()
+        if let ranks { done = try JSONDecoder().decode([Int].self, from: Data(ranks.broadcast(Array(JSONEncoder().encode(done))))) }
+        let remaining = folds.indices.filter { runFolds.contains($0 + 1) && !done.contains($0) }
+        try dealOut(remaining, over: ranks, work: {
+            try runFold($0, of: folds, sharedEncoder: &sharedEncoder, bandFeatures: bandFeatures, progress: progress)
+        }) { foldIndex, record, computedHere in
+            let foldFolder = options.output.appendingPathComponent("fold-\(foldIndex + 1)")
+            try FileManager.default.createDirectory(at: foldFolder, withIntermediateDirectories: true)
+            try JSONEncoder().encode(record).write(to: foldFolder.appendingPathComponent("runs.json"), options: .atomic)
+            finished[foldIndex] = record
+            if !computedHere { progress.advance(by: unitsPerFold) }
+            log(foldSummary(record.runs, fold: foldIndex + 1))
+        }
+        guard rank == 0 else { return nil }
+        let ordered = finished.keys.sorted().map { finished[$0]! }
+        let runs = ordered.flatMap(\.runs), pretraining = ordered.flatMap(\.pretraining)
         progress.finish()
 
         var result = LabelCurveResult(
@@ -412,6 +354,103 @@ public final class LabelCurve {
             pretraining: pretraining, runs: runs, seconds: Date().timeIntervalSince(started), files: [])
         result.files = try writeCurveFiles(result, to: options.output)
         return result
+    }
+
+    /// Runs every model, K and draw of fold `foldIndex` (pretraining its encoder first under the
+    /// strict protocol) and returns its runs.
+    func runFold(_ foldIndex: Int, of folds: [Fold], sharedEncoder: inout (path: String, record: CurvePretraining)?,
+                 bandFeatures: [[Double]], progress: ProgressReporter) throws -> FoldRuns {
+        let fold = folds[foldIndex]
+        let testGroups = Array(Set(fold.test.map { set.groups[$0] })).sorted()
+        let foldFolder = options.output.appendingPathComponent("fold-\(foldIndex + 1)")
+        try FileManager.default.createDirectory(at: foldFolder, withIntermediateDirectories: true)
+        log("fold \(foldIndex + 1)/\(folds.count): test \(groupList(testGroups)) (\(fold.test.count) clips), training groups \(fold.train.count) clips")
+
+        // The encoder this fold uses.
+        var encoderPath: String? = nil
+        var foldPretraining: [CurvePretraining] = []
+        if options.models.contains(where: { $0 == .pretrainedFrozen || $0 == .pretrainedFinetuned }) {
+            switch options.pretraining {
+            case .suppliedEncoder:
+                encoderPath = options.encoderPath
+            case .transductive:
+                if sharedEncoder == nil {
+                    let record = try pretrain(excluding: [], folder: options.output.appendingPathComponent("pretrain-all"), fold: 0)
+                    sharedEncoder = (record.encoder, record)
+                    foldPretraining.append(record)
+                }
+                encoderPath = sharedEncoder!.path
+            case .strict:
+                let record = try pretrain(excluding: Set(testGroups), folder: foldFolder.appendingPathComponent("pretrain"), fold: foldIndex + 1)
+                foldPretraining.append(record)
+                encoderPath = record.encoder
+            }
+        }
+        let encoderFile = try encoderPath.map(loadEncoder)
+
+        // Frozen features, computed once per fold.
+        var frozen: [CurveModel: [[Double]]] = [:]
+        let configuration = try encoderFile?.configuration ?? pretrainRecipe.modelConfiguration(mels: store.mels, frames: store.frames)
+        let levels = encoderFile?.levels ?? configuration.depth
+        let normalization = encoderFile?.normalization.map { (mean: $0.mean, std: $0.std) }
+            ?? SpectrogramBatcher.statistics(of: store, indices: fold.train.map { set.indices[$0] })
+        let batcher = SpectrogramBatcher(store: store, frames: configuration.inputShape[1], mean: normalization.mean, std: normalization.std)
+        if options.models.contains(.pretrainedFrozen), let encoderFile {
+            frozen[.pretrainedFrozen] = pooledFeatures(encoder: encoderFile.model, set: set, batcher: batcher, batchSize: 64,
+                                                       pool: options.pooling)
+        }
+        if options.models.contains(.randomFrozen) {
+            let randomEncoder = try Model.encoder(configuration, levels: levels)
+            randomEncoder.context = options.context
+            frozen[.randomFrozen] = pooledFeatures(encoder: randomEncoder, set: set, batcher: batcher,
+                                                    batchSize: 64, pool: options.pooling)
+        }
+        if options.models.contains(.logMel) { frozen[.logMel] = bandFeatures }
+
+        var finetuners: [CurveModel: Finetuner] = [:]
+        for model in options.models where model.trainsNetwork {
+            var finetuneOptions = FinetuneOptions(output: foldFolder.appendingPathComponent(model.rawValue))
+            finetuneOptions.encoderPath = model == .pretrainedFinetuned ? encoderPath : nil
+            finetuneOptions.dataPath = options.dataPath
+            finetuneOptions.quiet = true
+            finetuneOptions.context = options.context
+            if model == .pretrainedFinetuned && encoderPath == nil { continue }
+            finetuners[model] = try Finetuner(recipe: finetuneRecipe, recipeText: finetuneRecipeText, store: store,
+                                              options: finetuneOptions, labeledSet: set, log: { _ in })
+        }
+
+        var foldRuns: [CurveRun] = []
+        for k in options.labelsPerClass {
+            for draw in 0..<(k == nil ? 1 : options.draws) {
+                let train = k.map { drawLabels(from: fold.train, labels: set.labels, perClass: $0, seed: drawSeed(fold: foldIndex, k: k, draw: draw)) } ?? fold.train
+                let truth = fold.test.map { set.labels[$0] }
+                var notes: [String] = []
+                for model in options.models {
+                    let runStarted = Date()
+                    let probabilities: [[Double]]
+                    if let features = frozen[model] {
+                        let regression = LogisticRegression(x: train.map { features[$0] }, y: train.map { set.labels[$0] },
+                                                            classes: set.classNames.count)
+                        probabilities = fold.test.map { regression.probabilities(features[$0]) }
+                    } else if let finetuner = finetuners[model] {
+                        let batch = finetuneRecipe.training.batchSize
+                        let stepsPerEpoch = (train.count + batch - 1) / batch
+                        let epochs = fineTuningEpochs(stepsPerEpoch: stepsPerEpoch)
+                        let (network, networkBatcher, _, _) = try finetuner.trainModel(on: train, label: model.rawValue, epochs: epochs)
+                        probabilities = finetuner.predict(network, fold.test, batcher: networkBatcher)
+                    } else {
+                        continue
+                    }
+                    let report = ClassificationReport(truth: truth, predicted: probabilities.map(argmax), classNames: set.classNames)
+                    foldRuns.append(CurveRun(model: model, fold: foldIndex + 1, testGroups: testGroups, labelsPerClass: k, draw: draw,
+                                             trainingClips: train.count, balancedAccuracy: report.balancedAccuracy,
+                                             macroF1: report.macroF1, seconds: Date().timeIntervalSince(runStarted)))
+                    notes.append(String(format: "%@ %.2f", model.rawValue, report.balancedAccuracy))
+                }
+                progress.advance(note: "fold \(foldIndex + 1) K=\(curveLabel(k)) draw \(draw + 1): " + notes.joined(separator: ", "))
+            }
+        }
+        return FoldRuns(identity: identity(fold: fold), runs: foldRuns, pretraining: foldPretraining)
     }
 
     /// Epochs of one fine-tuning run: enough for `fineTuningSteps` steps and at least

@@ -1,11 +1,12 @@
 import ArgumentParser
 import CryLabCheckpoint
 import CryLabFeatures
+import CryLabMPI
 import CryLabNN
 import CryLabTraining
 import Foundation
 
-struct FinetuneCommand: ParsableCommand {
+struct FinetuneCommand: DistributedCommand {
     static let configuration = CommandConfiguration(
         commandName: "finetune",
         abstract: "Fine-tune a classifier head on a pretrained (or random) encoder and evaluate it honestly.",
@@ -14,7 +15,8 @@ struct FinetuneCommand: ParsableCommand {
         'group'), reports balanced accuracy, macro-F1, per-class figures and the confusion matrix \
         next to a logistic-regression baseline on the same folds, and saves classifier.h5 trained \
         on every clip. Output: Checkpoints/<recipe name>/ (or --output): report.json, report.html, \
-        classifier.h5.
+        classifier.h5. Under mpirun (`mpirun -np N crylab finetune ...`) the folds are dealt out \
+        to the ranks and rank 0 writes the run folder (docs/distributed.md).
         """)
 
     @Option(help: "Recipe file (YAML), e.g. Recipes/finetune.yaml.")
@@ -50,8 +52,8 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Override the recipe's seed.")
     var seed: UInt64?
 
-    @Option(help: "Threads for the engine (default: every core).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Threads for the engine (default: every core; under mpirun, the cores a rank may use, shared with the other ranks on its host).")
+    var threads: Int?
 
     @OptionGroup var convolution: ConvolutionOptions
 
@@ -70,17 +72,52 @@ struct FinetuneCommand: ParsableCommand {
         if let folds, folds < 2 { throw ValidationError("--folds must be at least 2") }
         if let labelsPerClass, labelsPerClass < 1 { throw ValidationError("--labels-per-class must be at least 1") }
         if draws < 1 { throw ValidationError("--draws must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if draws > 1 && labelsPerClass == nil { throw ValidationError("--draws needs --labels-per-class: without it every draw would hold the same clips") }
         if test != nil && folds != nil { throw ValidationError("--test evaluates on another store; --folds cross-validates: give one of them") }
         if let test, !isFeatureStore(test) { throw ValidationError("--test must be a feature store (.h5), got '\(test)'") }
     }
 
-    func run() throws {
+    func run(communicator: Communicator?) throws {
+        let threads = threads ?? communicator?.defaultThreads ?? ProcessInfo.processInfo.activeProcessorCount
+        // Every rank reads the recipe, the data and the encoder; one that cannot stops the whole job here.
+        let finetuner = try onEveryRank(communicator) { try makeFinetuner(threads: threads, communicator: communicator) }
+        let summary: FinetuneSummary
+        if let communicator {
+            guard let gathered = try finetuner.run(across: communicator) else { return }
+            summary = gathered
+        } else {
+            summary = try finetuner.run()
+        }
+        if json {
+            var compact = summary
+            compact.crossValidation.probabilities = []
+            compact.baseline.probabilities = []
+            try printJSON(compact)
+        } else {
+            print(summary.crossValidation.summary)
+            print(String(format: "baseline (logistic regression on log-mel statistics, same folds): balanced accuracy %.3f (p = %.3f), macro-F1 %.3f",
+                         summary.baseline.pooled.balancedAccuracy, summary.baseline.pooled.chance.balancedAccuracyPValue,
+                         summary.baseline.pooled.macroF1))
+            if let k = summary.labelsPerClass, let draws = summary.labelDraws {
+                let values = draws.map(\.balancedAccuracy), baseline = draws.map(\.baselineBalancedAccuracy)
+                print(String(format: "%d labels per class, %d draws: balanced accuracy %.3f (%.3f-%.3f), baseline on the same draws %.3f (%.3f-%.3f)",
+                             k, draws.count, values.reduce(0, +) / Double(values.count), values.min()!, values.max()!,
+                             baseline.reduce(0, +) / Double(baseline.count), baseline.min()!, baseline.max()!))
+            }
+            for warning in summary.warnings { print("warning: \(warning)") }
+            if let path = summary.classifier { print("classifier: \(path)") }
+            if let path = summary.report { print("report: \(path)") }
+        }
+    }
+
+    /// The recipe with this command's overrides, the data and the encoder, ready to run.
+    func makeFinetuner(threads: Int, communicator: Communicator?) throws -> Finetuner {
         var (recipe, text) = try FinetuneRecipe.load(self.recipe)
         if let folds { recipe.evaluation.folds = folds; recipe.evaluation.split = .groupedKFold }
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
-        let context = convolution.context(threads: threads, quiet: quiet)
+        let context = convolution.context(threads: threads, quiet: quiet || (communicator?.rank ?? 0) != 0)
         var frontEnd = recipe.frontEnd
         if let encoder, frontEnd == nil, !isFeatureStore(data) {
             // Audio is analysed with the encoder's own front end; a Keras file has none.
@@ -107,26 +144,12 @@ struct FinetuneCommand: ParsableCommand {
             options.test = try FeatureStore.read(from: test)
             options.testPath = test
         }
-        let summary = try Finetuner(recipe: recipe, recipeText: text, store: store, options: options).run()
-        if json {
-            var compact = summary
-            compact.crossValidation.probabilities = []
-            compact.baseline.probabilities = []
-            try printJSON(compact)
-        } else {
-            print(summary.crossValidation.summary)
-            print(String(format: "baseline (logistic regression on log-mel statistics, same folds): balanced accuracy %.3f (p = %.3f), macro-F1 %.3f",
-                         summary.baseline.pooled.balancedAccuracy, summary.baseline.pooled.chance.balancedAccuracyPValue,
-                         summary.baseline.pooled.macroF1))
-            if let k = summary.labelsPerClass, let draws = summary.labelDraws {
-                let values = draws.map(\.balancedAccuracy), baseline = draws.map(\.baselineBalancedAccuracy)
-                print(String(format: "%d labels per class, %d draws: balanced accuracy %.3f (%.3f-%.3f), baseline on the same draws %.3f (%.3f-%.3f)",
-                             k, draws.count, values.reduce(0, +) / Double(values.count), values.min()!, values.max()!,
-                             baseline.reduce(0, +) / Double(baseline.count), baseline.min()!, baseline.max()!))
-            }
-            for warning in summary.warnings { print("warning: \(warning)") }
-            if let path = summary.classifier { print("classifier: \(path)") }
-            if let path = summary.report { print("report: \(path)") }
+        guard let communicator, communicator.size > 1 else {
+            return try Finetuner(recipe: recipe, recipeText: text, store: store, options: options)
         }
+        // Every rank's lines reach mpirun's output: each names its rank.
+        let prefix = "rank \(communicator.rank)/\(communicator.size): "
+        return try Finetuner(recipe: recipe, recipeText: text, store: store, options: options,
+                             log: { FileHandle.standardError.write(Data((prefix + $0 + "\n").utf8)) })
     }
 }

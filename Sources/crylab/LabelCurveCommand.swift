@@ -1,11 +1,12 @@
 import ArgumentParser
 import CryLabFeatures
+import CryLabMPI
 import CryLabNN
 import CryLabOneDNN
 import CryLabTraining
 import Foundation
 
-struct LabelCurveCommand: ParsableCommand {
+struct LabelCurveCommand: DistributedCommand {
     static let configuration = CommandConfiguration(
         commandName: "label-curve",
         abstract: "Learning curves over labels per class: does pretraining pay when labels are few?",
@@ -78,8 +79,8 @@ struct LabelCurveCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output folder.")
     var output: String = "Checkpoints/label-curve"
 
-    @Option(help: "Threads for the engine (default: every core).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Threads for the engine (default: every core; under mpirun, the cores a rank may use, shared with the other ranks on its host).")
+    var threads: Int?
 
     @Flag(help: "Reuse the folds and pretrained encoders an interrupted run in --output finished.")
     var resume = false
@@ -129,18 +130,38 @@ struct LabelCurveCommand: ParsableCommand {
         if pool == .none { throw ValidationError("--pool none would give logistic regression every position of the map; use band-mean-std, mean-std or mean") }
         if draws < 1 { throw ValidationError("--draws must be at least 1") }
         if steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if minEpochs < 1 { throw ValidationError("--min-epochs must be at least 1") }
         if let folds, folds < 2 { throw ValidationError("--folds must be at least 2") }
         if transductive && encoder != nil { throw ValidationError("--transductive pretrains an encoder; --encoder supplies one: give one of them") }
         if !isFeatureStore(data) { throw ValidationError("--data must be a feature store (.h5); make one with `crylab features`") }
     }
 
-    func run() throws {
+    func run(communicator: Communicator?) throws {
+        // Every rank reads the recipes, the stores and the encoder; one that cannot stops the whole job here.
+        let curve = try onEveryRank(communicator) { try makeCurve(communicator: communicator) }
+        let result: LabelCurveResult
+        if let communicator {
+            guard let gathered = try curve.run(across: communicator) else { return }
+            result = gathered
+        } else {
+            result = try curve.run()
+        }
+        if json {
+            try printJSON(result)
+        } else {
+            print(result.text)
+            print(String(format: "%.0f s; ", result.seconds) + "wrote " + result.files.joined(separator: ", "))
+        }
+    }
+
+    /// The recipes, the stores and the options, ready to run.
+    func makeCurve(communicator: Communicator?) throws -> LabelCurve {
         let (pretrain, pretrainText) = try PretrainRecipe.load(pretrainRecipe)
         let (finetune, finetuneText) = try FinetuneRecipe.load(finetuneRecipe)
         let store = try FeatureStore.read(from: data)
         var options = LabelCurveOptions(output: URL(fileURLWithPath: output))
-        options.context = ComputeContext(threads: threads)
+        options.context = ComputeContext(threads: threads ?? communicator?.defaultThreads ?? ProcessInfo.processInfo.activeProcessorCount)
         options.labelsPerClass = try parsedK()
         options.draws = draws
         options.folds = folds
@@ -162,13 +183,17 @@ struct LabelCurveCommand: ParsableCommand {
         if store.frontEnd != pretrain.frontEnd {
             throw ValidationError("\(data) was made with another front end than \(pretrainRecipe)'s; make the store with the recipe's front end (its frontEnd key)")
         }
-        let result = try LabelCurve(store: store, pretrainRecipe: pretrain, pretrainRecipeText: pretrainText,
-                                    finetuneRecipe: finetune, finetuneRecipeText: finetuneText, options: options).run()
-        if json {
-            try printJSON(result)
-        } else {
-            print(result.text)
-            print(String(format: "%.0f s; ", result.seconds) + "wrote " + result.files.joined(separator: ", "))
+        if let communicator, communicator.size > 1 {
+            if options.pretraining == .transductive {
+                throw ValidationError("--transductive pretrains one encoder for every fold and runs in one process: run it without mpirun")
+            }
+            // Every rank's lines reach mpirun's output: each names its rank.
+            let prefix = "rank \(communicator.rank)/\(communicator.size): "
+            return try LabelCurve(store: store, pretrainRecipe: pretrain, pretrainRecipeText: pretrainText,
+                                  finetuneRecipe: finetune, finetuneRecipeText: finetuneText, options: options,
+                                  log: { FileHandle.standardError.write(Data((prefix + $0 + "\n").utf8)) })
         }
+        return try LabelCurve(store: store, pretrainRecipe: pretrain, pretrainRecipeText: pretrainText,
+                              finetuneRecipe: finetune, finetuneRecipeText: finetuneText, options: options)
     }
 }

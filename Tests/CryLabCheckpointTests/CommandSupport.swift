@@ -20,20 +20,36 @@ struct CommandRun {
 func runCrylab(_ arguments: [String], in folder: URL) throws -> CommandRun {
     try #require(FileManager.default.isExecutableFile(atPath: crylabExecutable.path),
                  "the crylab executable is not built at \(crylabExecutable.path); run `swift build -c release` first")
-    let name = UUID().uuidString
-    let outputURL = folder.appendingPathComponent("\(name).out"), errorURL = folder.appendingPathComponent("\(name).err")
-    FileManager.default.createFile(atPath: outputURL.path, contents: nil)
-    FileManager.default.createFile(atPath: errorURL.path, contents: nil)
+    return try StartedProcess(crylabExecutable, arguments, in: folder).finish()
+}
+
+/// A program started with its standard output and error going to files in a folder.
+struct StartedProcess {
     let process = Process()
-    process.executableURL = crylabExecutable
-    process.arguments = arguments
-    process.standardOutput = try FileHandle(forWritingTo: outputURL)
-    process.standardError = try FileHandle(forWritingTo: errorURL)
-    try process.run()
-    process.waitUntilExit()
-    return CommandRun(status: process.terminationStatus, exited: process.terminationReason == .exit,
-                      output: try String(contentsOf: outputURL, encoding: .utf8),
-                      errors: try String(contentsOf: errorURL, encoding: .utf8))
+    let outputURL: URL, errorURL: URL
+
+    init(_ executable: URL, _ arguments: [String], in folder: URL) throws {
+        let name = UUID().uuidString
+        outputURL = folder.appendingPathComponent("\(name).out")
+        errorURL = folder.appendingPathComponent("\(name).err")
+        _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
+        process.executableURL = executable
+        process.arguments = arguments
+        process.standardOutput = try FileHandle(forWritingTo: outputURL)
+        process.standardError = try FileHandle(forWritingTo: errorURL)
+        try process.run()
+    }
+
+    /// What it has written to standard output so far.
+    var outputSoFar: String { (try? String(contentsOf: outputURL, encoding: .utf8)) ?? "" }
+
+    func finish() throws -> CommandRun {
+        process.waitUntilExit()
+        return CommandRun(status: process.terminationStatus, exited: process.terminationReason == .exit,
+                          output: try String(contentsOf: outputURL, encoding: .utf8),
+                          errors: try String(contentsOf: errorURL, encoding: .utf8))
+    }
 }
 
 /// A temporary folder for the files one test gives `crylab`, removed by `remove()`.
