@@ -53,7 +53,14 @@ struct KillTests {
         }
         print(String(format: "a whole write took %.0f ms; killed \(killed) writers, \(completed) completed", whole * 1000))
         #expect(killed >= 5, "the test must really interrupt writers")
-        #expect(completed >= 1)
+        // On a loaded machine every writer may have been killed (writes then take longer than the
+        // calibration said): one more, left to finish, must replace whatever the killed ones left.
+        if completed == 0 {
+            let last = try writer()
+            last.waitUntilExit()
+            #expect(last.terminationReason == .exit && last.terminationStatus == 0)
+        }
+        #expect(try Checkpoint.load(output).model.configuration?.kind == .encoder, "a completed write leaves a readable encoder")
         // The next writer removes what killed writers left behind.
         try Checkpoint.save(try Model.encoder(.story, levels: 1), metadata: CheckpointMetadata(), to: output)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix(".") }
