@@ -142,6 +142,8 @@ public final class FeatureStoreReader {
     public var paths: [String] { header.paths }
     public var groups: [String] { header.groups }
     public var normalization: NormalizationStats { header.normalization }
+    /// Every clip's metadata as a store whose `features` are empty.
+    public var metadata: FeatureStore { header }
 
     /// Opens the store at `path` and checks its format, the shape of `features` and that every
     /// per-clip dataset has one entry per clip.

@@ -124,6 +124,13 @@ public final class Parameter {
         gradient!.values.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
     }
 
+    /// Runs `body` on the gradient's values, allocating zeros the first time: for a caller that
+    /// rewrites the gradients in place (a data-parallel run's allreduce).
+    public func withGradientValues<T>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> T) rethrows -> T {
+        if gradient == nil { gradient = Tensor(zeros: value.shape) }
+        return try gradient!.values.withUnsafeMutableBufferPointer { try body($0) }
+    }
+
     /// gradient += contribution (shapes must match).
     public func addToGradient(_ contribution: Tensor) {
         precondition(contribution.shape == value.shape, "gradient of \(name): expected \(value.shape), got \(contribution.shape)")

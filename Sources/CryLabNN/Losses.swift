@@ -8,8 +8,10 @@ public struct LossResult {
 
 /// Mean squared error over all elements, or over the elements where `mask` is non-zero
 /// (masked reconstruction: loss = Σ mask * (prediction - target)² / Σ mask; a mask may hold weights).
+/// `denominator`, when given, replaces that Σ mask (or element count): a rank holding part of a
+/// batch divides by the whole batch's, so that the ranks' losses and gradients add up to the batch's.
 ///     prediction, target, mask: same shape, e.g. [batch, height, width, channels]
-public func meanSquaredError(prediction: Tensor, target: Tensor, mask: Tensor? = nil) -> LossResult {
+public func meanSquaredError(prediction: Tensor, target: Tensor, mask: Tensor? = nil, denominator fixedDenominator: Double? = nil) -> LossResult {
     precondition(prediction.shape == target.shape, "MSE: prediction \(prediction.shape) and target \(target.shape) differ")
     if let mask { precondition(mask.shape == prediction.shape, "MSE: mask \(mask.shape) must match prediction \(prediction.shape)") }
     var total = 0.0
@@ -25,7 +27,7 @@ public func meanSquaredError(prediction: Tensor, target: Tensor, mask: Tensor? =
             }
         }
     }
-    let denominator = max(weightSum, mask == nil ? 1 : 1e-12)
+    let denominator = fixedDenominator ?? max(weightSum, mask == nil ? 1 : 1e-12)
     let scale = Float(2 / denominator)
     gradient.values.withUnsafeMutableBufferPointer { g in
         prediction.values.withUnsafeBufferPointer { p in

@@ -2,6 +2,7 @@ import CryLabCore
 import CryLabCheckpoint
 import CryLabDSP
 import CryLabFeatures
+import CryLabMPI
 import CryLabNN
 import CryLabOneDNN
 import Foundation
@@ -75,9 +76,15 @@ public final class Pretrainer {
     public let recipeText: String
     public let store: FeatureStore
     public let options: PretrainOptions
+    /// The ranks of a data-parallel run (more than one); nil in one process.
+    public let ranks: DataParallelRanks?
     let log: (String) -> Void
 
+    /// - Parameter ranks: with more than one rank, this process trains its share of every batch
+    ///   (see `DataParallelRanks`); `store` holds every clip's spectrograms on rank 0 and none
+    ///   on the others, which read their clips through `ranks.reader`.
     public init(recipe: PretrainRecipe, recipeText: String, store: FeatureStore, options: PretrainOptions,
+                ranks: DataParallelRanks? = nil,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
         guard store.mels == recipe.frontEnd.nMels else {
             throw RecipeError(file: recipe.path, message: "key 'frontEnd.nMels': \(recipe.frontEnd.nMels), but the data has \(store.mels) mel bands; make the feature store with this front end")
@@ -89,15 +96,25 @@ public final class Pretrainer {
         self.recipeText = recipeText
         self.store = store
         self.options = options
+        self.ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
         self.log = log
+        if self.ranks != nil && recipe.objective.invariance.weight > 0 {
+            throw RecipeError(file: recipe.path, message: "key 'objective.invariance': its contrastive loss compares every clip of a batch with the others and does not split over MPI ranks; pretrain it in one process")
+        }
+        if let ranks = self.ranks, !ranks.isRoot, ranks.reader == nil {
+            throw RecipeError(file: recipe.path, message: "rank \(ranks.rank) has no feature store reader")
+        }
     }
 
     var modelFrames: Int { recipe.model.frames ?? store.frames }
 
     public func run() throws -> PretrainSummary {
         let training = recipe.training
-        try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true)
-        for path in Checkpoint.removeStaleTemporaries(in: options.output.path) { log("removed the stray temporary file \(path)") }
+        let isRoot = ranks?.isRoot ?? true
+        if isRoot {
+            try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true)
+            for path in Checkpoint.removeStaleTemporaries(in: options.output.path) { log("removed the stray temporary file \(path)") }
+        }
         let all = Array(0..<store.count)
         let (trainIndices, validationIndices) = training.validationFraction > 0
             ? groupedHoldout(groups: store.groups, indices: all, fraction: training.validationFraction, seed: training.seed)
@@ -105,7 +122,14 @@ public final class Pretrainer {
         guard !trainIndices.isEmpty else {
             throw RecipeError(file: recipe.path, message: "key 'training.validationFraction': \(training.validationFraction) leaves no training clips of the data's \(store.count)")
         }
-        let stats = recipe.normalize ? SpectrogramBatcher.statistics(of: store, indices: trainIndices) : (mean: Float(0), std: Float(1))
+        var normalization = (mean: Float(0), std: Float(1))
+        if recipe.normalize && isRoot { normalization = SpectrogramBatcher.statistics(of: store, indices: trainIndices) }
+        if recipe.normalize, let ranks {
+            // Rank 0 alone holds every training clip: its statistics, sent to the others.
+            let sent = try ranks.broadcastFromRoot([Double(normalization.mean), Double(normalization.std)])
+            normalization = (Float(sent[0]), Float(sent[1]))
+        }
+        let stats = normalization
         let batcher = SpectrogramBatcher(store: store, frames: modelFrames, mean: stats.mean, std: stats.std)
         let configuration = try recipe.modelConfiguration(mels: store.mels, frames: store.frames)
         let model = try Model.uNet(configuration)
@@ -113,7 +137,7 @@ public final class Pretrainer {
         let invarianceEncoder = recipe.objective.invariance.weight > 0 ? sharedEncoder(of: model, configuration: configuration) : nil
         let loop = TrainingLoop(model: model, training: training, clips: trainIndices.count, selection: .lowestLoss)
         loop.maxSteps = options.maxSteps
-        loop.showsProgress = !options.quiet
+        loop.showsProgress = !options.quiet && isRoot
         let lastPath = options.output.appendingPathComponent("last.h5").path
         let bestPath = options.output.appendingPathComponent("best.h5").path
         if options.resume {
@@ -131,30 +155,65 @@ public final class Pretrainer {
         log("pretraining: \(trainIndices.count) training and \(validationIndices.count) validation clips, "
             + "\(model.parameterCount) parameters, input \(store.mels)x\(modelFrames), \(loop.stepsPerEpoch) steps per epoch")
         let interrupt = InterruptFlag()
-        interrupt.install()
-        defer { interrupt.uninstall() }
-        loop.interrupt = interrupt
+        if ranks == nil {
+            // Under mpirun the ranks would see Ctrl-C at different steps; mpirun ends the job instead.
+            interrupt.install()
+            loop.interrupt = interrupt
+        }
+        defer { if ranks == nil { interrupt.uninstall() } }
+        if let ranks { loop.reduceGradients = { parameters in ranks.orAbort { try ranks.sumGradients(parameters) } } }
 
         var generator = SeededGenerator(seed: training.seed)  // replaced at the start of every epoch
+        // A rank other than 0: the spectrograms of this epoch's clips it needs, and each clip's row.
+        var epochFeatures: [Float] = []
+        var epochRows: [Int: Int] = [:]
+        let clipSize = store.mels * store.frames
         let stop = try loop.run(
             beginEpoch: { epoch in
                 generator = SeededGenerator(seed: training.seed &+ 0x9E37_79B9 &* UInt64(epoch + 1))
-                return trainIndices.shuffled(using: &generator)
+                let order = trainIndices.shuffled(using: &generator)
+                if let ranks, let reader = ranks.reader {
+                    let clips = Array(Set(ranks.neededPositions(of: order, batchSize: training.batchSize).map { order[$0] })).sorted()
+                    epochFeatures = try reader.features(of: clips)
+                    epochRows = Dictionary(uniqueKeysWithValues: clips.enumerated().map { ($1, $0) })
+                }
+                return order
             },
-            makeBatch: { clips in
+            makeBatch: { (clips: [Int]) -> PretrainBatch in
+                if let ranks {
+                    let share = self.shareOfBatch(clips, ranks: ranks, stats: stats, generator: &generator) { clip in
+                        ranks.reader == nil ? store.features[(clip * clipSize)..<((clip + 1) * clipSize)]
+                            : epochFeatures[(epochRows[clip]! * clipSize)..<((epochRows[clip]! + 1) * clipSize)]
+                    }
+                    return PretrainBatch(input: share.input, target: share.target, mask: share.mask, views: nil, denominator: share.denominator)
+                }
                 let (input, target, mask) = makeBatch(clips, batcher: batcher, generator: &generator, training: true)
                 let views = invarianceEncoder == nil || clips.count < 2 ? nil : makeViews(clips, batcher: batcher, generator: &generator)
-                return (input: input, target: target, mask: mask, views: views)
+                return PretrainBatch(input: input, target: target, mask: mask, views: views, denominator: nil)
             },
             computeGradients: { batch in
+                if let ranks {
+                    // This rank's part of the batch's loss; the ranks' parts add up to it.
+                    let part = batch.input.shape[0] == 0 ? 0 : model.accumulateGradients(input: batch.input) {
+                        meanSquaredError(prediction: $0, target: batch.target, mask: batch.mask, denominator: batch.denominator)
+                    }
+                    return ranks.orAbort { try ranks.sumInRankOrder(part) }
+                }
                 let reconstruction = model.accumulateGradients(input: batch.input) {
                     meanSquaredError(prediction: $0, target: batch.target, mask: batch.mask)
                 }
                 guard let views = batch.views, let invarianceEncoder else { return reconstruction }
                 return reconstruction + accumulateInvarianceGradients(views: views, encoder: invarianceEncoder)
             },
-            validate: { (evaluate(model, validationIndices, batcher: batcher), nil) },
+            validate: {
+                guard let ranks else { return (evaluate(model, validationIndices, batcher: batcher), nil) }
+                // Rank 0 alone holds the validation clips: its figure, sent to the others.
+                guard !validationIndices.isEmpty else { return (nil, nil) }
+                let loss = isRoot ? evaluate(model, validationIndices, batcher: batcher) ?? 0 : 0
+                return (ranks.orAbort { try ranks.broadcastFromRoot(loss) }, nil)
+            },
             endEpoch: { record, isBest in
+                guard isRoot else { return }
                 let metadata = self.metadata(loop, stats: stats)
                 try Checkpoint.save(model, metadata: metadata, optimizer: optimizerState(loop.optimizer, for: model), to: lastPath)
                 if isBest { try Checkpoint.save(model, metadata: metadata, optimizer: nil, to: bestPath) }
@@ -174,6 +233,8 @@ public final class Pretrainer {
             trainLoss: history.last?.trainLoss, validationLoss: history.last?.validationLoss.flatMap { $0.isNaN ? nil : $0 },
             bestValidationLoss: loop.best?.selectionLoss, validationLossWithoutSkips: nil, checkpoint: nil, encoder: nil,
             report: nil, probe: nil, interrupted: stop == .interrupted)
+        // Rank 0 alone writes the encoder and the report; the others are done.
+        guard isRoot else { return summary }
         if options.maxSteps != nil && history.count == firstEpoch { return summary }
         if stop == .interrupted {
             let path = options.output.appendingPathComponent("interrupted.h5").path
@@ -197,6 +258,35 @@ public final class Pretrainer {
         summary.report = try writeReport(model: model, summary: summary, history: history, validation: validationIndices,
                                      training: trainIndices, batcher: batcher)
         return summary
+    }
+
+    /// This rank's rows of the global batch `clips`, with the draws of the one-process run: the
+    /// whole batch is made, the clips this rank does not need left as zeros (no draw depends on
+    /// the values), and the rank's rows kept. `denominator` is the whole batch's loss denominator
+    /// (masked cells with a masked loss, else elements), as `meanSquaredError` computes it.
+    func shareOfBatch(_ clips: [Int], ranks: DataParallelRanks, stats: (mean: Float, std: Float), generator: inout SeededGenerator,
+                      spectrogram: (Int) -> ArraySlice<Float>) -> (input: Tensor, target: Tensor, mask: Tensor?, denominator: Double) {
+        let clipSize = store.mels * store.frames
+        let mine = ranks.share(of: clips.count)
+        var needed = Array(mine)
+        if !mine.isEmpty && clips.count > 1 { needed.append(mine.upperBound % clips.count) }
+        var values = [Float](repeating: 0, count: clips.count * clipSize)
+        for position in needed {
+            let source = spectrogram(clips[position])
+            values.withUnsafeMutableBufferPointer { target in
+                for (offset, value) in source.enumerated() { target[position * clipSize + offset] = value }
+            }
+        }
+        var batchStore = store
+        batchStore.features = values
+        let batcher = SpectrogramBatcher(store: batchStore, frames: modelFrames, mean: stats.mean, std: stats.std)
+        let (input, target, mask) = makeBatch(Array(0..<clips.count), batcher: batcher, generator: &generator, training: true)
+        var denominator = Double(target.count)
+        if let mask {
+            denominator = 0
+            for weight in mask.values { denominator += Double(weight) }
+        }
+        return (rows(input, mine), rows(target, mine), mask.map { rows($0, mine) }, max(denominator, mask == nil ? 1 : 1e-12))
     }
 
     /// Input, reconstruction target and loss mask of one batch.
@@ -293,6 +383,16 @@ public final class Pretrainer {
         try encoder.encode(Self.history(records).mapValues { $0.map { $0.isFinite ? $0 : -1 } })
             .write(to: options.output.appendingPathComponent("history.json"), options: .atomic)
     }
+}
+
+/// One step's input, target and loss mask, the invariance views, and (on MPI ranks) the whole
+/// batch's loss denominator.
+struct PretrainBatch {
+    var input: Tensor
+    var target: Tensor
+    var mask: Tensor?
+    var views: Tensor?
+    var denominator: Double?
 }
 
 /// Names the fields in which two front ends differ.

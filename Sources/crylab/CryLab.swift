@@ -13,7 +13,8 @@ struct CryLab: ParsableCommand {
         autoencoder on unlabeled clips, `export-encoder` keeps its encoder, `finetune` puts a \
         classifier head on it and evaluates it by grouped cross-validation, `evaluate` and \
         `predict` use the classifier. `demo` runs all of it on generated audio. Under mpirun, \
-        `finetune` and `label-curve` run their folds on separate ranks (docs/distributed.md).
+        `pretrain` trains one model on every rank (data-parallel), and `finetune` and \
+        `label-curve` run their folds on separate ranks (docs/distributed.md).
         """,
         version: "0.1.0",
         subcommands: [DemoCommand.self, FeaturesCommand.self, PretrainCommand.self, ExportEncoderCommand.self,
@@ -39,7 +40,7 @@ struct CryLab: ParsableCommand {
             if let communicator, communicator.size > 1, !(command is any DistributedCommand) {
                 throw ValidationError("""
                     this command does not run on several MPI ranks (\(communicator.size) were started): \
-                    run it without mpirun; under mpirun, `finetune` and `label-curve` run their folds on separate ranks
+                    run it without mpirun; under mpirun, `pretrain` trains one model on every rank, and `finetune` and `label-curve` run their folds on separate ranks
                     """)
             }
         } catch {

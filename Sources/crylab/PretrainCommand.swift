@@ -1,17 +1,20 @@
 import ArgumentParser
 import CryLabFeatures
+import CryLabMPI
 import CryLabNN
 import CryLabTraining
 import Foundation
 
-struct PretrainCommand: ParsableCommand {
+struct PretrainCommand: DistributedCommand {
     static let configuration = CommandConfiguration(
         commandName: "pretrain",
         abstract: "Pretrain a U-Net autoencoder on unlabeled audio or a feature store.",
         discussion: """
         Writes to Checkpoints/<recipe name>/ (or --output): last.h5 and best.h5 after every epoch, \
         encoder.h5 at the end, history.csv/json and report.html. Ctrl-C saves interrupted.h5 and \
-        exits; --resume continues from last.h5 to the weights an uninterrupted run would reach.
+        exits; --resume continues from last.h5 to the weights an uninterrupted run would reach. \
+        Under mpirun, the ranks train one model together, each on its share of every batch, from \
+        one feature store; rank 0 writes the run folder (docs/distributed.md).
         """)
 
     @Option(help: "Recipe file (YAML), e.g. Recipes/pretrain.yaml.")
@@ -32,8 +35,8 @@ struct PretrainCommand: ParsableCommand {
     @Option(help: "Override the recipe's seed.")
     var seed: UInt64?
 
-    @Option(help: "Threads for the engine (default: every core).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Threads for the engine (default: every core; under mpirun, the cores a rank may use, shared with the other ranks on its host).")
+    var threads: Int?
 
     @OptionGroup var convolution: ConvolutionOptions
 
@@ -59,26 +62,16 @@ struct PretrainCommand: ParsableCommand {
         if data.isEmpty { throw ValidationError("--data is required: audio folders or a feature store") }
         if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
-        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
-    func run() throws {
-        var (recipe, text) = try PretrainRecipe.load(self.recipe)
-        if let epochs { recipe.training.epochs = epochs }
-        if let seed { recipe.training.seed = seed }
-        let context = convolution.context(threads: threads, quiet: quiet)
-        let store = try loadData(data, frontEnd: recipe.frontEnd, unlabeled: true, threads: threads, quiet: quiet)
-        var options = PretrainOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
-        options.maxSteps = maxSteps
-        options.resume = resume
-        options.quiet = quiet
-        options.context = context
-        if let probe {
-            options.probe = try loadData([probe], frontEnd: recipe.frontEnd, unlabeled: false, threads: threads, quiet: quiet)
-            options.probeClasses = probeClasses?.split(separator: ",").map(String.init)
-            options.probeTarget = probeTarget
-        }
-        let summary = try Pretrainer(recipe: recipe, recipeText: text, store: store, options: options).run()
+    func run(communicator: Communicator?) throws {
+        let threads = threads ?? communicator?.defaultThreads ?? ProcessInfo.processInfo.activeProcessorCount
+        let ranks = communicator.flatMap { $0.size > 1 ? $0 : nil }
+        // Every rank opens the recipe and the store; one that cannot stops the whole job here.
+        let pretrainer = try onEveryRank(ranks) { try makePretrainer(threads: threads, communicator: ranks) }
+        let summary = try pretrainer.run()
+        if let ranks, ranks.rank != 0 { return }
         if json {
             try printJSON(summary)
         } else {
@@ -94,5 +87,44 @@ struct PretrainCommand: ParsableCommand {
             }
             print(lines.joined(separator: "\n"))
         }
+    }
+
+    /// The recipe with this command's overrides and the data, ready to run. On several ranks
+    /// rank 0 reads the whole store (statistics, validation, report) and the others only open
+    /// it, to read their clips of each epoch.
+    func makePretrainer(threads: Int, communicator: Communicator?) throws -> Pretrainer {
+        var (recipe, text) = try PretrainRecipe.load(self.recipe)
+        if let epochs { recipe.training.epochs = epochs }
+        if let seed { recipe.training.seed = seed }
+        let isRoot = (communicator?.rank ?? 0) == 0
+        let context = convolution.context(threads: threads, quiet: quiet || !isRoot)
+        var options = PretrainOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
+        options.maxSteps = maxSteps
+        options.resume = resume
+        options.quiet = quiet || !isRoot
+        options.context = context
+        if isRoot, let probe {
+            options.probe = try loadData([probe], frontEnd: recipe.frontEnd, unlabeled: false, threads: threads, quiet: quiet)
+            options.probeClasses = probeClasses?.split(separator: ",").map(String.init)
+            options.probeTarget = probeTarget
+        }
+        guard let communicator else {
+            let store = try loadData(data, frontEnd: recipe.frontEnd, unlabeled: true, threads: threads, quiet: quiet)
+            return try Pretrainer(recipe: recipe, recipeText: text, store: store, options: options)
+        }
+        guard data.count == 1, isFeatureStore(data[0]) else {
+            throw ValidationError("under mpirun, --data must be one feature store (.h5), the same path on every host: make it once with `crylab features`")
+        }
+        let store: FeatureStore, reader: FeatureStoreReader?
+        if isRoot {
+            (store, reader) = (try FeatureStore.read(from: data[0]), nil)
+        } else {
+            let opened = try FeatureStoreReader(path: data[0])
+            (store, reader) = (opened.metadata, opened)
+        }
+        // Rank 0's lines only: the others train the same model.
+        return try Pretrainer(recipe: recipe, recipeText: text, store: store, options: options,
+                              ranks: DataParallelRanks(communicator: communicator, reader: reader),
+                              log: isRoot ? { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } : { _ in })
     }
 }

@@ -1,0 +1,119 @@
+import CryLabCore
+import CryLabFeatures
+import CryLabMPI
+import CryLabNN
+import Foundation
+
+/// The ranks of a data-parallel run (`mpirun -np N crylab pretrain`): one model trained on N
+/// processes, each computing the gradients of its share of every global batch.
+///
+/// - Every rank shuffles the same global order (the recipe's seed) and takes, of a global batch
+///   of B clips, the positions `[r * B / N, (r + 1) * B / N)` (integer division): shares differ
+///   by at most one clip, and a rank whose share is empty (B < N) adds zero gradients.
+/// - Every rank makes the random draws (crop, shifts, mixing, masks, noise) of the *whole* global
+///   batch, in the one-process order, on a batch whose other clips are zeros (the draws never
+///   depend on the values), and keeps its rows: a clip gets the draws it gets in one process.
+///   Mixing adds the next clip of the batch, so a rank also reads the clip after its share.
+/// - Each rank divides its loss by the whole batch's denominator (masked cells or elements), so
+///   the ranks' gradients and losses add up to the one-process batch's; `reduceGradients` sums
+///   them with one in-place fp32 allreduce of a flat buffer (no buckets, no overlap with the
+///   backward pass yet).
+public struct DataParallelRanks {
+    public let communicator: Communicator
+    /// Reads this rank's clips; nil on a rank that holds the whole store (rank 0).
+    public let reader: FeatureStoreReader?
+
+    public init(communicator: Communicator, reader: FeatureStoreReader?) {
+        self.communicator = communicator
+        self.reader = reader
+    }
+
+    public var rank: Int { communicator.rank }
+    public var size: Int { communicator.size }
+    public var isRoot: Bool { communicator.rank == 0 }
+
+    /// This rank's positions in a global batch of `count` clips.
+    public func share(of count: Int) -> Range<Int> {
+        (count * rank / size)..<(count * (rank + 1) / size)
+    }
+
+    /// The positions of `order` (split into batches of `batchSize`) whose spectrograms this
+    /// rank needs: its share of every batch and the clip after it (for mixing).
+    func neededPositions(of order: [Int], batchSize: Int) -> [Int] {
+        var positions: [Int] = []
+        for start in stride(from: 0, to: order.count, by: batchSize) {
+            let count = min(batchSize, order.count - start)
+            let mine = share(of: count)
+            guard !mine.isEmpty else { continue }
+            positions += mine.map { start + $0 }
+            if count > 1 { positions.append(start + mine.upperBound % count) }
+        }
+        return positions
+    }
+
+    /// Sums one Double per rank exactly as every rank will see it: rank 0 adds them in rank
+    /// order and sends the sum back, so every rank gets the same bits.
+    func sumInRankOrder(_ value: Double) throws -> Double {
+        let gathered = try communicator.gather(bytes(of: [value]))
+        let sum = gathered.map { $0.map { doubles(from: $0)[0] }.reduce(0, +) }
+        return try broadcastFromRoot(sum ?? 0)
+    }
+
+    /// Rank 0's `values` on every rank (the others' are ignored).
+    func broadcastFromRoot(_ values: [Double]) throws -> [Double] {
+        doubles(from: try communicator.broadcast(bytes(of: values)))
+    }
+
+    func broadcastFromRoot(_ value: Double) throws -> Double { try broadcastFromRoot([value])[0] }
+
+    /// Replaces every parameter's gradient by its sum over the ranks: one flat fp32 buffer,
+    /// summed in place by one allreduce.
+    func sumGradients(_ parameters: [Parameter]) throws {
+        let total = parameters.reduce(0) { $0 + $1.value.count }
+        var flat = [Float](repeating: 0, count: total)
+        var offset = 0
+        for parameter in parameters {
+            parameter.withGradientValues { gradient in
+                for i in 0..<gradient.count { flat[offset + i] = gradient[i] }
+                offset += gradient.count
+            }
+        }
+        try communicator.allreduceSum(&flat)
+        offset = 0
+        for parameter in parameters {
+            parameter.withGradientValues { gradient in
+                for i in 0..<gradient.count { gradient[i] = flat[offset + i] }
+                offset += gradient.count
+            }
+        }
+    }
+}
+
+private func bytes(of values: [Double]) -> [UInt8] {
+    values.flatMap { value in withUnsafeBytes(of: value.bitPattern.littleEndian) { Array($0) } }
+}
+
+private func doubles(from bytes: [UInt8]) -> [Double] {
+    stride(from: 0, to: bytes.count - 7, by: 8).map { start in
+        Double(bitPattern: bytes[start..<(start + 8)].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+    }
+}
+
+/// The rows `rows` of a batch tensor `[batch, ...]`.
+func rows(_ tensor: Tensor, _ rows: Range<Int>) -> Tensor {
+    let size = tensor.count / max(tensor.shape[0], 1)
+    var shape = tensor.shape
+    shape[0] = rows.count
+    return Tensor(shape: shape, values: Array(tensor.values[(rows.lowerBound * size)..<(rows.upperBound * size)]))
+}
+
+extension DataParallelRanks {
+    /// `body`'s value, or, when it throws (an MPI failure or timeout inside a step, where the
+    /// training loop cannot throw), this rank's error on standard error and the end of the job.
+    func orAbort<T>(_ body: () throws -> T) -> T {
+        do { return try body() } catch {
+            FileHandle.standardError.write(Data("crylab: \(communicator.name): error: \(error)\n".utf8))
+            communicator.abort()
+        }
+    }
+}
