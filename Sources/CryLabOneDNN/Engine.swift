@@ -49,7 +49,12 @@ public final class DNNLConvolution: ConvolutionKernels, MatrixKernels, @unchecke
     /// Where `.fast` looks up and records its timed choices; nil times each once per runtime.
     public let fastModeChoices: FastModeChoices?
 
-    let lock = NSLock()
+    /// Serialises this runtime's calls into oneDNN. It is one lock for every runtime in the
+    /// process: with a lock per runtime, two contexts' concurrent calls corrupted results in about
+    /// one run in eight of the NN test suites (parallel tests, each with contexts of its own), so
+    /// oneDNN 2.6 executions from several threads at once are not trusted here.
+    let lock = DNNLConvolution.processLock
+    private static let processLock = NSLock()
     let engine: dnnl_engine_t
     let stream: dnnl_stream_t
     var cache: [Key: Prepared] = [:]

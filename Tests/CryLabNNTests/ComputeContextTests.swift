@@ -38,7 +38,7 @@ import Testing
 
     /// Models on separate threads, each with a fresh context (its own oneDNN runtime, primitives
     /// and buffers, all created while the others run), must each give the result of one alone:
-    /// runtimes share nothing a concurrent run could overwrite. 25 rounds of 4 at once.
+    /// their calls into oneDNN are serialised by one process-wide lock. 25 rounds of 4 at once.
     @Test func winogradModelsOnSeparateThreadsGiveTheirOwnResults() throws {
         @Sendable func run() -> [Double] {
             let x = randomTensor([2, 16, 16, 1], seed: 1)
