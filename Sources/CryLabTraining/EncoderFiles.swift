@@ -13,6 +13,8 @@ public struct EncoderFile {
     public var levels: Int
     public var frontEnd: FrontEnd?
     public var normalization: NormalizationStats?
+    /// A CryLab file's whole metadata (recipe, history, ...); nil for a Keras file.
+    public var metadata: CheckpointMetadata?
     public var origin: Origin
 
     /// Where the architecture and the metadata came from.
@@ -53,6 +55,7 @@ public struct EncoderFile {
             self.levels = levels
             frontEnd = contents.metadata.frontEnd
             normalization = contents.metadata.normalization
+            metadata = contents.metadata
             origin = .cryLab
         } else if let keras = try KerasEncoder.load(path) {
             model = keras.model

@@ -43,16 +43,15 @@ public struct HTMLReport {
         svg += "<text x=\"2\" y=\"\(margin)\">\(String(format: "%.3g", high))</text><text x=\"2\" y=\"\(height - margin)\">\(String(format: "%.3g", low))</text>"
         svg += "<text x=\"\(width / 2)\" y=\"\(height - 8)\">epoch (1-\(count))</text>"
         // Series without a finite value (validation when none was held out) get neither a line nor a legend entry.
+        var entries: [LegendEntry] = []
         for (index, line) in series.filter({ $0.values.contains(where: \.isFinite) }).enumerated() {
             let points = line.values.enumerated().filter { $0.element.isFinite }
                 .map { String(format: "%.1f,%.1f", x($0.offset), y($0.element)) }.joined(separator: " ")
             let colour = colours[index % colours.count]
             svg += "<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"2\" points=\"\(points)\"/>"
-            let row = margin + 14 * Double(index)
-            svg += String(format: "<line class=\"legend\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"2\"/>",
-                          width - margin - 150, row - 4, width - margin - 128, row - 4, colour)
-            svg += "<text class=\"legend\" x=\"\(width - margin - 122)\" y=\"\(row)\" fill=\"\(colour)\">\(escape(line.name))</text>"
+            entries.append(LegendEntry(name: line.name, colour: colour, strokeWidth: 2))
         }
+        svg += legend(entries, left: width - margin - 150, firstRow: margin - 4, spacing: 14)
         sections.append(svg + "</svg>")
     }
 
@@ -93,22 +92,38 @@ public struct HTMLReport {
         svg += String(format: "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">epoch</text>", (left + width - right) / 2, height - 10)
         svg += String(format: "<text x=\"14\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 14 %.1f)\">%@</text>",
                       (top + height - bottom) / 2, (top + height - bottom) / 2, escape(yTitle))
-        var legend: [(name: String, colour: String, strokeWidth: Double)] = []
+        var entries: [LegendEntry] = []
         for (index, values) in folds.enumerated() {
             let colour = colours[index % colours.count]
             svg += "<polyline class=\"fold\" fill=\"none\" stroke=\"\(colour)\" stroke-width=\"1.5\" stroke-opacity=\"0.8\" points=\"\(points(values))\"/>"
-            legend.append(("fold \(index + 1)", colour, 1.5))
+            entries.append(LegendEntry(name: "fold \(index + 1)", colour: colour, strokeWidth: 1.5))
         }
         svg += "<polyline class=\"mean\" fill=\"none\" stroke=\"#000\" stroke-width=\"3.5\" points=\"\(points(mean))\"/>"
-        legend.append(("mean", "#000", 3.5))
-        for (index, item) in legend.enumerated() {
-            let row = top + 8 + 18 * Double(index)
-            svg += String(format: "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"%.1f\"/>",
-                          width - right + 12, row, width - right + 36, row, item.colour, item.strokeWidth)
-            svg += String(format: "<text class=\"legend\" x=\"%.1f\" y=\"%.1f\"%@>%@</text>", width - right + 42, row + 4,
-                          item.name == "mean" ? " font-weight=\"bold\"" : "", escape(item.name))
-        }
+        entries.append(LegendEntry(name: "mean", colour: "#000", strokeWidth: 3.5, bold: true))
+        svg += legend(entries, left: width - right + 12, firstRow: top + 8, spacing: 18)
         sections.append(svg + "</svg>")
+    }
+
+    /// One line of a chart's legend: a swatch of the series' stroke, then its name.
+    private struct LegendEntry {
+        var name: String
+        var colour: String
+        var strokeWidth: Double
+        var bold = false
+    }
+
+    /// A legend, one entry per row from `firstRow`, `spacing` apart: a 24-wide swatch from `left`,
+    /// then the name in the series' colour.
+    private func legend(_ entries: [LegendEntry], left: Double, firstRow: Double, spacing: Double) -> String {
+        var svg = ""
+        for (index, entry) in entries.enumerated() {
+            let row = firstRow + spacing * Double(index)
+            svg += String(format: "<line class=\"legend\" x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%@\" stroke-width=\"%.1f\"/>",
+                          left, row, left + 24, row, entry.colour, entry.strokeWidth)
+            svg += String(format: "<text class=\"legend\" x=\"%.1f\" y=\"%.1f\" fill=\"%@\"%@>%@</text>", left + 30, row + 4, entry.colour,
+                          entry.bold ? " font-weight=\"bold\"" : "", escape(entry.name))
+        }
+        return svg
     }
 
     /// One curve of a band chart: a mean per x position with a shaded range around it (NaN: no point).

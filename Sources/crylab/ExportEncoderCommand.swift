@@ -35,7 +35,7 @@ struct ExportEncoderCommand: ParsableCommand {
 
     func run() throws {
         var encoder = try EncoderFile(path: checkpoint, kerasArchitecture: .story, kerasLevels: 4)
-        var metadata = encoder.isKeras ? CheckpointMetadata() : try Checkpoint.load(checkpoint).metadata
+        var metadata = encoder.metadata ?? CheckpointMetadata()
         metadata.frozenLayers = []
         metadata.classNames = []
         if encoder.frontEnd == nil {
