@@ -7,6 +7,7 @@ static inline MPI_Comm crylab_mpi_comm_world(void) { return MPI_COMM_WORLD; }
 static inline MPI_Comm crylab_mpi_comm_null(void) { return MPI_COMM_NULL; }
 static inline MPI_Datatype crylab_mpi_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype crylab_mpi_byte(void) { return MPI_BYTE; }
+static inline MPI_Datatype crylab_mpi_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype crylab_mpi_uint64(void) { return MPI_UINT64_T; }
 static inline MPI_Op crylab_mpi_sum(void) { return MPI_SUM; }
 static inline MPI_Errhandler crylab_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }

@@ -19,6 +19,21 @@ extension Communicator {
         }
     }
 
+    /// Replaces `values` on every rank by their sum over the ranks (fp64, in place), with the
+    /// same caveat on the order of the additions.
+    public func allreduceSum(_ values: inout [Double], limit: WaitLimit = .standard) throws {
+        guard !values.isEmpty else { return }
+        try checkCount(values.count, "allreduce")
+        try values.withUnsafeMutableBufferPointer { buffer in
+            var requests: [MPI_Request?] = [nil]
+            try call("MPI_Iallreduce") {
+                MPI_Iallreduce(crylab_mpi_in_place(), buffer.baseAddress!, Int32(buffer.count), crylab_mpi_double(),
+                               crylab_mpi_sum(), handle, &requests[0])
+            }
+            try waitAll(&requests, operation: "allreduce of \(buffer.count) doubles", limit: limit)
+        }
+    }
+
     /// Starts summing `buffer` over the ranks in place and returns at once; the buffer must not be
     /// touched until the returned operation has finished. MPI makes progress while this rank tests
     /// the operation (`isFinished`) or waits for it.

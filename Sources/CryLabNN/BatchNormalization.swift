@@ -31,11 +31,21 @@ public final class BatchNormalization: BlockedLayoutLayer {
     public var averagedBatches: Int?
     /// The layout the last forward wrote its output in: its input's.
     public private(set) var lastOutputLayout = ActivationLayout.nhwc
+    /// When set (data-parallel training with synchronised statistics), batch statistics are
+    /// those of the whole batch over every process: the per-channel sums of the forward pass and
+    /// of the backward pass are summed over the processes, so each process normalises as one
+    /// process holding the whole batch would. The weight gradients stay this process's share
+    /// (the gradients are summed over the processes afterwards). Every process must then run
+    /// each such layer's forward and backward passes in the same order, or
+    /// `Model.joinTrainingStepWithoutRows` when it has no rows.
+    public var synchronization: (any CrossProcessSum)?
 
     private struct Cache {
         var normalized: Tensor        // xhat: same shape as x
         var inverseDeviation: [Float] // 1 / sqrt(var + eps) per channel
         var usedBatchStatistics: Bool
+        /// Rows the batch statistics were taken over (on every process, when synchronised).
+        var rows: Double
     }
     private var cache: Cache?
 
@@ -80,21 +90,10 @@ public final class BatchNormalization: BlockedLayoutLayer {
         let rows = channelRows(x, threads: context.threads)
         let batchStatistics = usesBatchStatistics(training: training)
         let mean: [Float], variance: [Float]
+        var statisticsRows = Double(rows.logicalRows)
         if batchStatistics {
-            let statistics = x.values.withUnsafeBufferPointer { batchNormStatistics($0.baseAddress!, rows) }
-            (mean, variance) = (statistics.mean.map { Float($0) }, statistics.variance.map { Float($0) })
-            // Keras's momentum update; while recalibrating, a running average over the batches.
-            var keep = momentum
-            if let seen = averagedBatches {
-                keep = Float(seen) / Float(seen + 1)
-                averagedBatches = seen + 1
-            }
-            movingMean.updateValues { m in
-                for c in 0..<channels { m[c] = m[c] * keep + mean[c] * (1 - keep) }
-            }
-            movingVariance.updateValues { v in
-                for c in 0..<channels { v[c] = v[c] * keep + variance[c] * (1 - keep) }
-            }
+            let sums = x.values.withUnsafeBufferPointer { batchNormSums($0.baseAddress!, rows) }
+            (mean, variance, statisticsRows) = takeBatchStatistics(sums, rows: statisticsRows)
         } else {
             (mean, variance) = (movingMean.value.values, movingVariance.value.values)
         }
@@ -113,9 +112,48 @@ public final class BatchNormalization: BlockedLayoutLayer {
         y.layout = x.layout
         lastOutputLayout = x.layout
         if training {
-            cache = Cache(normalized: normalized, inverseDeviation: inverse, usedBatchStatistics: batchStatistics)
+            cache = Cache(normalized: normalized, inverseDeviation: inverse, usedBatchStatistics: batchStatistics, rows: statisticsRows)
         }
         return y
+    }
+
+    /// Mean and variance from this process's per-channel sums over `rows` rows (with
+    /// `synchronization`, from every process's), and the moving statistics' update with them.
+    private func takeBatchStatistics(_ localSums: [Double], rows: Double) -> (mean: [Float], variance: [Float], rows: Double) {
+        var sums = localSums
+        var count = rows
+        if let synchronization {
+            sums.append(count)
+            synchronization.sumOverProcesses(&sums)
+            count = sums.removeLast()
+        }
+        let statistics = batchNormStatistics(sums: sums, count: count)
+        let (mean, variance) = (statistics.mean.map { Float($0) }, statistics.variance.map { Float($0) })
+        // Keras's momentum update; while recalibrating, a running average over the batches.
+        var keep = momentum
+        if let seen = averagedBatches {
+            keep = Float(seen) / Float(seen + 1)
+            averagedBatches = seen + 1
+        }
+        movingMean.updateValues { m in
+            for c in 0..<channels { m[c] = m[c] * keep + mean[c] * (1 - keep) }
+        }
+        movingVariance.updateValues { v in
+            for c in 0..<channels { v[c] = v[c] * keep + variance[c] * (1 - keep) }
+        }
+        return (mean, variance, count)
+    }
+
+    /// A training forward pass with no rows of this process's own, for synchronised statistics:
+    /// adds zeros to the other processes' sums and updates the moving statistics as they do.
+    func joinForwardWithoutRows() {
+        _ = takeBatchStatistics([Double](repeating: 0, count: 2 * channels), rows: 0)
+    }
+
+    /// The backward pass's counterpart of `joinForwardWithoutRows`.
+    func joinBackwardWithoutRows() {
+        var sums = [Double](repeating: 0, count: 2 * channels)
+        synchronization?.sumOverProcesses(&sums)
     }
 
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
@@ -133,14 +171,18 @@ public final class BatchNormalization: BlockedLayoutLayer {
             gamma.accumulateGradient { dg in for c in 0..<channels { dg[c] += Float(sumGradientNormalized[c]) } }
             beta.accumulateGradient { db in for c in 0..<channels { db[c] += Float(sumGradient[c]) } }
         }
+        // The means below are over the rows the statistics came from: with synchronised
+        // statistics, every process's.
+        var wholeSums = sumGradient + sumGradientNormalized
+        if cache.usedBatchStatistics, let synchronization { synchronization.sumOverProcesses(&wholeSums) }
         guard needsInputGradients else { return [] }
         // dx = gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)) with batch statistics;
         // gamma * invstd * dy with moving ones (the statistics are constants then).
         let scale = (0..<channels).map { gamma.value.values[$0] * cache.inverseDeviation[$0] }
-        let n = Double(outputGradient.count / channels)
+        let n = cache.rows
         let zeros = [Float](repeating: 0, count: channels)
-        let meanGradient = cache.usedBatchStatistics ? sumGradient.map { Float($0 / n) } : zeros
-        let meanGradientNormalized = cache.usedBatchStatistics ? sumGradientNormalized.map { Float($0 / n) } : zeros
+        let meanGradient = cache.usedBatchStatistics ? wholeSums[..<channels].map { Float($0 / n) } : zeros
+        let meanGradientNormalized = cache.usedBatchStatistics ? wholeSums[channels...].map { Float($0 / n) } : zeros
         var dx = Tensor(shape: outputGradient.shape) { out in
             outputGradient.values.withUnsafeBufferPointer { dy in
                 cache.normalized.values.withUnsafeBufferPointer { xhat in
@@ -157,7 +199,36 @@ public final class BatchNormalization: BlockedLayoutLayer {
     public func releaseCache() { cache = nil }
 }
 
+/// Sums per-channel figures over the processes that train one model together (synchronised
+/// BatchNormalization statistics).
+public protocol CrossProcessSum: AnyObject {
+    /// Replaces `values` by their element-wise sum over the processes. Every process calls it
+    /// with as many values, in the same order of calls.
+    func sumOverProcesses(_ values: inout [Double])
+}
+
 extension Model {
+    /// The BatchNormalization layers with synchronised statistics that normalise with batch
+    /// statistics in training.
+    var synchronizedBatchNormalizations: [BatchNormalization] {
+        layers.compactMap { $0 as? BatchNormalization }.filter { $0.synchronization != nil && $0.usesBatchStatistics(training: true) }
+    }
+
+    /// What a process with no rows in a training step (a last batch smaller than the processes)
+    /// does so that the others' sums over the processes go through: zeros for each synchronised
+    /// BatchNormalization's forward sums in forward order (its moving statistics take the
+    /// others' batch statistics, as theirs do), then the backward pass's order of calls, each
+    /// layer's `afterLayerBackward` and the backward sums of the synchronised ones.
+    public func joinTrainingStepWithoutRows() {
+        let synchronized = synchronizedBatchNormalizations
+        for norm in synchronized { norm.joinForwardWithoutRows() }
+        let ids = Set(synchronized.map(ObjectIdentifier.init))
+        for layer in layers.reversed() {
+            if ids.contains(ObjectIdentifier(layer)), let norm = layer as? BatchNormalization { norm.joinBackwardWithoutRows() }
+            afterLayerBackward?(layer)
+        }
+    }
+
     /// Sets the moving mean and variance of every BatchNormalization layer that normalises with
     /// batch statistics in training to the average of those statistics over `batches` (training
     /// forward passes; no weight changes). After a short run the momentum-0.99 moving statistics

@@ -73,6 +73,12 @@ public final class Model {
     public var timings: [String: Double]?
     public var timingsPerLayer = false
 
+    /// Called by `backward` with each layer whose backward pass is over (or was skipped), in
+    /// backward order: from then on the layer's weight gradients are final. A data-parallel run
+    /// uses it to start summing finished gradients over the processes while the backward pass
+    /// goes on.
+    public var afterLayerBackward: ((any Layer) -> Void)?
+
     private func timed<R>(_ layer: any Layer, _ pass: String, _ body: () -> R) -> R {
         guard timings != nil else { return body() }
         let start = DispatchTime.now().uptimeNanoseconds
@@ -175,6 +181,7 @@ public final class Model {
         let needs = valuesNeedingGradients()
         var gradients = [Tensor?](repeating: nil, count: nodes.count + 1)
         for (index, node) in nodes.enumerated().reversed() {
+            defer { afterLayerBackward?(node.layer) }
             guard let dy = gradients[index + 1] ?? (index == nodes.count - 1 ? lossGradient.tensor : nil),
                   needs[index + 1] else {
                 node.layer.releaseCache()

@@ -42,7 +42,7 @@ public struct ChannelRows: Sendable {
     }
 
     /// Rows of NHWC values, pixels of blocked ones: batch * height * width.
-    var logicalRows: Int { count * width / channels }
+    public var logicalRows: Int { count * width / channels }
 
     /// Calls body(row, firstChannel) for the rows holding the values of logical rows `range`, each
     /// channel's values in increasing logical order, as NHWC would visit them: so per-channel sums
@@ -66,8 +66,13 @@ public struct ChannelRows: Sendable {
 /// Mean and biased variance of each channel, from Σ x and Σ x² in one pass: in Double the
 /// subtraction E[x²] - mean² loses about 1e-16 * mean² / variance, nothing at activation scales.
 public func batchNormStatistics(_ x: UnsafePointer<Float>, _ rows: ChannelRows) -> (mean: [Double], variance: [Double]) {
+    batchNormStatistics(sums: batchNormSums(x, rows), count: Double(rows.logicalRows))
+}
+
+/// Σ x of each channel, then Σ x² of each channel (2 * channels values), over the rows.
+public func batchNormSums(_ x: UnsafePointer<Float>, _ rows: ChannelRows) -> [Double] {
     let channels = rows.channels
-    let sums = channelSums(rows, width: 2 * channels) { r, first, sums in
+    return channelSums(rows, width: 2 * channels) { r, first, sums in
         let row = x + r * rows.width
         for c in 0..<rows.width {
             let value = Double(row[c])
@@ -75,9 +80,14 @@ public func batchNormStatistics(_ x: UnsafePointer<Float>, _ rows: ChannelRows) 
             sums[channels + first + c] += value * value
         }
     }
-    let n = Double(rows.logicalRows)
-    let mean = (0..<channels).map { sums[$0] / n }
-    return (mean, (0..<channels).map { max(sums[channels + $0] / n - mean[$0] * mean[$0], 0) })
+}
+
+/// Mean and biased variance of each channel from `batchNormSums` over `count` rows (summed over
+/// several processes, for synchronised statistics).
+public func batchNormStatistics(sums: [Double], count: Double) -> (mean: [Double], variance: [Double]) {
+    let channels = sums.count / 2
+    let mean = (0..<channels).map { sums[$0] / count }
+    return (mean, (0..<channels).map { max(sums[channels + $0] / count - mean[$0] * mean[$0], 0) })
 }
 
 /// xhat = (x - mean) * inverseDeviation and y = xhat * gamma + beta, in one pass.

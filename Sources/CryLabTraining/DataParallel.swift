@@ -15,9 +15,8 @@ import Foundation
 ///   depend on the values), and keeps its rows: a clip gets the draws it gets in one process.
 ///   Mixing adds the next clip of the batch, so a rank also reads the clip after its share.
 /// - Each rank divides its loss by the whole batch's denominator (masked cells or elements), so
-///   the ranks' gradients and losses add up to the one-process batch's; `reduceGradients` sums
-///   them with one in-place fp32 allreduce of a flat buffer (no buckets, no overlap with the
-///   backward pass yet).
+///   the ranks' gradients and losses add up to the one-process batch's; `GradientBuckets` sums
+///   the gradients with in-place fp32 allreduces of buckets started during the backward pass.
 public struct DataParallelRanks {
     public let communicator: Communicator
     /// Reads this rank's clips; nil on a rank that holds the whole store (rank 0).
@@ -65,28 +64,6 @@ public struct DataParallelRanks {
     }
 
     func broadcastFromRoot(_ value: Double) throws -> Double { try broadcastFromRoot([value])[0] }
-
-    /// Replaces every parameter's gradient by its sum over the ranks: one flat fp32 buffer,
-    /// summed in place by one allreduce.
-    func sumGradients(_ parameters: [Parameter]) throws {
-        let total = parameters.reduce(0) { $0 + $1.value.count }
-        var flat = [Float](repeating: 0, count: total)
-        var offset = 0
-        for parameter in parameters {
-            parameter.withGradientValues { gradient in
-                for i in 0..<gradient.count { flat[offset + i] = gradient[i] }
-                offset += gradient.count
-            }
-        }
-        try communicator.allreduceSum(&flat)
-        offset = 0
-        for parameter in parameters {
-            parameter.withGradientValues { gradient in
-                for i in 0..<gradient.count { gradient[i] = flat[offset + i] }
-                offset += gradient.count
-            }
-        }
-    }
 }
 
 private func bytes(of values: [Double]) -> [UInt8] {
@@ -115,5 +92,16 @@ extension DataParallelRanks {
             FileHandle.standardError.write(Data("crylab: \(communicator.name): error: \(error)\n".utf8))
             communicator.abort()
         }
+    }
+}
+
+/// Synchronised BatchNormalization statistics: per-channel sums added over the ranks.
+final class RanksSum: CrossProcessSum {
+    let ranks: DataParallelRanks
+
+    init(_ ranks: DataParallelRanks) { self.ranks = ranks }
+
+    func sumOverProcesses(_ values: inout [Double]) {
+        ranks.orAbort { try ranks.communicator.allreduceSum(&values) }
     }
 }

@@ -216,6 +216,9 @@ public struct FinetuneRecipe: Codable, Sendable, Equatable, LoadableRecipe {
         merge = try c.decodeIfPresent([String: String].self, forKey: .merge) ?? [:]
         encoderLevels = try c.decodeIfPresent(Int.self, forKey: .encoderLevels) ?? 4
         encoder = try c.decodeIfPresent(UNetRecipe.self, forKey: .encoder) ?? UNetRecipe()
+        if encoder.syncBatchNorm {
+            throw DecodingError.dataCorruptedError(forKey: .encoder, in: c, debugDescription: "'syncBatchNorm' does not apply to fine-tuning: under mpirun each rank trains whole folds, so no batch spans ranks; drop the key")
+        }
         head = try c.decodeIfPresent(HeadRecipe.self, forKey: .head) ?? HeadRecipe()
         freeze = try c.decodeIfPresent(FreezeRecipe.self, forKey: .freeze) ?? FreezeRecipe()
         imbalance = try c.decodeIfPresent(ImbalanceRecipe.self, forKey: .imbalance) ?? ImbalanceRecipe()

@@ -11,6 +11,10 @@ public struct UNetRecipe: Codable, Sendable, Equatable {
     /// Skip connection per encoder level, top first; default all on (the story's U-Net).
     public var skipConnections: [Bool]?
     public var batchNormalization: Bool = false
+    /// Under mpirun, BatchNormalization takes its batch statistics over the whole global batch
+    /// (summed over the ranks), as one process would; by default each rank uses its own share's,
+    /// as PyTorch's DistributedDataParallel does. No effect in one process.
+    public var syncBatchNorm: Bool = false
     public var dropoutRate: Float = 0
     /// Width of the model input in frames (a crop of the stored spectrogram); default: all of it.
     public var frames: Int?
@@ -18,7 +22,7 @@ public struct UNetRecipe: Codable, Sendable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case widths, kernelSize, convolutionsPerLevel, skipConnections, batchNormalization, dropoutRate, frames
+        case widths, kernelSize, convolutionsPerLevel, skipConnections, batchNormalization, syncBatchNorm, dropoutRate, frames
     }
 
     public init(from decoder: Decoder) throws {
@@ -29,6 +33,10 @@ public struct UNetRecipe: Codable, Sendable, Equatable {
         convolutionsPerLevel = try c.decodeIfPresent(Int.self, forKey: .convolutionsPerLevel) ?? convolutionsPerLevel
         skipConnections = try c.decodeIfPresent([Bool].self, forKey: .skipConnections)
         batchNormalization = try c.decodeIfPresent(Bool.self, forKey: .batchNormalization) ?? batchNormalization
+        syncBatchNorm = try c.decodeIfPresent(Bool.self, forKey: .syncBatchNorm) ?? syncBatchNorm
+        if syncBatchNorm && !batchNormalization {
+            throw DecodingError.dataCorruptedError(forKey: .syncBatchNorm, in: c, debugDescription: "the model has no BatchNormalization to synchronise; set batchNormalization: true or drop syncBatchNorm")
+        }
         dropoutRate = try c.decodeIfPresent(Float.self, forKey: .dropoutRate) ?? dropoutRate
         frames = try c.decodeIfPresent(Int.self, forKey: .frames)
         guard widths.count >= 2, widths.allSatisfy({ $0 > 0 }) else {

@@ -26,6 +26,12 @@ public struct PretrainOptions: Sendable {
     /// Precision, threads and kernels for every model of the run.
     public var context: ComputeContext = .default
 
+    /// On several MPI ranks: the size of the buckets in which gradients are summed (4 MB by
+    /// default), and whether each bucket's allreduce starts as soon as the backward pass has
+    /// finished its layers (true) or all after the backward pass.
+    public var allreduceBucketBytes = 4 << 20
+    public var overlapsAllreduce = true
+
     public init(output: URL) { self.output = output }
 }
 
@@ -54,6 +60,8 @@ public struct PretrainSummary: Codable, Sendable {
     public var report: String?
     public var probe: ProbeResult?
     public var interrupted: Bool
+    /// On several MPI ranks: how the gradients were summed and what that cost rank 0.
+    public var allreduce: AllreduceSummary?
 }
 
 /// Balanced accuracy of a linear probe on pooled encoder features, pretrained against random weights.
@@ -161,7 +169,17 @@ public final class Pretrainer {
             loop.interrupt = interrupt
         }
         defer { if ranks == nil { interrupt.uninstall() } }
-        if let ranks { loop.reduceGradients = { parameters in ranks.orAbort { try ranks.sumGradients(parameters) } } }
+        let buckets = ranks.map {
+            GradientBuckets(communicator: $0.communicator, bucketBytes: options.allreduceBucketBytes, overlaps: options.overlapsAllreduce)
+        }
+        if let ranks, let buckets {
+            model.afterLayerBackward = { layer in ranks.orAbort { try buckets.layerFinished(layer) } }
+            if recipe.model.syncBatchNorm {
+                let sum = RanksSum(ranks)
+                for case let norm as BatchNormalization in model.layers { norm.synchronization = sum }
+            }
+            loop.reduceGradients = { parameters in ranks.orAbort { try buckets.finish(parameters) } }
+        }
 
         var generator = SeededGenerator(seed: training.seed)  // replaced at the start of every epoch
         // A rank other than 0: the spectrograms of this epoch's clips it needs, and each clip's row.
@@ -192,12 +210,22 @@ public final class Pretrainer {
                 return PretrainBatch(input: input, target: target, mask: mask, views: views, denominator: nil)
             },
             computeGradients: { batch in
-                if let ranks {
-                    // This rank's part of the batch's loss; the ranks' parts add up to it.
-                    let part = batch.input.shape[0] == 0 ? 0 : model.accumulateGradients(input: batch.input) {
-                        meanSquaredError(prediction: $0, target: batch.target, mask: batch.mask, denominator: batch.denominator)
+                if let ranks, let buckets {
+                    // This rank's part of the batch's loss; the ranks' parts add up to it. The
+                    // backward pass starts summing the gradients bucket by bucket.
+                    buckets.beginStep(model)
+                    var part = 0.0
+                    if batch.input.shape[0] == 0 {
+                        model.joinTrainingStepWithoutRows()
+                    } else {
+                        part = model.accumulateGradients(input: batch.input) {
+                            meanSquaredError(prediction: $0, target: batch.target, mask: batch.mask, denominator: batch.denominator)
+                        }
                     }
-                    return ranks.orAbort { try ranks.sumInRankOrder(part) }
+                    return ranks.orAbort {
+                        try buckets.startRemaining()
+                        return try ranks.sumInRankOrder(part)
+                    }
                 }
                 let reconstruction = model.accumulateGradients(input: batch.input) {
                     meanSquaredError(prediction: $0, target: batch.target, mask: batch.mask)
@@ -232,7 +260,7 @@ public final class Pretrainer {
             secondsPerEpoch: history.isEmpty ? nil : history.map(\.seconds).reduce(0, +) / Double(history.count),
             trainLoss: history.last?.trainLoss, validationLoss: history.last?.validationLoss.flatMap { $0.isNaN ? nil : $0 },
             bestValidationLoss: loop.best?.selectionLoss, validationLossWithoutSkips: nil, checkpoint: nil, encoder: nil,
-            report: nil, probe: nil, interrupted: stop == .interrupted)
+            report: nil, probe: nil, interrupted: stop == .interrupted, allreduce: buckets?.summary)
         // Rank 0 alone writes the encoder and the report; the others are done.
         guard isRoot else { return summary }
         if options.maxSteps != nil && history.count == firstEpoch { return summary }

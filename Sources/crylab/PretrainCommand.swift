@@ -40,6 +40,12 @@ struct PretrainCommand: DistributedCommand {
 
     @OptionGroup var convolution: ConvolutionOptions
 
+    @Option(name: .customLong("bucket-mb"), help: "Under mpirun: gradients are summed over the ranks in buckets of this many MB.")
+    var bucketMB: Double = 4
+
+    @Flag(inversion: .prefixedNo, help: "Under mpirun: start each bucket's allreduce as soon as the backward pass has finished its layers (--no-overlap: all after the backward pass).")
+    var overlap = true
+
     @Flag(help: "Continue the run in the output folder from its last.h5.")
     var resume = false
 
@@ -63,6 +69,7 @@ struct PretrainCommand: DistributedCommand {
         if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if !(bucketMB > 0) { throw ValidationError("--bucket-mb must be more than 0, got \(bucketMB)") }
     }
 
     func run(communicator: Communicator?) throws {
@@ -77,6 +84,12 @@ struct PretrainCommand: DistributedCommand {
         } else {
             var lines = [String(format: "%d epochs, %d steps, %.1f samples/s", summary.epochs, summary.steps, summary.samplesPerSecond)
                 + (summary.firstStepSeconds.map { String(format: " after a first step of %.1f s", $0) } ?? "")]
+            if let a = summary.allreduce {
+                lines.append(String(format: "gradients: %.1f MB per step summed over %d ranks in %d bucket%@%@; %.1f ms per step not hidden",
+                                    Double(a.gradientBytes) / 1_048_576, a.ranks, a.buckets, a.buckets == 1 ? "" : "s",
+                                    a.overlapsBackward ? " during the backward pass" : " after the backward pass",
+                                    a.exposedSecondsPerStep * 1000))
+            }
             if let v = summary.validationLoss { lines.append(String(format: "validation loss %.5f (best %.5f)", v, summary.bestValidationLoss ?? v)) }
             if let v = summary.validationLossWithoutSkips { lines.append(String(format: "validation loss with skip connections cut: %.5f", v)) }
             if let p = summary.probe {
@@ -103,6 +116,8 @@ struct PretrainCommand: DistributedCommand {
         options.resume = resume
         options.quiet = quiet || !isRoot
         options.context = context
+        options.allreduceBucketBytes = Int((bucketMB * 1_048_576).rounded())
+        options.overlapsAllreduce = overlap
         if isRoot, let probe {
             options.probe = try loadData([probe], frontEnd: recipe.frontEnd, unlabeled: false, threads: threads, quiet: quiet)
             options.probeClasses = probeClasses?.split(separator: ",").map(String.init)

@@ -75,6 +75,7 @@ struct RecipeTests {
         ("frontEnd:\n  nmels: 3\n", "frontEnd.nmels"),
         ("objective:\n  loss: masked\n", "objective.loss"),
         ("model:\n  kernelSize: 4\n", "model.kernelSize"),
+        ("model:\n  syncBatchNorm: true\n", "model.syncBatchNorm': the model has no BatchNormalization"),
         ("- just\n- a list\n", "mapping"),
     ])
     func errors(text: String, expected: String) {
@@ -86,6 +87,16 @@ struct RecipeTests {
             #expect(error.description.hasPrefix("bad.yaml: "))
         } catch {
             Issue.record("unexpected error type \(type(of: error)): \(error)")
+        }
+    }
+
+    @Test("fine-tuning refuses syncBatchNorm: its ranks train whole folds")
+    func fineTuningRefusesSyncBatchNorm() {
+        #expect(throws: RecipeError.self) {
+            _ = try loadRecipeText(FinetuneRecipe.self, text: "encoder:\n  batchNormalization: true\n  syncBatchNorm: true\n", file: "bad.yaml")
+        }
+        #expect(throws: Never.self) {
+            _ = try loadRecipeText(FinetuneRecipe.self, text: "encoder:\n  batchNormalization: true\n", file: "good.yaml")
         }
     }
 }
