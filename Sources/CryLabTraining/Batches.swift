@@ -25,20 +25,40 @@ public struct SpectrogramBatcher: Sendable {
 
     /// Mean and standard deviation over the clips at `indices` (computed in Double).
     public static func statistics(of store: FeatureStore, indices: [Int]) -> (mean: Float, std: Float) {
-        let size = store.mels * store.frames
-        var sum = 0.0, squares = 0.0
-        store.features.withUnsafeBufferPointer { values in
-            for index in indices {
-                for i in (index * size)..<((index + 1) * size) {
+        var sums = (sum: 0.0, squares: 0.0)
+        accumulate(store.features, clips: indices, size: store.mels * store.frames, into: &sums)
+        return statistics(sums, values: indices.count * store.mels * store.frames)
+    }
+
+    /// `statistics(of:indices:)` of an open store, read `chunk` clips at a time: the same sums in
+    /// the same order, so the same bits, without holding every clip at once.
+    public static func statistics(reading reader: FeatureStoreReader, indices: [Int], chunk: Int = 256) throws -> (mean: Float, std: Float) {
+        var sums = (sum: 0.0, squares: 0.0)
+        for start in stride(from: 0, to: indices.count, by: chunk) {
+            let count = min(chunk, indices.count - start)
+            accumulate(try reader.features(of: Array(indices[start..<(start + count)])), clips: Array(0..<count),
+                       size: reader.mels * reader.frames, into: &sums)
+        }
+        return statistics(sums, values: indices.count * reader.mels * reader.frames)
+    }
+
+    /// Adds the values of `clips` (clip-major, `size` values each) and their squares, in order.
+    private static func accumulate(_ features: [Float], clips: [Int], size: Int, into sums: inout (sum: Double, squares: Double)) {
+        features.withUnsafeBufferPointer { values in
+            for clip in clips {
+                for i in (clip * size)..<((clip + 1) * size) {
                     let v = Double(values[i])
-                    sum += v
-                    squares += v * v
+                    sums.sum += v
+                    sums.squares += v * v
                 }
             }
         }
-        let count = Double(max(1, indices.count * size))
-        let mean = sum / count
-        return (Float(mean), Float(max(squares / count - mean * mean, 1e-12).squareRoot()))
+    }
+
+    private static func statistics(_ sums: (sum: Double, squares: Double), values: Int) -> (mean: Float, std: Float) {
+        let count = Double(max(1, values))
+        let mean = sums.sum / count
+        return (Float(mean), Float(max(sums.squares / count - mean * mean, 1e-12).squareRoot()))
     }
 
     /// One clip's crop start: uniform in training (`generator` given), centred otherwise.

@@ -19,7 +19,7 @@ import Foundation
 ///   the gradients with in-place fp32 allreduces of buckets started during the backward pass.
 public struct DataParallelRanks {
     public let communicator: Communicator
-    /// Reads this rank's clips; nil on a rank that holds the whole store (rank 0).
+    /// Reads this rank's clips (no rank holds the whole store).
     public let reader: FeatureStoreReader?
 
     public init(communicator: Communicator, reader: FeatureStoreReader?) {
@@ -51,11 +51,16 @@ public struct DataParallelRanks {
     }
 
     /// Sums one Double per rank exactly as every rank will see it: rank 0 adds them in rank
-    /// order and sends the sum back, so every rank gets the same bits.
-    func sumInRankOrder(_ value: Double) throws -> Double {
-        let gathered = try communicator.gather(bytes(of: [value]))
-        let sum = gathered.map { $0.map { doubles(from: $0)[0] }.reduce(0, +) }
-        return try broadcastFromRoot(sum ?? 0)
+    /// order and sends the sum back, so every rank gets the same bits. With it goes whether any
+    /// rank is `stopping` (was asked to stop), so that all stop after the same step.
+    func sumInRankOrder(_ value: Double, stopping: Bool = false) throws -> (sum: Double, stopping: Bool) {
+        let gathered = try communicator.gather(bytes(of: [value, stopping ? 1 : 0]))
+        let answer = gathered.map { parts -> [Double] in
+            let values = parts.map { doubles(from: $0) }
+            return [values.map { $0[0] }.reduce(0, +), values.contains { $0[1] != 0 } ? 1 : 0]
+        }
+        let agreed = try broadcastFromRoot(answer ?? [0, 0])
+        return (agreed[0], agreed[1] != 0)
     }
 
     /// Rank 0's `values` on every rank (the others' are ignored).

@@ -89,8 +89,9 @@ public final class Pretrainer {
     let log: (String) -> Void
 
     /// - Parameter ranks: with more than one rank, this process trains its share of every batch
-    ///   (see `DataParallelRanks`); `store` holds every clip's spectrograms on rank 0 and none
-    ///   on the others, which read their clips through `ranks.reader`.
+    ///   (see `DataParallelRanks`); `store` then holds the clips' metadata and no spectrograms,
+    ///   which every rank reads through `ranks.reader`: its shares of each epoch's batches, and on
+    ///   rank 0 the training clips a chunk at a time for the statistics and the validation clips.
     public init(recipe: PretrainRecipe, recipeText: String, store: FeatureStore, options: PretrainOptions,
                 ranks: DataParallelRanks? = nil,
                 log: @escaping (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws {
@@ -109,7 +110,7 @@ public final class Pretrainer {
         if self.ranks != nil && recipe.objective.invariance.weight > 0 {
             throw RecipeError(file: recipe.path, message: "key 'objective.invariance': its contrastive loss compares every clip of a batch with the others and does not split over MPI ranks; pretrain it in one process")
         }
-        if let ranks = self.ranks, !ranks.isRoot, ranks.reader == nil {
+        if let ranks = self.ranks, ranks.reader == nil {
             throw RecipeError(file: recipe.path, message: "rank \(ranks.rank) has no feature store reader")
         }
     }
@@ -131,14 +132,27 @@ public final class Pretrainer {
             throw RecipeError(file: recipe.path, message: "key 'training.validationFraction': \(training.validationFraction) leaves no training clips of the data's \(store.count)")
         }
         var normalization = (mean: Float(0), std: Float(1))
-        if recipe.normalize && isRoot { normalization = SpectrogramBatcher.statistics(of: store, indices: trainIndices) }
+        if recipe.normalize && isRoot {
+            normalization = try ranks?.reader.map { try SpectrogramBatcher.statistics(reading: $0, indices: trainIndices) }
+                ?? SpectrogramBatcher.statistics(of: store, indices: trainIndices)
+        }
         if recipe.normalize, let ranks {
-            // Rank 0 alone holds every training clip: its statistics, sent to the others.
+            // Rank 0 reads every training clip once, a chunk at a time: its statistics, sent to the others.
             let sent = try ranks.broadcastFromRoot([Double(normalization.mean), Double(normalization.std)])
             normalization = (Float(sent[0]), Float(sent[1]))
         }
         let stats = normalization
         let batcher = SpectrogramBatcher(store: store, frames: modelFrames, mean: stats.mean, std: stats.std)
+        // What validation and the report read: in one process the whole store; on rank 0 of
+        // several, a store of the validation clips and (without them) the report's three
+        // training clips, in the same order, so the same figures.
+        var held = (batcher: batcher, validation: validationIndices, training: trainIndices)
+        if isRoot, let reader = ranks?.reader {
+            let shownTraining = validationIndices.isEmpty ? Array(trainIndices.prefix(3)) : []
+            let clips = try reader.store(clips: validationIndices + shownTraining)
+            held = (SpectrogramBatcher(store: clips, frames: modelFrames, mean: stats.mean, std: stats.std),
+                    Array(validationIndices.indices), Array(validationIndices.count..<clips.count))
+        }
         let configuration = try recipe.modelConfiguration(mels: store.mels, frames: store.frames)
         let model = try Model.uNet(configuration)
         model.context = options.context
@@ -163,12 +177,19 @@ public final class Pretrainer {
         log("pretraining: \(trainIndices.count) training and \(validationIndices.count) validation clips, "
             + "\(model.parameterCount) parameters, input \(store.mels)x\(modelFrames), \(loop.stepsPerEpoch) steps per epoch")
         let interrupt = InterruptFlag()
+        // On several ranks each listens for SIGINT, SIGTERM (which mpirun sends its ranks on
+        // Ctrl-C, and Slurm on scancel) and SIGUSR1 (which mpirun passes on); the ranks may get
+        // it at different steps, so they agree in each step's loss exchange (`agreed`) and all
+        // stop after the same step.
+        let agreed = InterruptFlag()
         if ranks == nil {
-            // Under mpirun the ranks would see Ctrl-C at different steps; mpirun ends the job instead.
             interrupt.install()
             loop.interrupt = interrupt
+        } else {
+            interrupt.install(signals: [SIGINT, SIGTERM, SIGUSR1], announces: false)
+            loop.interrupt = agreed
         }
-        defer { if ranks == nil { interrupt.uninstall() } }
+        defer { interrupt.uninstall() }
         let buckets = ranks.map {
             GradientBuckets(communicator: $0.communicator, bucketBytes: options.allreduceBucketBytes, overlaps: options.overlapsAllreduce)
         }
@@ -200,8 +221,7 @@ public final class Pretrainer {
             makeBatch: { (clips: [Int]) -> PretrainBatch in
                 if let ranks {
                     let share = self.shareOfBatch(clips, ranks: ranks, stats: stats, generator: &generator) { clip in
-                        ranks.reader == nil ? store.features[(clip * clipSize)..<((clip + 1) * clipSize)]
-                            : epochFeatures[(epochRows[clip]! * clipSize)..<((epochRows[clip]! + 1) * clipSize)]
+                        epochFeatures[(epochRows[clip]! * clipSize)..<((epochRows[clip]! + 1) * clipSize)]
                     }
                     return PretrainBatch(input: share.input, target: share.target, mask: share.mask, views: nil, denominator: share.denominator)
                 }
@@ -224,7 +244,12 @@ public final class Pretrainer {
                     }
                     return ranks.orAbort {
                         try buckets.startRemaining()
-                        return try ranks.sumInRankOrder(part)
+                        let (loss, stopping) = try ranks.sumInRankOrder(part, stopping: interrupt.isRaised)
+                        if stopping && !agreed.isRaised {
+                            agreed.raise()
+                            if isRoot { FileHandle.standardError.write(Data("\ninterrupted: every rank stops after this step; rank 0 saves a checkpoint\n".utf8)) }
+                        }
+                        return loss
                     }
                 }
                 let reconstruction = model.accumulateGradients(input: batch.input) {
@@ -237,7 +262,7 @@ public final class Pretrainer {
                 guard let ranks else { return (evaluate(model, validationIndices, batcher: batcher), nil) }
                 // Rank 0 alone holds the validation clips: its figure, sent to the others.
                 guard !validationIndices.isEmpty else { return (nil, nil) }
-                let loss = isRoot ? evaluate(model, validationIndices, batcher: batcher) ?? 0 : 0
+                let loss = isRoot ? evaluate(model, held.validation, batcher: held.batcher) ?? 0 : 0
                 return (ranks.orAbort { try ranks.broadcastFromRoot(loss) }, nil)
             },
             endEpoch: { record, isBest in
@@ -273,7 +298,7 @@ public final class Pretrainer {
         }
         summary.checkpoint = lastPath
         model.zeroSkipConnections(true)
-        summary.validationLossWithoutSkips = evaluate(model, validationIndices, batcher: batcher)
+        summary.validationLossWithoutSkips = evaluate(model, held.validation, batcher: held.batcher)
         model.zeroSkipConnections(false)
 
         let encoderPath = options.output.appendingPathComponent("encoder.h5").path
@@ -283,8 +308,8 @@ public final class Pretrainer {
         if let probeStore = options.probe {
             summary.probe = try linearProbe(encoder: encoder, configuration: configuration, probeStore: probeStore, stats: stats)
         }
-        summary.report = try writeReport(model: model, summary: summary, history: history, validation: validationIndices,
-                                     training: trainIndices, batcher: batcher)
+        summary.report = try writeReport(model: model, summary: summary, history: history, validation: held.validation,
+                                         training: held.training, batcher: held.batcher)
         return summary
     }
 

@@ -115,7 +115,7 @@ extension Pretrainer {
                     images.append(("masked input", PNG.heatmap(input.values, rows: mels, columns: frames, range: low...high)))
                 }
                 images.append(("reconstruction", PNG.heatmap(output.values, rows: mels, columns: frames, range: low...high)))
-                report.images(images, title: "\(store.paths[index]) (\(mels) mels x \(frames) frames)")
+                report.images(images, title: "\(batcher.store.paths[index]) (\(mels) mels x \(frames) frames)")
             }
         }
         let path = options.output.appendingPathComponent("report.html").path

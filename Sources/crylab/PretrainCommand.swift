@@ -103,8 +103,7 @@ struct PretrainCommand: DistributedCommand {
     }
 
     /// The recipe with this command's overrides and the data, ready to run. On several ranks
-    /// rank 0 reads the whole store (statistics, validation, report) and the others only open
-    /// it, to read their clips of each epoch.
+    /// every rank opens the store and reads only the clips it needs.
     func makePretrainer(threads: Int, communicator: Communicator?) throws -> Pretrainer {
         var (recipe, text) = try PretrainRecipe.load(self.recipe)
         if let epochs { recipe.training.epochs = epochs }
@@ -130,15 +129,10 @@ struct PretrainCommand: DistributedCommand {
         guard data.count == 1, isFeatureStore(data[0]) else {
             throw ValidationError("under mpirun, --data must be one feature store (.h5), the same path on every host: make it once with `crylab features`")
         }
-        let store: FeatureStore, reader: FeatureStoreReader?
-        if isRoot {
-            (store, reader) = (try FeatureStore.read(from: data[0]), nil)
-        } else {
-            let opened = try FeatureStoreReader(path: data[0])
-            (store, reader) = (opened.metadata, opened)
-        }
+        // Every rank reads its clips of each epoch; none holds the whole store.
+        let reader = try FeatureStoreReader(path: data[0])
         // Rank 0's lines only: the others train the same model.
-        return try Pretrainer(recipe: recipe, recipeText: text, store: store, options: options,
+        return try Pretrainer(recipe: recipe, recipeText: text, store: reader.metadata, options: options,
                               ranks: DataParallelRanks(communicator: communicator, reader: reader),
                               log: isRoot ? { FileHandle.standardError.write(Data(($0 + "\n").utf8)) } : { _ in })
     }

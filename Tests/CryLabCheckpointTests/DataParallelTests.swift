@@ -242,6 +242,38 @@ struct DataParallelTests {
     }
 }
 
+extension DataParallelTests {
+    /// SIGUSR1, which mpirun passes on to every rank, here sent to rank 1 alone: the ranks agree
+    /// in the next step's loss exchange to stop after it, and rank 0 writes `interrupted.h5`, as
+    /// Ctrl-C does in one process. (Sent to mpirun by this test process, it never reached the
+    /// ranks; sent from a shell, it did, as docs/distributed.md says.)
+    @Test("SIGUSR1 to one rank stops every rank after the same step; rank 0 writes interrupted.h5")
+    func interrupted() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let recipe = try workspace.write(Self.recipe.replacingOccurrences(of: "epochs: 2", with: "epochs: 400"), as: "recipe.yaml")
+        let store = try workspace.write(labeledStore(clips: 30, mels: 16, frames: 32, groups: 6))
+        let job = try StartedProcess(URL(fileURLWithPath: mpirunPath!),
+                                     mpirun(2, ["pretrain", "--recipe", recipe, "--data", store, "--threads", "1", "--quiet", "--json",
+                                                "-o", workspace.path("run")]), in: workspace.folder)
+        let waitUntil = Date().addingTimeInterval(60)
+        while Date() < waitUntil && job.process.isRunning && !FileManager.default.fileExists(atPath: workspace.path("run/last.h5")) {
+            usleep(20_000)
+        }
+        let rankOne = childProcesses(of: job.process.processIdentifier).first { rankOf($0) == 1 }
+        #expect(job.process.isRunning && rankOne != nil, "the job ended before it could be interrupted")
+        if let rankOne { kill(rankOne, SIGUSR1) }
+        let run = try job.finish()
+        #expect(run.status == 0, "\(run.output)\n\(run.errors)")
+        #expect(run.errors.components(separatedBy: "interrupted: every rank stops after this step").count == 2, "rank 0 alone says so: \(run.errors)")
+        let summary = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any]
+        #expect(summary?["interrupted"] as? Bool == true, "\(run.output)")
+        let saved = try Checkpoint.load(workspace.path("run/interrupted.h5"))
+        let epochs = saved.metadata.history["train_loss"]?.count ?? 0
+        #expect(epochs >= 1 && epochs < 400 && saved.metadata.step > epochs * 4, "interrupted after \(epochs) epochs, step \(saved.metadata.step)")
+    }
+}
+
 /// The fields of `crylab pretrain --json` these tests read.
 struct PretrainSummaryFields: Decodable {
     struct Allreduce: Decodable {
