@@ -204,6 +204,28 @@ struct DataParallelTests {
         #expect(largestWeight <= Self.weightTolerance)
     }
 
+    /// A 400-epoch pretraining of the test recipe on 2 ranks, started and run until its first
+    /// `last.h5` is written; returns the job, its command line and rank 1's pid (nil, with the
+    /// issue recorded, when the job ended before).
+    func startLongRun(_ workspace: Workspace) throws -> (job: StartedProcess, arguments: [String], rankOne: pid_t?) {
+        let recipe = try workspace.write(Self.recipe.replacingOccurrences(of: "epochs: 2", with: "epochs: 400"), as: "recipe.yaml")
+        let store = try workspace.write(labeledStore(clips: 30, mels: 16, frames: 32, groups: 6))
+        let arguments = ["pretrain", "--recipe", recipe, "--data", store, "--threads", "1", "--quiet", "--json", "-o", workspace.path("run")]
+        let job = try StartedProcess(URL(fileURLWithPath: mpirunPath!), mpirun(2, arguments), in: workspace.folder)
+        let waitUntil = Date().addingTimeInterval(60)
+        while Date() < waitUntil && job.process.isRunning && !FileManager.default.fileExists(atPath: workspace.path("run/last.h5")) {
+            usleep(20_000)
+        }
+        let rankOne = childProcesses(of: job.process.processIdentifier).first { rankOf($0) == 1 }
+        guard let rankOne, job.process.isRunning else {
+            job.process.terminate()
+            let run = try job.finish()
+            Issue.record("the job ended or never wrote last.h5 (rank 1: \(String(describing: rankOne))): \(run.output) \(run.errors)")
+            return (job, arguments, nil)
+        }
+        return (job, arguments, rankOne)
+    }
+
     /// Rank 1 is killed with SIGKILL once epoch 1's `last.h5` is written: mpirun ends the job
     /// within seconds naming the rank, the checkpoint stays readable, and `--resume` (here in one
     /// process) continues from it.
@@ -211,20 +233,9 @@ struct DataParallelTests {
     func killedRank() throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
-        let recipe = try workspace.write(Self.recipe.replacingOccurrences(of: "epochs: 2", with: "epochs: 400"), as: "recipe.yaml")
-        let store = try workspace.write(labeledStore(clips: 30, mels: 16, frames: 32, groups: 6))
-        let arguments = ["pretrain", "--recipe", recipe, "--data", store, "--threads", "1", "--quiet", "-o", workspace.path("run")]
-        let job = try StartedProcess(URL(fileURLWithPath: mpirunPath!), mpirun(2, arguments), in: workspace.folder)
+        let (job, arguments, rankOne) = try startLongRun(workspace)
+        guard let rankOne else { return }
         let last = workspace.path("run/last.h5")
-        let waitUntil = Date().addingTimeInterval(60)
-        while Date() < waitUntil && job.process.isRunning && !FileManager.default.fileExists(atPath: last) { usleep(20_000) }
-        let rankOne = childProcesses(of: job.process.processIdentifier).first { rankOf($0) == 1 }
-        guard let rankOne, job.process.isRunning else {
-            job.process.terminate()
-            let run = try job.finish()
-            Issue.record("the job ended or never wrote last.h5 (rank 1: \(String(describing: rankOne))): \(run.output) \(run.errors)")
-            return
-        }
         let signalled = Date()
         kill(rankOne, SIGKILL)
         let run = try job.finish()
@@ -251,18 +262,9 @@ extension DataParallelTests {
     func interrupted() throws {
         let workspace = try Workspace()
         defer { workspace.remove() }
-        let recipe = try workspace.write(Self.recipe.replacingOccurrences(of: "epochs: 2", with: "epochs: 400"), as: "recipe.yaml")
-        let store = try workspace.write(labeledStore(clips: 30, mels: 16, frames: 32, groups: 6))
-        let job = try StartedProcess(URL(fileURLWithPath: mpirunPath!),
-                                     mpirun(2, ["pretrain", "--recipe", recipe, "--data", store, "--threads", "1", "--quiet", "--json",
-                                                "-o", workspace.path("run")]), in: workspace.folder)
-        let waitUntil = Date().addingTimeInterval(60)
-        while Date() < waitUntil && job.process.isRunning && !FileManager.default.fileExists(atPath: workspace.path("run/last.h5")) {
-            usleep(20_000)
-        }
-        let rankOne = childProcesses(of: job.process.processIdentifier).first { rankOf($0) == 1 }
-        #expect(job.process.isRunning && rankOne != nil, "the job ended before it could be interrupted")
-        if let rankOne { kill(rankOne, SIGUSR1) }
+        let (job, _, rankOne) = try startLongRun(workspace)
+        guard let rankOne else { return }
+        kill(rankOne, SIGUSR1)
         let run = try job.finish()
         #expect(run.status == 0, "\(run.output)\n\(run.errors)")
         #expect(run.errors.components(separatedBy: "interrupted: every rank stops after this step").count == 2, "rank 0 alone says so: \(run.errors)")
