@@ -200,7 +200,8 @@ public final class FeatureStoreReader {
     /// The spectrograms of `clips` (in that order, repeats allowed), `[clips.count, mels, frames]`
     /// row-major; only those clips are read.
     public func features(of clips: [Int]) throws -> [Float] {
-        try root.readRows("features", rows: clips, as: Float.self, rank: 3).values
+        guard !clips.isEmpty else { return [] }
+        return try root.readRows("features", rows: clips, as: Float.self, rank: 3).values
     }
 
     /// The clips at `clips` (in that order; every clip when nil) as a store, reading only their

@@ -50,6 +50,14 @@ public struct DataParallelRanks {
         return positions
     }
 
+    /// The clips of the batches of `indices` (split into batches of `batchSize`) this rank
+    /// evaluates: batch k goes to rank k mod N. In batch order.
+    func validationClips(of indices: [Int], batchSize: Int) -> [Int] {
+        stride(from: 0, to: indices.count, by: batchSize).enumerated()
+            .filter { $0.offset % size == rank }
+            .flatMap { indices[$0.element..<min($0.element + batchSize, indices.count)] }
+    }
+
     /// Sums one Double per rank exactly as every rank will see it: rank 0 adds them in rank
     /// order and sends the sum back, so every rank gets the same bits. With it goes whether any
     /// rank is `stopping` (was asked to stop), so that all stop after the same step.

@@ -143,15 +143,18 @@ public final class Pretrainer {
         }
         let stats = normalization
         let batcher = SpectrogramBatcher(store: store, frames: modelFrames, mean: stats.mean, std: stats.std)
-        // What validation and the report read: in one process the whole store; on rank 0 of
-        // several, a store of the validation clips and (without them) the report's three
-        // training clips, in the same order, so the same figures.
+        // What validation and the report read: in one process the whole store. On several ranks,
+        // a store of this rank's validation batches (see `evaluate`), and on rank 0 after them
+        // the report's three clips (validation clips, or training clips without them); `held`
+        // then gives the report's clips by their rows in that store.
         var held = (batcher: batcher, validation: validationIndices, training: trainIndices)
-        if isRoot, let reader = ranks?.reader {
-            let shownTraining = validationIndices.isEmpty ? Array(trainIndices.prefix(3)) : []
-            let clips = try reader.store(clips: validationIndices + shownTraining)
+        if let ranks, let reader = ranks.reader {
+            let mine = ranks.validationClips(of: validationIndices, batchSize: training.batchSize)
+            let shown = !isRoot ? [] : Array((validationIndices.isEmpty ? trainIndices : validationIndices).prefix(3))
+            let clips = try reader.store(clips: mine + shown)
+            let shownRows = Array(mine.count..<clips.count)
             held = (SpectrogramBatcher(store: clips, frames: modelFrames, mean: stats.mean, std: stats.std),
-                    Array(validationIndices.indices), Array(validationIndices.count..<clips.count))
+                    validationIndices.isEmpty ? [] : shownRows, validationIndices.isEmpty ? shownRows : [])
         }
         let configuration = try recipe.modelConfiguration(mels: store.mels, frames: store.frames)
         let model = try Model.uNet(configuration)
@@ -258,13 +261,7 @@ public final class Pretrainer {
                 guard let views = batch.views, let invarianceEncoder else { return reconstruction }
                 return reconstruction + accumulateInvarianceGradients(views: views, encoder: invarianceEncoder)
             },
-            validate: {
-                guard let ranks else { return (evaluate(model, validationIndices, batcher: batcher), nil) }
-                // Rank 0 alone holds the validation clips: its figure, sent to the others.
-                guard !validationIndices.isEmpty else { return (nil, nil) }
-                let loss = isRoot ? evaluate(model, held.validation, batcher: held.batcher) ?? 0 : 0
-                return (ranks.orAbort { try ranks.broadcastFromRoot(loss) }, nil)
-            },
+            validate: { (evaluate(model, validationIndices, batcher: held.batcher, ranks: ranks), nil) },
             endEpoch: { record, isBest in
                 guard isRoot else { return }
                 let metadata = self.metadata(loop, stats: stats)
@@ -286,20 +283,21 @@ public final class Pretrainer {
             trainLoss: history.last?.trainLoss, validationLoss: history.last?.validationLoss.flatMap { $0.isNaN ? nil : $0 },
             bestValidationLoss: loop.best?.selectionLoss, validationLossWithoutSkips: nil, checkpoint: nil, encoder: nil,
             report: nil, probe: nil, interrupted: stop == .interrupted, allreduce: buckets?.summary)
-        // Rank 0 alone writes the encoder and the report; the others are done.
-        guard isRoot else { return summary }
         if options.maxSteps != nil && history.count == firstEpoch { return summary }
         if stop == .interrupted {
+            guard isRoot else { return summary }
             let path = options.output.appendingPathComponent("interrupted.h5").path
             try Checkpoint.save(model, metadata: metadata(loop, stats: stats), optimizer: optimizerState(loop.optimizer, for: model), to: path)
             summary.checkpoint = path
             log("saved \(path); `--resume` continues from last.h5 (the last complete epoch)")
             return summary
         }
-        summary.checkpoint = lastPath
         model.zeroSkipConnections(true)
-        summary.validationLossWithoutSkips = evaluate(model, held.validation, batcher: held.batcher)
+        summary.validationLossWithoutSkips = evaluate(model, validationIndices, batcher: held.batcher, ranks: ranks)
         model.zeroSkipConnections(false)
+        // Rank 0 alone writes the encoder and the report; the others are done.
+        guard isRoot else { return summary }
+        summary.checkpoint = lastPath
 
         let encoderPath = options.output.appendingPathComponent("encoder.h5").path
         let encoder = try exportEncoder(from: model, configuration: configuration)
@@ -384,16 +382,33 @@ public final class Pretrainer {
         return invariance.weight * contrast.value
     }
 
-    /// Mean validation loss, with the same masks every epoch; nil without validation clips.
-    func evaluate(_ model: Model, _ indices: [Int], batcher: SpectrogramBatcher) -> Double? {
+    /// Mean validation loss of the clips `indices`, with the same masks every epoch; nil without
+    /// validation clips. On several ranks the batches are dealt out, batch k to rank k mod N:
+    /// `batcher` holds this rank's batches' clips in order (`DataParallelRanks.validationClips`),
+    /// every rank makes the mask draws of every batch (on zeros for the others' batches), so each
+    /// batch has its one-process masks, and the ranks' sums are added in rank order: the
+    /// one-process figure but for the order of a few Double sums.
+    func evaluate(_ model: Model, _ indices: [Int], batcher: SpectrogramBatcher, ranks: DataParallelRanks? = nil) -> Double? {
         guard !indices.isEmpty else { return nil }
+        let batchSize = recipe.training.batchSize
         var generator = SeededGenerator(seed: recipe.training.seed ^ 0x7A11_DA7E)
+        var zeros = batcher.store
+        zeros.features = [Float](repeating: 0, count: min(batchSize, indices.count) * zeros.mels * zeros.frames)
+        let others = SpectrogramBatcher(store: zeros, frames: batcher.frames, mean: batcher.mean, std: batcher.std)
         var total = 0.0
-        for start in stride(from: 0, to: indices.count, by: recipe.training.batchSize) {
-            let batch = Array(indices[start..<min(start + recipe.training.batchSize, indices.count)])
-            let (input, target, mask) = makeBatch(batch, batcher: batcher, generator: &generator, training: false)
+        var row = 0
+        for (number, start) in stride(from: 0, to: indices.count, by: batchSize).enumerated() {
+            let batch = Array(indices[start..<min(start + batchSize, indices.count)])
+            if let ranks, number % ranks.size != ranks.rank {
+                _ = makeBatch(Array(batch.indices), batcher: others, generator: &generator, training: false)
+                continue
+            }
+            let clips = ranks == nil ? batch : Array(row..<(row + batch.count))
+            row += batch.count
+            let (input, target, mask) = makeBatch(clips, batcher: batcher, generator: &generator, training: false)
             total += meanSquaredError(prediction: model.predict(input), target: target, mask: mask).value * Double(batch.count)
         }
+        if let ranks { total = ranks.orAbort { try ranks.sumInRankOrder(total).sum } }
         return total / Double(indices.count)
     }
 

@@ -254,6 +254,27 @@ struct DataParallelTests {
 }
 
 extension DataParallelTests {
+    /// Half the clips held out and batches of 4: the validation batches are dealt out over the
+    /// ranks (two each), each rank reading only its own; the epoch losses are one process's
+    /// within the tolerance, and rank 0 still writes the report with its clips.
+    @Test("validation batches split over 2 ranks give one process's validation loss")
+    func validationOverRanks() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let recipe = Self.recipe.replacingOccurrences(of: "batchSize: 7, validationFraction: 0.2", with: "batchSize: 4, validationFraction: 0.5")
+        let arguments = try setUp(workspace, recipe: recipe)
+        let run = try runMPI(mpirun(2, arguments("ranks") + ["--json"]), in: workspace)
+        #expect(run.status == 0, "\(run.errors)")
+        let summary = try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any]
+        #expect((summary?["validationClips"] as? Int ?? 0) > 8, "more than two batches of validation clips: \(run.output)")
+        let (largestLoss, largestWeight) = try differences("alone", "ranks", in: workspace)
+        print("validation over 2 ranks: largest relative loss difference \(largestLoss), weight difference \(largestWeight)")
+        #expect(largestLoss <= Self.lossTolerance)
+        #expect(largestWeight <= Self.weightTolerance)
+        let report = try String(contentsOfFile: workspace.path("ranks/report.html"), encoding: .utf8)
+        #expect(report.components(separatedBy: "Reconstructions of validation clips").count == 2)
+    }
+
     /// SIGUSR1, which mpirun passes on to every rank, here sent to rank 1 alone: the ranks agree
     /// in the next step's loss exchange to stop after it, and rank 0 writes `interrupted.h5`, as
     /// Ctrl-C does in one process. (Sent to mpirun by this test process, it never reached the
