@@ -220,9 +220,18 @@ extension Model {
     /// others' batch statistics, as theirs do), then the backward pass's order of calls, each
     /// layer's `afterLayerBackward` and the backward sums of the synchronised ones.
     public func joinTrainingStepWithoutRows() {
-        let synchronized = synchronizedBatchNormalizations
-        for norm in synchronized { norm.joinForwardWithoutRows() }
-        let ids = Set(synchronized.map(ObjectIdentifier.init))
+        joinForwardWithoutRows()
+        joinBackwardWithoutRows()
+    }
+
+    /// The forward half of `joinTrainingStepWithoutRows`.
+    public func joinForwardWithoutRows() {
+        for norm in synchronizedBatchNormalizations { norm.joinForwardWithoutRows() }
+    }
+
+    /// The backward half of `joinTrainingStepWithoutRows`.
+    public func joinBackwardWithoutRows() {
+        let ids = Set(synchronizedBatchNormalizations.map(ObjectIdentifier.init))
         for layer in layers.reversed() {
             if ids.contains(ObjectIdentifier(layer)), let norm = layer as? BatchNormalization { norm.joinBackwardWithoutRows() }
             afterLayerBackward?(layer)

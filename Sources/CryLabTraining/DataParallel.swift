@@ -89,6 +89,43 @@ private func doubles(from bytes: [UInt8]) -> [Double] {
     }
 }
 
+extension DataParallelRanks {
+    /// Every rank's view embeddings (its clips' first views, then their second views) on every
+    /// rank, in the global order: every rank's first views in rank order, then every rank's
+    /// second views; and how many clips each rank gave.
+    func gatherViewEmbeddings(_ embeddings: [[Double]]) throws -> (rows: [[Double]], clips: [Int]) {
+        let width = embeddings.first?.count ?? 0
+        let gathered = try communicator.gather(bytes(of: [Double(embeddings.count), Double(width)] + embeddings.flatMap { $0 }))
+        var assembled: [Double] = []
+        if let gathered {
+            let parts = gathered.map { doubles(from: $0) }
+            let clips = parts.map { Int($0[0]) / 2 }
+            let channels = parts.map { Int($0[1]) }.max() ?? 0
+            assembled = clips.map(Double.init) + [Double(channels)]
+            for view in 0..<2 {
+                for (part, count) in zip(parts, clips) where count > 0 {
+                    let length: Int = count * channels
+                    let start: Int = 2 + view * length
+                    assembled.append(contentsOf: part[start..<(start + length)])
+                }
+            }
+        }
+        let flat = try broadcastFromRoot(assembled)
+        let clips = flat[..<size].map { Int($0) }
+        let channels = Int(flat[size])
+        let values = Array(flat[(size + 1)...])
+        let rows = stride(from: 0, to: values.count, by: max(channels, 1)).map { Array(values[$0..<($0 + channels)]) }
+        return (rows, clips)
+    }
+}
+
+/// Rows of two batch tensors `[batch, ...]`, one after the other.
+func concatenateRows(_ first: Tensor, _ second: Tensor) -> Tensor {
+    var shape = first.shape
+    shape[0] += second.shape[0]
+    return Tensor(shape: shape, values: first.values + second.values)
+}
+
 /// The rows `rows` of a batch tensor `[batch, ...]`.
 func rows(_ tensor: Tensor, _ rows: Range<Int>) -> Tensor {
     let size = tensor.count / max(tensor.shape[0], 1)

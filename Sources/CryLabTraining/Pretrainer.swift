@@ -107,9 +107,6 @@ public final class Pretrainer {
         self.options = options
         self.ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
         self.log = log
-        if self.ranks != nil && recipe.objective.invariance.weight > 0 {
-            throw RecipeError(file: recipe.path, message: "key 'objective.invariance': its contrastive loss compares every clip of a batch with the others and does not split over MPI ranks; pretrain it in one process")
-        }
         if let ranks = self.ranks, ranks.reader == nil {
             throw RecipeError(file: recipe.path, message: "rank \(ranks.rank) has no feature store reader")
         }
@@ -198,6 +195,15 @@ public final class Pretrainer {
         }
         if let ranks, let buckets {
             model.afterLayerBackward = { layer in ranks.orAbort { try buckets.layerFinished(layer) } }
+            if let invarianceEncoder {
+                // The encoder's layers take more gradient in the invariance term's backward pass,
+                // after the U-Net's: their buckets wait for that one.
+                let shared = Set(invarianceEncoder.layers.map(ObjectIdentifier.init))
+                model.afterLayerBackward = { layer in
+                    if !shared.contains(ObjectIdentifier(layer)) { ranks.orAbort { try buckets.layerFinished(layer) } }
+                }
+                invarianceEncoder.afterLayerBackward = { layer in ranks.orAbort { try buckets.layerFinished(layer) } }
+            }
             if recipe.model.syncBatchNorm {
                 let sum = RanksSum(ranks)
                 for case let norm as BatchNormalization in model.layers { norm.synchronization = sum }
@@ -223,10 +229,10 @@ public final class Pretrainer {
             },
             makeBatch: { (clips: [Int]) -> PretrainBatch in
                 if let ranks {
-                    let share = self.shareOfBatch(clips, ranks: ranks, stats: stats, generator: &generator) { clip in
+                    return self.shareOfBatch(clips, ranks: ranks, stats: stats, views: invarianceEncoder != nil && clips.count >= 2,
+                                             generator: &generator) { clip in
                         epochFeatures[(epochRows[clip]! * clipSize)..<((epochRows[clip]! + 1) * clipSize)]
                     }
-                    return PretrainBatch(input: share.input, target: share.target, mask: share.mask, views: nil, denominator: share.denominator)
                 }
                 let (input, target, mask) = makeBatch(clips, batcher: batcher, generator: &generator, training: true)
                 let views = invarianceEncoder == nil || clips.count < 2 ? nil : makeViews(clips, batcher: batcher, generator: &generator)
@@ -244,6 +250,9 @@ public final class Pretrainer {
                         part = model.accumulateGradients(input: batch.input) {
                             meanSquaredError(prediction: $0, target: batch.target, mask: batch.mask, denominator: batch.denominator)
                         }
+                    }
+                    if let views = batch.views, let invarianceEncoder {
+                        part += ranks.orAbort { try accumulateInvarianceGradients(views: views, encoder: invarianceEncoder, ranks: ranks) }
                     }
                     return ranks.orAbort {
                         try buckets.startRemaining()
@@ -315,8 +324,8 @@ public final class Pretrainer {
     /// whole batch is made, the clips this rank does not need left as zeros (no draw depends on
     /// the values), and the rank's rows kept. `denominator` is the whole batch's loss denominator
     /// (masked cells with a masked loss, else elements), as `meanSquaredError` computes it.
-    func shareOfBatch(_ clips: [Int], ranks: DataParallelRanks, stats: (mean: Float, std: Float), generator: inout SeededGenerator,
-                      spectrogram: (Int) -> ArraySlice<Float>) -> (input: Tensor, target: Tensor, mask: Tensor?, denominator: Double) {
+    func shareOfBatch(_ clips: [Int], ranks: DataParallelRanks, stats: (mean: Float, std: Float), views: Bool, generator: inout SeededGenerator,
+                      spectrogram: (Int) -> ArraySlice<Float>) -> PretrainBatch {
         let clipSize = store.mels * store.frames
         let mine = ranks.share(of: clips.count)
         var needed = Array(mine)
@@ -337,7 +346,12 @@ public final class Pretrainer {
             denominator = 0
             for weight in mask.values { denominator += Double(weight) }
         }
-        return (rows(input, mine), rows(target, mine), mask.map { rows($0, mine) }, max(denominator, mask == nil ? 1 : 1e-12))
+        // The views' draws follow the batch's, as in one process; this rank keeps its clips'
+        // first views, then their second views.
+        let shareViews = views ? makeViews(Array(0..<clips.count), batcher: batcher, generator: &generator) : nil
+        return PretrainBatch(input: rows(input, mine), target: rows(target, mine), mask: mask.map { rows($0, mine) },
+                             views: shareViews.map { concatenateRows(rows($0, mine), rows($0, (mine.lowerBound + clips.count)..<(mine.upperBound + clips.count))) },
+                             denominator: max(denominator, mask == nil ? 1 : 1e-12))
     }
 
     /// Input, reconstruction target and loss mask of one batch.
@@ -380,6 +394,35 @@ public final class Pretrainer {
         for i in gradient.values.indices { gradient.values[i] *= scale }
         encoder.backward(.output(gradient))
         return invariance.weight * contrast.value
+    }
+
+    /// The invariance term's share of a step on one of several ranks. `views` holds this rank's
+    /// clips' first views, then their second views (none when its share is empty). The loss
+    /// compares every view of the global batch with every other, so the ranks gather the views'
+    /// embeddings (channel means, a few hundred numbers per clip) in the global order, and each
+    /// computes the whole term and its gradient, identical everywhere, then back-propagates its
+    /// own rows. Returns the weighted term on rank 0 and 0 on the others, so that the ranks'
+    /// parts add up to it once.
+    func accumulateInvarianceGradients(views: Tensor, encoder: Model, ranks: DataParallelRanks) throws -> Double {
+        let invariance = recipe.objective.invariance
+        let own = views.shape[0] / 2
+        var features: Tensor?
+        if own > 0 { features = encoder.forward(views, training: true) } else { encoder.joinForwardWithoutRows() }
+        let embeddings = features.map(viewEmbeddings) ?? []
+        let (all, counts) = try ranks.gatherViewEmbeddings(embeddings)
+        let contrast = viewContrastiveLoss(embeddings: all, temperature: invariance.temperature)
+        if let features {
+            // This rank's rows of the global order: its first views, then its second views.
+            let before = counts[..<ranks.rank].reduce(0, +), clips = counts.reduce(0, +)
+            let mine = Array(before..<(before + own)) + Array((clips + before)..<(clips + before + own))
+            var gradient = viewFeatureGradient(mine.map { contrast.gradient[$0] }, shape: features.shape)
+            let scale = Float(invariance.weight)
+            for i in gradient.values.indices { gradient.values[i] *= scale }
+            encoder.backward(.output(gradient))
+        } else {
+            encoder.joinBackwardWithoutRows()
+        }
+        return ranks.isRoot ? invariance.weight * contrast.value : 0
     }
 
     /// Mean validation loss of the clips `indices`, with the same masks every epoch; nil without

@@ -13,14 +13,30 @@ import Foundation
 public func viewContrastiveLoss(features: Tensor, temperature: Double) -> (value: Double, gradient: Tensor) {
     precondition(features.shape.count == 4 && features.shape[0] % 2 == 0 && features.shape[0] >= 4,
                  "view contrast needs [2 * batch, height, width, channels] with a batch of at least 2, got \(features.shape)")
+    let contrast = viewContrastiveLoss(embeddings: viewEmbeddings(features), temperature: temperature)
+    return (contrast.value, viewFeatureGradient(contrast.gradient, shape: features.shape))
+}
+
+/// Each row's embedding: the channel means of `features` [rows, height, width, channels].
+public func viewEmbeddings(_ features: Tensor) -> [[Double]] {
+    precondition(features.shape.count == 4, "view embeddings need [rows, height, width, channels], got \(features.shape)")
     precondition(features.layout == .nhwc, "view contrast reads NHWC features")
-    let rows = features.shape[0], half = rows / 2
-    let channels = features.shape[3], positions = features.shape[1] * features.shape[2]
+    let size = features.shape[1] * features.shape[2] * features.shape[3]
+    return (0..<features.shape[0]).map { i in
+        channelMeansAndStds(Array(features.values[(i * size)..<((i + 1) * size)]), channels: features.shape[3]).means
+    }
+}
+
+/// The view contrast of `viewContrastiveLoss` on the embeddings e of its 2 * batch rows (rows b
+/// and batch + b are clip b's two views): the loss and d(loss)/d(e_i) for every row. It needs
+/// every row of the batch at once, which is why a data-parallel run gathers the embeddings.
+public func viewContrastiveLoss(embeddings e: [[Double]], temperature: Double) -> (value: Double, gradient: [[Double]]) {
+    let rows = e.count, half = rows / 2
+    precondition(rows % 2 == 0 && rows >= 4, "view contrast needs two views of at least 2 clips, got \(rows) rows")
+    let channels = e[0].count
     let twin = { (i: Int) in i < half ? i + half : i - half }
 
-    // e: [rows, channels], the channel means; u: centred; z: unit length.
-    let size = positions * channels
-    let e = (0..<rows).map { i in channelMeansAndStds(Array(features.values[(i * size)..<((i + 1) * size)]), channels: channels).means }
+    // u: centred; z: unit length.
     var centre = [Double](repeating: 0, count: channels)
     for row in e { for c in 0..<channels { centre[c] += row[c] / Double(rows) } }
     let u = e.map { row in (0..<channels).map { row[$0] - centre[$0] } }
@@ -65,17 +81,22 @@ public func viewContrastiveLoss(features: Tensor, temperature: Double) -> (value
     }
     var meanGradient = [Double](repeating: 0, count: channels)
     for row in du { for c in 0..<channels { meanGradient[c] += row[c] / Double(rows) } }
+    return (loss, du.map { row in (0..<channels).map { row[$0] - meanGradient[$0] } })
+}
 
-    // Through the mean over positions: every position of row i gets de_i / positions.
-    var gradient = Tensor(zeros: features.shape)
-    for i in 0..<rows {
+/// d(loss)/d(features) from d(loss)/d(e_i): through the mean over positions, every position of
+/// row i gets de_i / positions.
+public func viewFeatureGradient(_ embeddingGradient: [[Double]], shape: [Int]) -> Tensor {
+    let positions = shape[1] * shape[2], channels = shape[3]
+    var gradient = Tensor(zeros: shape)
+    for (i, row) in embeddingGradient.enumerated() {
         let base = i * positions * channels
         for c in 0..<channels {
-            let value = Float((du[i][c] - meanGradient[c]) / Double(positions))
+            let value = Float(row[c] / Double(positions))
             for p in 0..<positions { gradient.values[base + p * channels + c] = value }
         }
     }
-    return (loss, gradient)
+    return gradient
 }
 
 /// The part of a U-Net an exported encoder keeps (every encoder level, without the last pooling

@@ -275,6 +275,26 @@ extension DataParallelTests {
         #expect(report.components(separatedBy: "Reconstructions of validation clips").count == 2)
     }
 
+    /// The invariance term compares every view of the global batch with every other: the ranks
+    /// gather the views' embeddings and each back-propagates its own rows. Three ranks and
+    /// batches of 23 (shares of 7, 8 and 8), so the last batch of 2 clips leaves rank 0 without
+    /// a clip in a step that still has views.
+    @Test("the invariance term on 3 ranks ends where one process ends, within float rounding")
+    func invarianceTerm() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let recipe = Self.recipe.replacingOccurrences(of: "loss: masked}", with: "loss: masked, invariance: {weight: 5, temperature: 0.2}}")
+            .replacingOccurrences(of: "batchSize: 7", with: "batchSize: 23")
+        #expect(recipe.contains("invariance") && recipe.contains("batchSize: 23"))
+        let arguments = try setUp(workspace, recipe: recipe)
+        let run = try runMPI(mpirun(3, arguments("ranks") + ["--bucket-mb", "0.001"]), in: workspace)
+        #expect(run.status == 0, "\(run.errors)")
+        let (largestLoss, largestWeight) = try differences("alone", "ranks", in: workspace)
+        print("invariance term, 3 ranks against one process: largest relative loss difference \(largestLoss), weight difference \(largestWeight)")
+        #expect(largestLoss <= Self.lossTolerance)
+        #expect(largestWeight <= Self.weightTolerance)
+    }
+
     /// SIGUSR1, which mpirun passes on to every rank, here sent to rank 1 alone: the ranks agree
     /// in the next step's loss exchange to stop after it, and rank 0 writes `interrupted.h5`, as
     /// Ctrl-C does in one process. (Sent to mpirun by this test process, it never reached the
