@@ -30,16 +30,16 @@ public struct SpectrogramBatcher: Sendable {
         return statistics(sums, values: indices.count * store.mels * store.frames)
     }
 
-    /// `statistics(of:indices:)` of an open store, read `chunk` clips at a time: the same sums in
-    /// the same order, so the same bits, without holding every clip at once.
-    public static func statistics(reading reader: FeatureStoreReader, indices: [Int], chunk: Int = 256) throws -> (mean: Float, std: Float) {
+    /// Σ x and Σ x² over the clips `indices` of an open store, read `chunk` clips at a time, in
+    /// order (one rank's part of the statistics).
+    public static func sums(reading reader: FeatureStoreReader, indices: [Int], chunk: Int = 256) throws -> (sum: Double, squares: Double) {
         var sums = (sum: 0.0, squares: 0.0)
         for start in stride(from: 0, to: indices.count, by: chunk) {
             let count = min(chunk, indices.count - start)
             accumulate(try reader.features(of: Array(indices[start..<(start + count)])), clips: Array(0..<count),
                        size: reader.mels * reader.frames, into: &sums)
         }
-        return statistics(sums, values: indices.count * reader.mels * reader.frames)
+        return sums
     }
 
     /// Adds the values of `clips` (clip-major, `size` values each) and their squares, in order.
@@ -55,7 +55,8 @@ public struct SpectrogramBatcher: Sendable {
         }
     }
 
-    private static func statistics(_ sums: (sum: Double, squares: Double), values: Int) -> (mean: Float, std: Float) {
+    /// Mean and standard deviation from Σ x and Σ x² over `values` values.
+    public static func statistics(_ sums: (sum: Double, squares: Double), values: Int) -> (mean: Float, std: Float) {
         let count = Double(max(1, values))
         let mean = sums.sum / count
         return (Float(mean), Float(max(sums.squares / count - mean * mean, 1e-12).squareRoot()))

@@ -129,14 +129,17 @@ public final class Pretrainer {
             throw RecipeError(file: recipe.path, message: "key 'training.validationFraction': \(training.validationFraction) leaves no training clips of the data's \(store.count)")
         }
         var normalization = (mean: Float(0), std: Float(1))
-        if recipe.normalize && isRoot {
-            normalization = try ranks?.reader.map { try SpectrogramBatcher.statistics(reading: $0, indices: trainIndices) }
-                ?? SpectrogramBatcher.statistics(of: store, indices: trainIndices)
-        }
-        if recipe.normalize, let ranks {
-            // Rank 0 reads every training clip once, a chunk at a time: its statistics, sent to the others.
-            let sent = try ranks.broadcastFromRoot([Double(normalization.mean), Double(normalization.std)])
-            normalization = (Float(sent[0]), Float(sent[1]))
+        if recipe.normalize {
+            if let ranks, let reader = ranks.reader {
+                // Each rank sums a contiguous part of the training clips; rank 0 adds the parts in
+                // rank order: the one-process statistics but for the order of the Double sums.
+                let part = Array(trainIndices[ranks.share(of: trainIndices.count)])
+                let sums = try SpectrogramBatcher.sums(reading: reader, indices: part)
+                let total = (sum: try ranks.sumInRankOrder(sums.sum).sum, squares: try ranks.sumInRankOrder(sums.squares).sum)
+                normalization = SpectrogramBatcher.statistics(total, values: trainIndices.count * store.mels * store.frames)
+            } else {
+                normalization = SpectrogramBatcher.statistics(of: store, indices: trainIndices)
+            }
         }
         let stats = normalization
         let batcher = SpectrogramBatcher(store: store, frames: modelFrames, mean: stats.mean, std: stats.std)
