@@ -118,9 +118,8 @@ def main():
     alone = re.search(r"allreduce of ([0-9.]+) MB: median ([0-9.]+) ms", check.stdout)
     alone_ms = float(alone.group(2)) if alone else None
     if alone_ms is not None:
-        print(f"\nThe gradients' allreduce alone (`mpirun -np 2 crylab mpi-check --megabytes {nbytes / 1048576:.2f}`): "
-              f"median {alone_ms:.1f} ms. The rest of the time not hidden is one rank waiting for the other to finish "
-              "its backward pass.")
+        print(f"\nThe gradients' allreduce alone, one buffer (`mpirun -np 2 crylab mpi-check --megabytes {nbytes / 1048576:.2f}`): "
+              f"median {alone_ms:.1f} ms. The time not hidden in training also holds any wait for the slower rank.")
     step = 32 / statistics.median(base)  # one host's step at batch 32, both cores
     backward = 2 / 3 * step  # the backward pass is about two thirds of a training step
     print(f"\nScaling on paper: {nbytes / 1e6:.1f} MB of fp32 gradients per step ({allreduce['buckets']} buckets), "
