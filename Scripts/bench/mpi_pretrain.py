@@ -150,6 +150,7 @@ def main():
     if args.record:
         head = {"kind": "run", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "host": platform.node(), **flags, "script": "Scripts/bench/mpi_pretrain.py",
+                "openmpi": subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout.split("\n")[0],
                 "arguments": sys.argv[1:], "commit": subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"],
                                                                     capture_output=True, text=True).stdout.strip()}
         with open(args.record, "a") as f:
