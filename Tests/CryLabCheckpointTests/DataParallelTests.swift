@@ -295,6 +295,45 @@ extension DataParallelTests {
         #expect(largestWeight <= Self.weightTolerance)
     }
 
+    /// Rank 1 is given a file that is not a feature store: the job stops before step one, naming
+    /// the rank and the file, and rank 0 writes no checkpoint.
+    @Test("a rank that cannot read the store stops the pretraining job before step one, naming the rank and the file")
+    func unreadableStore() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let recipe = try workspace.write(Self.recipe, as: "recipe.yaml")
+        let good = try workspace.write(labeledStore(clips: 30, mels: 16, frames: 32, groups: 6))
+        let damaged = workspace.path("damaged.h5")
+        try Data(repeating: 0x5A, count: 4096).write(to: URL(fileURLWithPath: damaged))
+        func arguments(_ data: String) -> [String] {
+            ["pretrain", "--recipe", recipe, "--data", data, "--threads", "1", "--quiet", "-o", workspace.path("run")]
+        }
+        let run = try runMPI(launcherOptions + ["-np", "1", crylabExecutable.path] + arguments(good)
+                             + [":", "-np", "1", crylabExecutable.path] + arguments(damaged), in: workspace)
+        #expect(run.exited && run.status != 0)
+        #expect(run.errors.contains("rank 1 (") && run.errors.contains(damaged), "\(run.errors)")
+        #expect(!FileManager.default.fileExists(atPath: workspace.path("run/last.h5")), "no step was taken")
+    }
+
+    /// `--precision fast` on 2 ranks: each rank times its own kernels and writes the machine's
+    /// choices (here a cache folder of the test's own); the ranks may pick bf16 kernels where one
+    /// fp32 process does not, so the losses are compared at bf16's precision (measured by hand:
+    /// 1.3e-4 apart, relative).
+    @Test("--precision fast on 2 ranks trains and keeps its kernel choices")
+    func fastPrecision() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let arguments = try setUp(workspace)
+        let cache = workspace.path("cache")
+        let run = try runMPI(launcherOptions + ["-x", "XDG_CACHE_HOME=\(cache)", "-np", "2", crylabExecutable.path]
+                             + arguments("fast") + ["--precision", "fast"], in: workspace)
+        #expect(run.status == 0, "\(run.errors)")
+        #expect(FileManager.default.fileExists(atPath: cache + "/crylab/fast-mode-choices.json"), "the ranks kept their choices")
+        let (largestLoss, _) = try differences("alone", "fast", in: workspace)
+        print("--precision fast on 2 ranks against one fp32 process: largest relative loss difference \(largestLoss)")
+        #expect(largestLoss < 0.01)
+    }
+
     /// SIGUSR1, which mpirun passes on to every rank, here sent to rank 1 alone: the ranks agree
     /// in the next step's loss exchange to stop after it, and rank 0 writes `interrupted.h5`, as
     /// Ctrl-C does in one process. (Sent to mpirun by this test process, it never reached the
