@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Data-parallel pretraining on one host: one process with 2 threads against `mpirun -np 2` with
 one thread per rank, on the story's U-Net (Recipes/pretrain-seed.yaml, global batch 32), the
-ranks summing gradients with and without overlap of the backward pass. Then the scaling of the
+ranks summing gradients during the backward pass (with and without the progress thread) and
+after it. Then the scaling of the
 measured step to N hosts, on paper.
 
 Runs `crylab pretrain --max-steps S --json` (samples/s leave out the first step) in rounds, the
-three set-ups back to back in each round, and prints samples/s and the allreduce time per step
+the set-ups back to back in each round, and prints samples/s and the allreduce time per step
 that the backward pass did not hide, by round. Python 3 standard library only.
 
     swift build -c release --product crylab
@@ -83,6 +84,7 @@ def main():
           f"amx_bf16 {'yes' if flags.get('amx_bf16') else 'no'}, avx512_bf16 {'yes' if flags.get('avx512_bf16') else 'no'}")
     setups = [("1 process, 2 threads", 1, 2, []),
               ("2 ranks x 1 thread, overlap", 2, 1, []),
+              ("2 ranks, overlap, no progress thread", 2, 1, ["--progress-us", "0"]),
               ("2 ranks x 1 thread, no overlap", 2, 1, ["--no-overlap"])]
     output = os.path.join(ROOT, "Checkpoints/bench-mpi")
     results = {name: [] for name, *_ in setups}

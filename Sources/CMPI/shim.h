@@ -15,6 +15,8 @@ static inline MPI_Info crylab_mpi_info_null(void) { return MPI_INFO_NULL; }
 static inline MPI_Request crylab_mpi_request_null(void) { return MPI_REQUEST_NULL; }
 static inline void *crylab_mpi_in_place(void) { return MPI_IN_PLACE; }
 static inline MPI_Status *crylab_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
+static inline int crylab_mpi_any_source(void) { return MPI_ANY_SOURCE; }
+static inline int crylab_mpi_any_tag(void) { return MPI_ANY_TAG; }
 static inline int crylab_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }
 static inline int crylab_mpi_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
 static inline int crylab_mpi_success(void) { return MPI_SUCCESS; }

@@ -60,6 +60,14 @@ extension Communicator {
         return requests
     }
 
+    /// Lets MPI move the data of this rank's started operations, without completing any (one
+    /// probe, which runs MPI's progress engine). Safe from another thread: every MPI call holds
+    /// the communicator's lock.
+    public func progress() throws {
+        var flag: Int32 = 0
+        try call("MPI_Iprobe") { MPI_Iprobe(crylab_mpi_any_source(), crylab_mpi_any_tag(), handle, &flag, crylab_mpi_status_ignore()) }
+    }
+
     /// `bytes` from rank `root` on every rank (the others' arguments are ignored).
     public func broadcast(_ bytes: [UInt8], from root: Int = 0, limit: WaitLimit = .standard) throws -> [UInt8] {
         var length = [UInt64(bytes.count)]

@@ -1,6 +1,8 @@
 import CryLabMPI
 import CryLabNN
 import Dispatch
+import Foundation
+import Synchronization
 
 /// Sums a model's weight gradients over the ranks of a data-parallel run, in buckets of about
 /// `bucketBytes`, each started as soon as the backward pass has finished its layers, so that the
@@ -12,10 +14,12 @@ import Dispatch
 /// - Every rank starts the buckets in the same order (MPI requires collectives in one order on
 ///   all ranks): bucket k starts once its layers are done *and* bucket k - 1 has started. A rank
 ///   whose share of a batch is empty runs no backward pass and starts them all at `startRemaining`.
-/// - MPI makes progress on a started allreduce only while the rank calls into MPI, so after each
-///   layer the pending buckets are tested once.
 /// - Each bucket is one in-place fp32 `MPI_Iallreduce`; for two ranks the sum of two numbers is
 ///   the same however the buffer is cut, so buckets give the bits of one flat allreduce.
+///
+/// - MPI moves a started allreduce's data only while the rank is inside an MPI call. After each
+///   layer the pending buckets are tested once, and while any is pending a `ProgressThread`
+///   runs MPI's progress engine every `progressInterval`.
 ///
 /// A step is `beginStep`, the backward pass (which calls `layerFinished`), `startRemaining`, then
 /// `finish`, which waits and copies the sums back into the gradients. With `overlaps` false the
@@ -48,10 +52,11 @@ final class GradientBuckets {
     /// Buckets that had already finished when `finish` began.
     private(set) var bucketsDoneBeforeFinish = 0
 
-    init(communicator: Communicator, bucketBytes: Int, overlaps: Bool) {
+    init(communicator: Communicator, bucketBytes: Int, overlaps: Bool, progressInterval: Duration? = .microseconds(200)) {
         self.communicator = communicator
         self.bucketBytes = max(bucketBytes, 4)
         self.overlaps = overlaps
+        self.progressInterval = progressInterval
     }
 
     /// Prepares a step of `model`: (re)makes the buckets if its trainable weights changed.
@@ -108,6 +113,12 @@ final class GradientBuckets {
         Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
+    /// While buckets are pending during the backward pass, a thread runs MPI's progress engine
+    /// every `progressInterval`: without it their data moves only when the backward pass calls
+    /// into MPI, once per layer.
+    let progressInterval: Duration?
+    private var progressThread: ProgressThread?
+
     private func start(_ index: Int) throws {
         let buffer = buckets[index].buffer.values
         var offset = 0
@@ -120,6 +131,9 @@ final class GradientBuckets {
         buckets[index].pending = try communicator.startAllreduceSum(buckets[index].buffer)
         buckets[index].started = true
         nextToStart = index + 1
+        if progressThread == nil, overlaps, let progressInterval {
+            progressThread = ProgressThread(communicator: communicator, interval: progressInterval)
+        }
     }
 
     /// Waits for every bucket and copies the sums into the gradients of `parameters` (the
@@ -129,6 +143,8 @@ final class GradientBuckets {
         if nextToStart < buckets.count { try startRemaining() }
         let started = DispatchTime.now().uptimeNanoseconds
         defer { exposedSeconds += Self.seconds(since: started) }
+        progressThread?.stop()
+        progressThread = nil
         for index in buckets.indices {
             guard let pending = buckets[index].pending else { continue }
             if try pending.isFinished() { bucketsDoneBeforeFinish += 1 }
@@ -169,4 +185,29 @@ public struct AllreduceSummary: Codable, Sendable, Equatable {
     public var exposedSecondsPerStep: Double
     /// Mean buckets per step whose allreduce had finished before that wait began.
     public var bucketsDoneBeforeWaiting: Double
+}
+
+/// Runs `Communicator.progress` every `interval` on a thread of its own until stopped.
+final class ProgressThread: @unchecked Sendable {
+    private let running = Atomic<Bool>(true)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(communicator: Communicator, interval: Duration) {
+        let microseconds = UInt32(max(interval.components.attoseconds / 1_000_000_000_000, 1))
+        let thread = Thread { [self] in
+            while running.load(ordering: .relaxed) {
+                // An error here shows again in the main thread's wait, which reports it.
+                try? communicator.progress()
+                usleep(microseconds)
+            }
+            finished.signal()
+        }
+        thread.start()
+    }
+
+    /// Stops the thread and returns once it has made its last MPI call.
+    func stop() {
+        running.store(false, ordering: .relaxed)
+        finished.wait()
+    }
 }

@@ -31,6 +31,9 @@ public struct PretrainOptions: Sendable {
     /// finished its layers (true) or all after the backward pass.
     public var allreduceBucketBytes = 4 << 20
     public var overlapsAllreduce = true
+    /// With overlap: how often a thread runs MPI's progress engine while buckets are pending
+    /// (nil: no thread; they then move only when the backward pass calls into MPI).
+    public var progressInterval: Duration? = .microseconds(200)
 
     public init(output: URL) { self.output = output }
 }
@@ -194,7 +197,8 @@ public final class Pretrainer {
         }
         defer { interrupt.uninstall() }
         let buckets = ranks.map {
-            GradientBuckets(communicator: $0.communicator, bucketBytes: options.allreduceBucketBytes, overlaps: options.overlapsAllreduce)
+            GradientBuckets(communicator: $0.communicator, bucketBytes: options.allreduceBucketBytes, overlaps: options.overlapsAllreduce,
+                            progressInterval: options.progressInterval)
         }
         if let ranks, let buckets {
             model.afterLayerBackward = { layer in ranks.orAbort { try buckets.layerFinished(layer) } }

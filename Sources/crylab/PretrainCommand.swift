@@ -46,6 +46,9 @@ struct PretrainCommand: DistributedCommand {
     @Flag(inversion: .prefixedNo, help: "Under mpirun: start each bucket's allreduce as soon as the backward pass has finished its layers (--no-overlap: all after the backward pass).")
     var overlap = true
 
+    @Option(name: .customLong("progress-us"), help: "Under mpirun, with overlap: a thread runs MPI's progress engine every this many microseconds while buckets are pending (0: none; they then move only when the backward pass calls into MPI, once per layer).")
+    var progressMicroseconds = 200
+
     @Flag(help: "Continue the run in the output folder from its last.h5.")
     var resume = false
 
@@ -70,6 +73,7 @@ struct PretrainCommand: DistributedCommand {
         if let epochs, epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if !(bucketMB > 0) { throw ValidationError("--bucket-mb must be more than 0, got \(bucketMB)") }
+        if progressMicroseconds < 0 { throw ValidationError("--progress-us must be 0 (no progress thread) or more, got \(progressMicroseconds)") }
     }
 
     func run(communicator: Communicator?) throws {
@@ -117,6 +121,7 @@ struct PretrainCommand: DistributedCommand {
         options.context = context
         options.allreduceBucketBytes = Int((bucketMB * 1_048_576).rounded())
         options.overlapsAllreduce = overlap
+        options.progressInterval = progressMicroseconds > 0 ? .microseconds(progressMicroseconds) : nil
         if isRoot, let probe {
             options.probe = try loadData([probe], frontEnd: recipe.frontEnd, unlabeled: false, threads: threads, quiet: quiet)
             options.probeClasses = probeClasses?.split(separator: ",").map(String.init)
