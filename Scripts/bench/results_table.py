@@ -4,11 +4,11 @@
     python3 Scripts/bench/results_table.py [RECORD.jsonl ...]   # default: Benchmarks/results/*.jsonl
     python3 Scripts/bench/results_table.py --check              # exit 1 if RESULTS.md is out of date
 
-A record is the file `Scripts/keras/bench_side_by_side.py --record FILE` writes: a first JSON line
+A record is what `Scripts/keras/bench_side_by_side.py --record FILE` appends to FILE: a JSON line
 describing the run (kind "run-info": date, host, CPU model and flags, versions, command, commit),
 then one line per benchmark process (kind "run"), the JSON that crylab-engine-bench, bench_keras.py
-or bench_torch.py printed, with its round and label added. For each host and workload the newest
-record that has the workload wins. Only the text between the two marker lines of RESULTS.md is
+or bench_torch.py printed, with its round and label added. A file may hold several records. For
+each host and workload the newest record that has the workload wins. Only the text between the two marker lines of RESULTS.md is
 replaced; everything else in the file is kept as written. Python 3 standard library only.
 """
 import argparse
@@ -25,9 +25,11 @@ END = "<!-- results_table.py: end -->"
 REFERENCES = ["keras", "keras-bf16", "torch"]
 
 
-def read_record(path):
-    """(description, runs) of one record file; lines that are not JSON objects are skipped."""
-    info, runs = None, []
+def read_records(path):
+    """[(description, runs)] of a record file: a run-info line starts a record, and the runs after it
+    belong to it, so that several runs can be appended to one file. Lines that are not JSON objects
+    are skipped."""
+    records = []
     with open(path) as lines:
         for number, line in enumerate(lines, 1):
             line = line.strip()
@@ -37,13 +39,15 @@ def read_record(path):
                 entry = json.loads(line)
             except json.JSONDecodeError as error:
                 sys.exit(f"{path}:{number}: not JSON ({error}); a record holds one JSON object per line")
-            if entry.get("kind") == "run-info" and info is None:
-                info = entry
+            if entry.get("kind") == "run-info":
+                records.append((entry, []))
             elif entry.get("kind") == "run":
-                runs.append(entry)
-    if info is None:
+                if not records:
+                    sys.exit(f"{path}:{number}: a run before any run-info line; records come from bench_side_by_side.py --record")
+                records[-1][1].append(entry)
+    if not records:
         sys.exit(f"{path}: no run-info line; records come from bench_side_by_side.py --record")
-    return info, runs
+    return records
 
 
 def host_key(info):
@@ -126,7 +130,8 @@ def main():
     parser.add_argument("--check", action="store_true", help="only check that RESULTS.md is up to date")
     args = parser.parse_args()
     paths = args.records or sorted(glob.glob(os.path.join(root, "Benchmarks", "results", "*.jsonl")))
-    generated = render([read_record(path) for path in paths])
+    records = [record for path in paths for record in read_records(path)]
+    generated = render(records)
     with open(results_path) as f:
         text = f.read()
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
@@ -140,7 +145,7 @@ def main():
         return
     with open(results_path, "w") as f:
         f.write(updated)
-    print(f"wrote {os.path.relpath(results_path)} from {len(paths)} record(s)")
+    print(f"wrote {os.path.relpath(results_path)} from {len(records)} record(s) in {len(paths)} file(s)")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,10 @@ public protocol ActivatedLayer: Layer {
 public final class Parameter {
     /// Keras's weight name within its layer, e.g. "kernel".
     public let name: String
-    public internal(set) var value: Tensor
+    public private(set) var value: Tensor
+    /// Changes whenever `value` does (`assign`, or an optimiser's `updateValues`): a layer that
+    /// keeps a converted copy of its weights (Dense's bf16 kernel for inference) compares it.
+    public private(set) var version = 0
     /// d(loss)/d(value), accumulated by backward; allocated on first use, zeroed by `Model.zeroGradients`.
     public internal(set) var gradient: Tensor?
     /// false for state that forward updates (BatchNormalization moving statistics): never optimised.
@@ -116,6 +119,7 @@ public final class Parameter {
             throw .shapeMismatch(path: "\(layerName)/\(name)", expected: value.shape, actual: newValue.shape)
         }
         value = newValue
+        version &+= 1
     }
 
     /// Runs `body` on the gradient buffer, allocating zeros the first time.
@@ -147,6 +151,7 @@ public final class Parameter {
 
     /// For optimisers: mutable access to the values.
     func updateValues(_ body: (UnsafeMutableBufferPointer<Float>) -> Void) {
+        version &+= 1
         value.values.withUnsafeMutableBufferPointer { body($0) }
     }
 }

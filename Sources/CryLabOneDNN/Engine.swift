@@ -82,6 +82,10 @@ public final class DNNLConvolution: ConvolutionKernels, MatrixKernels, @unchecke
     var layoutReorders: [[Int]: dnnl_primitive_t] = [:]
     /// bf16 matrix-product primitives, nil where oneDNN has only a reference kernel.
     var matmuls: [MatmulKey: MatmulPrimitive?] = [:]
+    /// Inference products on kept bf16 weights (`bfloat16Weights`): the weights layout oneDNN picks
+    /// per [m, n, k, threads] (nil: none but reference loops), and the primitives per weights layout.
+    var preferredWeightsLayouts: [[Int]: dnnl_memory_desc_t?] = [:]
+    var keptWeightsMatmuls: [[Int]: [(layout: dnnl_memory_desc_t, primitive: MatmulPrimitive?)]] = [:]
     /// fp32 -> bf16 reorders of flat arrays, per (element count, thread count).
     var conversions: [[Int]: dnnl_primitive_t] = [:]
     /// `.fast`'s choices for transposed-convolution products, per [m, n, k, threads]: true for bf16.

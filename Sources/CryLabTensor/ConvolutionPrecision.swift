@@ -24,7 +24,8 @@
 ///   `finetune` keep them in ~/.cache/crylab), which then skip the timing and run the same kernels.
 ///
 /// Transposed convolutions run their matrix products in bf16 too; 1x1 stride-1 convolutions (one
-/// sgemm) still run in fp32.
+/// sgemm) still run in fp32. In inference (`bf16` and `fast`), Dense layers read their kernel as a
+/// bf16 copy they keep until the kernel changes; training-mode Dense products stay fp32.
 public enum ConvolutionPrecision: String, Sendable, CaseIterable {
     case fp32, bf16, winograd, fast
 

@@ -23,6 +23,25 @@ public protocol MatrixKernels: Sendable {
     /// In `ConvolutionPrecision.fast`: whether the product [m, k] x [k, n] of a transposed
     /// convolution's forward pass runs faster in bf16 than in fp32 on this machine (timed once).
     func fastModePrefersBFloat16Product(m: Int, n: Int, k: Int) -> Bool
+
+    /// For inference in `ConvolutionPrecision.bf16` and `.fast`: a weight matrix b [k, n] rounded
+    /// to bfloat16, in the layout the product [m, k] x [k, n] reads fastest, for
+    /// `bfloat16Multiply(m:a:weights:c:)` to reuse until the weights change. nil if the backend
+    /// has no fast bf16 kernel for the shape (the caller then runs it in fp32).
+    func bfloat16Weights(_ b: UnsafePointer<Float>, m: Int, k: Int, n: Int) -> (any PreparedWeights)?
+
+    /// c [m, n] = a [m, k] * weights [k, n], a rounded to bfloat16, accumulated in fp32. Returns
+    /// false, touching nothing, if `weights` were not made by this backend for products of m rows.
+    func bfloat16Multiply(m: Int, a: UnsafePointer<Float>, weights: any PreparedWeights, c: UnsafeMutablePointer<Float>) -> Bool
+}
+
+/// A weight matrix a backend keeps in the type and layout its product reads (`MatrixKernels.bfloat16Weights`);
+/// only that backend reads it.
+public protocol PreparedWeights: AnyObject, Sendable {
+    /// The matrix's shape, [k, n].
+    var shape: [Int] { get }
+    /// The bytes held.
+    var byteCount: Int { get }
 }
 
 extension MatrixKernels {
