@@ -52,7 +52,7 @@ final class GradientBuckets {
     /// Buckets that had already finished when `finish` began.
     private(set) var bucketsDoneBeforeFinish = 0
 
-    init(communicator: Communicator, bucketBytes: Int, overlaps: Bool, progressInterval: Duration? = .microseconds(200)) {
+    init(communicator: Communicator, bucketBytes: Int, overlaps: Bool, progressInterval: Duration? = .milliseconds(1)) {
         self.communicator = communicator
         self.bucketBytes = max(bucketBytes, 4)
         self.overlaps = overlaps
@@ -193,7 +193,8 @@ final class ProgressThread: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
 
     init(communicator: Communicator, interval: Duration) {
-        let microseconds = UInt32(max(interval.components.attoseconds / 1_000_000_000_000, 1))
+        let (seconds, attoseconds) = interval.components
+        let microseconds = UInt32(clamping: max(seconds * 1_000_000 + attoseconds / 1_000_000_000_000, 1))
         let thread = Thread { [self] in
             while running.load(ordering: .relaxed) {
                 // An error here shows again in the main thread's wait, which reports it.

@@ -33,7 +33,7 @@ public struct PretrainOptions: Sendable {
     public var overlapsAllreduce = true
     /// With overlap: how often a thread runs MPI's progress engine while buckets are pending
     /// (nil: no thread; they then move only when the backward pass calls into MPI).
-    public var progressInterval: Duration? = .microseconds(200)
+    public var progressInterval: Duration? = .milliseconds(1)
 
     public init(output: URL) { self.output = output }
 }

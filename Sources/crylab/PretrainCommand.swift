@@ -47,7 +47,7 @@ struct PretrainCommand: DistributedCommand {
     var overlap = true
 
     @Option(name: .customLong("progress-us"), help: "Under mpirun, with overlap: a thread runs MPI's progress engine every this many microseconds while buckets are pending (0: none; they then move only when the backward pass calls into MPI, once per layer).")
-    var progressMicroseconds = 200
+    var progressMicroseconds = 1000
 
     @Flag(help: "Continue the run in the output folder from its last.h5.")
     var resume = false
