@@ -276,8 +276,8 @@ public final class LabelCurve {
     /// round by round. Rank 0 gathers each fold's runs, alone writes `fold-k/runs.json` and the
     /// curve files, and returns the result, with the figures of `run()` at the same thread
     /// count; the other ranks return nil. A rank pretrains its folds' encoders into
-    /// `fold-k/pretrain/` under the output path on its own host. The transductive protocol,
-    /// one encoder for every fold, runs in one process only.
+    /// `fold-k/pretrain/` under the output path on its own host. The transductive protocol's
+    /// one encoder is pretrained by rank 0 and copied to the others.
     public func run(across communicator: Communicator) throws -> LabelCurveResult? {
         try run(ranks: communicator)
     }
@@ -285,9 +285,6 @@ public final class LabelCurve {
     func run(ranks: Communicator?) throws -> LabelCurveResult? {
         let started = Date()
         let (rank, size) = (ranks?.rank ?? 0, ranks?.size ?? 1)
-        if size > 1 && options.pretraining == .transductive {
-            throw RecipeError(file: "label-curve", message: "the transductive protocol pretrains one encoder for every fold and runs in one process; run it without mpirun, or use the strict protocol or --encoder")
-        }
         if rank == 0 { try FileManager.default.createDirectory(at: options.output, withIntermediateDirectories: true) }
         let folds = self.folds
         if let only = options.onlyFolds, let wrong = only.first(where: { !(1...folds.count).contains($0) }) {
@@ -329,8 +326,19 @@ public final class LabelCurve {
         var done = finished.keys.sorted()
         if let ranks { done = try JSONDecoder().decode([Int].self, from: Data(ranks.broadcast(Array(JSONEncoder().encode(done))))) }
         let remaining = folds.indices.filter { runFolds.contains($0 + 1) && !done.contains($0) }
-        try dealOut(remaining, over: ranks, work: {
-            try runFold($0, of: folds, sharedEncoder: &sharedEncoder, bandFeatures: bandFeatures, progress: progress)
+        // The transductive encoder on several ranks: rank 0 pretrains it, as one process does,
+        // while the others wait; they get the file and keep a copy of their own (no shared file
+        // system needed). Its record goes with the first fold run, as in one process.
+        var sharedRecord: CurvePretraining?
+        if let ranks, size > 1, options.pretraining == .transductive, !remaining.isEmpty,
+           options.models.contains(where: { $0 == .pretrainedFrozen || $0 == .pretrainedFinetuned }) {
+            sharedEncoder = try shareTransductiveEncoder(over: ranks)
+            sharedRecord = rank == 0 ? sharedEncoder?.record : nil
+        }
+        try dealOut(remaining, over: ranks, work: { foldIndex -> FoldRuns in
+            var record = try runFold(foldIndex, of: folds, sharedEncoder: &sharedEncoder, bandFeatures: bandFeatures, progress: progress)
+            if foldIndex == remaining.first, let sharedRecord { record.pretraining.insert(sharedRecord, at: 0) }
+            return record
         }) { foldIndex, record, computedHere in
             let foldFolder = options.output.appendingPathComponent("fold-\(foldIndex + 1)")
             try FileManager.default.createDirectory(at: foldFolder, withIntermediateDirectories: true)
@@ -354,6 +362,29 @@ public final class LabelCurve {
             pretraining: pretraining, runs: runs, seconds: Date().timeIntervalSince(started), files: [])
         result.files = try writeCurveFiles(result, to: options.output)
         return result
+    }
+
+    /// The transductive protocol's encoder on every rank: rank 0 pretrains it into
+    /// `pretrain-all/` while the others wait without a time limit, then sends the file and its
+    /// record; rank R > 0 writes its copy as `pretrain-all/rank-R/encoder.h5`.
+    func shareTransductiveEncoder(over ranks: Communicator) throws -> (path: String, record: CurvePretraining) {
+        var file: [UInt8] = [], recordJSON: [UInt8] = []
+        var pretrained: CurvePretraining?
+        if ranks.rank == 0 {
+            let record = try pretrain(excluding: [], folder: options.output.appendingPathComponent("pretrain-all"), fold: 0)
+            file = Array(try Data(contentsOf: URL(fileURLWithPath: record.encoder)))
+            recordJSON = Array(try JSONEncoder().encode(record))
+            pretrained = record
+        }
+        file = try ranks.broadcast(file, limit: .never)
+        recordJSON = try ranks.broadcast(recordJSON)
+        if let pretrained { return (pretrained.encoder, pretrained) }
+        let record = try JSONDecoder().decode(CurvePretraining.self, from: Data(recordJSON))
+        let folder = options.output.appendingPathComponent("pretrain-all/rank-\(ranks.rank)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let copy = folder.appendingPathComponent("encoder.h5")
+        try Data(file).write(to: copy, options: .atomic)
+        return (copy.path, record)
     }
 
     /// Runs every model, K and draw of fold `foldIndex` (pretraining its encoder first under the

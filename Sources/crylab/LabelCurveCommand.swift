@@ -184,9 +184,6 @@ struct LabelCurveCommand: DistributedCommand {
             throw ValidationError("\(data) was made with another front end than \(pretrainRecipe)'s; make the store with the recipe's front end (its frontEnd key)")
         }
         if let communicator, communicator.size > 1 {
-            if options.pretraining == .transductive {
-                throw ValidationError("--transductive pretrains one encoder for every fold and runs in one process: run it without mpirun")
-            }
             // Every rank's lines reach mpirun's output: each names its rank.
             let prefix = "rank \(communicator.rank)/\(communicator.size): "
             return try LabelCurve(store: store, pretrainRecipe: pretrain, pretrainRecipeText: pretrainText,

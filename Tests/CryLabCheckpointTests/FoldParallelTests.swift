@@ -129,20 +129,28 @@ struct FoldParallelTests {
         return value
     }
 
-    @Test("label-curve on 2 ranks gives the one-process curve, each fold pretrained on its rank")
-    func labelCurveOnRanks() throws {
-        let workspace = try Workspace()
-        defer { workspace.remove() }
+    /// A label curve of 3 folds on a 24-clip store, with `options`, run in one process into
+    /// `alone` and on 2 ranks into `ranks`; returns both runs' `--json` output without times and
+    /// paths, and the 2-rank run.
+    func curveAloneAndOnRanks(_ workspace: Workspace, _ options: [String]) throws -> (one: NSDictionary?, two: NSDictionary?, parallel: CommandRun) {
         let common = ["label-curve", "--pretrain-recipe", try workspace.write(Self.curvePretrainRecipe, as: "pretrain.yaml"),
                       "--finetune-recipe", try workspace.write(Self.recipe, as: "finetune.yaml"),
-                      "--data", try workspace.write(labeledStore(clips: 24, groups: 6)), "--folds", "3", "--k", "2,all",
-                      "--draws", "2", "--steps", "4", "--min-epochs", "1", "--threads", "1", "--quiet", "--json"]
+                      "--data", try workspace.write(labeledStore(clips: 24, groups: 6)), "--folds", "3",
+                      "--steps", "4", "--min-epochs", "1", "--threads", "1", "--quiet", "--json"] + options
         let alone = try workspace.run(common + ["-o", workspace.path("alone")])
         #expect(alone.status == 0, "\(alone.errors)")
         let parallel = try runMPI(mpirun(2, common + ["-o", workspace.path("ranks")]), in: workspace)
         #expect(parallel.status == 0, "\(parallel.output)\n\(parallel.errors)")
         let one = withoutTimesAndPaths(try JSONSerialization.jsonObject(with: Data(alone.output.utf8))) as? NSDictionary
         let two = withoutTimesAndPaths(try JSONSerialization.jsonObject(with: Data(parallel.output.utf8))) as? NSDictionary
+        return (one, two, parallel)
+    }
+
+    @Test("label-curve on 2 ranks gives the one-process curve, each fold pretrained on its rank")
+    func labelCurveOnRanks() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (one, two, parallel) = try curveAloneAndOnRanks(workspace, ["--k", "2,all", "--draws", "2"])
         #expect(one != nil && one == two, "the curve's cells, comparisons, runs and pretraining records identical")
         #expect(parallel.errors.contains("rank 1/2: fold 2/3: test"), "rank 1 runs fold 2: \(parallel.errors)")
         for fold in 1...3 {
@@ -152,5 +160,18 @@ struct FoldParallelTests {
             #expect(try runs("ranks") == runs("alone"), "fold \(fold)'s runs.json, written by rank 0")
         }
         #expect(FileManager.default.fileExists(atPath: workspace.path("ranks/fold-2/pretrain/encoder.h5")), "rank 1 pretrained fold 2")
+    }
+
+    /// `--transductive` on 2 ranks: rank 0 pretrains the one encoder while rank 1 waits, rank 1
+    /// keeps a copy, and the folds are dealt out; the curve is one process's.
+    @Test("label-curve --transductive on 2 ranks gives the one-process curve")
+    func transductiveCurveOnRanks() throws {
+        let workspace = try Workspace()
+        defer { workspace.remove() }
+        let (one, two, parallel) = try curveAloneAndOnRanks(workspace, ["--k", "2", "--draws", "1", "--transductive"])
+        #expect(one != nil && one == two, "the curve's cells, comparisons, runs and the one pretraining record identical")
+        #expect(((one?["pretraining"] as? NSArray)?.count ?? 0) == 1, "one encoder pretrained: \(String(describing: one?["pretraining"]))")
+        #expect(parallel.errors.contains("rank 1/2: fold 2/3: test"), "rank 1 runs fold 2: \(parallel.errors)")
+        #expect(FileManager.default.fileExists(atPath: workspace.path("ranks/pretrain-all/rank-1/encoder.h5")), "rank 1 kept its copy")
     }
 }
