@@ -208,3 +208,18 @@ func channelMeansAndStds(_ values: [Float], channels: Int) -> (means: [Double], 
     let stds = (0..<channels).map { max(0, squares[$0] / positions - means[$0] * means[$0]).squareRoot() }
     return (means, stds)
 }
+
+/// Rows of two batch tensors `[batch, ...]`, one after the other.
+func concatenateRows(_ first: Tensor, _ second: Tensor) -> Tensor {
+    var shape = first.shape
+    shape[0] += second.shape[0]
+    return Tensor(shape: shape, values: first.values + second.values)
+}
+
+/// The rows `rows` of a batch tensor `[batch, ...]`.
+func rows(_ tensor: Tensor, _ rows: Range<Int>) -> Tensor {
+    let size = tensor.count / max(tensor.shape[0], 1)
+    var shape = tensor.shape
+    shape[0] = rows.count
+    return Tensor(shape: shape, values: Array(tensor.values[(rows.lowerBound * size)..<(rows.upperBound * size)]))
+}

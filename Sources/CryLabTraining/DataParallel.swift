@@ -20,9 +20,9 @@ import Foundation
 public struct DataParallelRanks {
     public let communicator: Communicator
     /// Reads this rank's clips (no rank holds the whole store).
-    public let reader: FeatureStoreReader?
+    public let reader: FeatureStoreReader
 
-    public init(communicator: Communicator, reader: FeatureStoreReader?) {
+    public init(communicator: Communicator, reader: FeatureStoreReader) {
         self.communicator = communicator
         self.reader = reader
     }
@@ -117,21 +117,6 @@ extension DataParallelRanks {
         let rows = stride(from: 0, to: values.count, by: max(channels, 1)).map { Array(values[$0..<($0 + channels)]) }
         return (rows, clips)
     }
-}
-
-/// Rows of two batch tensors `[batch, ...]`, one after the other.
-func concatenateRows(_ first: Tensor, _ second: Tensor) -> Tensor {
-    var shape = first.shape
-    shape[0] += second.shape[0]
-    return Tensor(shape: shape, values: first.values + second.values)
-}
-
-/// The rows `rows` of a batch tensor `[batch, ...]`.
-func rows(_ tensor: Tensor, _ rows: Range<Int>) -> Tensor {
-    let size = tensor.count / max(tensor.shape[0], 1)
-    var shape = tensor.shape
-    shape[0] = rows.count
-    return Tensor(shape: shape, values: Array(tensor.values[(rows.lowerBound * size)..<(rows.upperBound * size)]))
 }
 
 extension DataParallelRanks {

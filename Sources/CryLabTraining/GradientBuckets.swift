@@ -28,23 +28,38 @@ final class GradientBuckets {
     struct Bucket {
         /// In backward order; their gradients lie one after the other in `buffer`.
         var parameters: [Parameter]
-        var layers: Set<ObjectIdentifier>
+        var layers: Int
         var buffer: FloatBuffer
         var layersLeft = 0
         var pending: PendingOperation?
-        var started = false
+
+        /// Calls `body` with each parameter's gradient and its place in `buffer`.
+        func forEachGradient(_ body: (UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) -> Void) {
+            var offset = 0
+            for parameter in parameters {
+                parameter.withGradientValues { gradient in
+                    body(gradient, UnsafeMutableBufferPointer(rebasing: buffer.values[offset..<(offset + gradient.count)]))
+                    offset += gradient.count
+                }
+            }
+        }
     }
 
     let communicator: Communicator
     let bucketBytes: Int
     let overlaps: Bool
+    /// While buckets are pending during the backward pass, a thread runs MPI's progress engine
+    /// every `progressInterval`: without it their data moves only when the backward pass calls
+    /// into MPI, once per layer.
+    let progressInterval: Duration?
+    private var progressThread: ProgressThread?
     private(set) var buckets: [Bucket] = []
     /// The parameters the buckets were made for, in `Model.trainableParameters` order.
     private var madeFor: [ObjectIdentifier] = []
     private var bucketOfLayer: [ObjectIdentifier: Int] = [:]
     private var nextToStart = 0
 
-    /// Seconds and steps, for the run's summary.
+    /// Steps summed, for the run's summary.
     private(set) var steps = 0
     /// Time in `startRemaining` and `finish`: the communication (and copying) the backward pass
     /// did not hide.
@@ -64,8 +79,7 @@ final class GradientBuckets {
         let parameters = model.trainableParameters
         if parameters.map(ObjectIdentifier.init) != madeFor { makeBuckets(model) }
         for index in buckets.indices {
-            buckets[index].layersLeft = buckets[index].layers.count
-            buckets[index].started = false
+            buckets[index].layersLeft = buckets[index].layers
             buckets[index].pending = nil
         }
         nextToStart = 0
@@ -74,18 +88,18 @@ final class GradientBuckets {
     private func makeBuckets(_ model: Model) {
         buckets = []
         bucketOfLayer = [:]
-        var current: (parameters: [Parameter], layers: Set<ObjectIdentifier>, count: Int) = ([], [], 0)
+        var current: (parameters: [Parameter], layers: Int, count: Int) = ([], 0, 0)
         func close() {
             guard !current.parameters.isEmpty else { return }
             buckets.append(Bucket(parameters: current.parameters, layers: current.layers, buffer: FloatBuffer(count: current.count)))
-            current = ([], [], 0)
+            current = ([], 0, 0)
         }
         for layer in model.layers.reversed() where layer.trainable {
             let weights = layer.weights.filter(\.isTrainable)
             guard !weights.isEmpty else { continue }
             bucketOfLayer[ObjectIdentifier(layer)] = buckets.count
             current.parameters += weights
-            current.layers.insert(ObjectIdentifier(layer))
+            current.layers += 1
             current.count += weights.reduce(0) { $0 + $1.value.count }
             if current.count * MemoryLayout<Float>.size >= bucketBytes { close() }
         }
@@ -113,23 +127,9 @@ final class GradientBuckets {
         Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
-    /// While buckets are pending during the backward pass, a thread runs MPI's progress engine
-    /// every `progressInterval`: without it their data moves only when the backward pass calls
-    /// into MPI, once per layer.
-    let progressInterval: Duration?
-    private var progressThread: ProgressThread?
-
     private func start(_ index: Int) throws {
-        let buffer = buckets[index].buffer.values
-        var offset = 0
-        for parameter in buckets[index].parameters {
-            parameter.withGradientValues { gradient in
-                _ = UnsafeMutableBufferPointer(rebasing: buffer[offset..<(offset + gradient.count)]).initialize(from: gradient)
-                offset += gradient.count
-            }
-        }
+        buckets[index].forEachGradient { gradient, place in _ = place.initialize(from: gradient) }
         buckets[index].pending = try communicator.startAllreduceSum(buckets[index].buffer)
-        buckets[index].started = true
         nextToStart = index + 1
         if progressThread == nil, overlaps, let progressInterval {
             progressThread = ProgressThread(communicator: communicator, interval: progressInterval)
@@ -150,14 +150,7 @@ final class GradientBuckets {
             if try pending.isFinished() { bucketsDoneBeforeFinish += 1 }
             try pending.wait()
             buckets[index].pending = nil
-            let buffer = buckets[index].buffer.values
-            var offset = 0
-            for parameter in buckets[index].parameters {
-                parameter.withGradientValues { gradient in
-                    _ = gradient.initialize(from: UnsafeMutableBufferPointer(rebasing: buffer[offset..<(offset + gradient.count)]))
-                    offset += gradient.count
-                }
-            }
+            buckets[index].forEachGradient { gradient, place in _ = gradient.initialize(from: place) }
         }
         steps += 1
     }

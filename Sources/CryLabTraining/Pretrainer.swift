@@ -110,9 +110,6 @@ public final class Pretrainer {
         self.options = options
         self.ranks = ranks.flatMap { $0.size > 1 ? $0 : nil }
         self.log = log
-        if let ranks = self.ranks, ranks.reader == nil {
-            throw RecipeError(file: recipe.path, message: "rank \(ranks.rank) has no feature store reader")
-        }
     }
 
     var modelFrames: Int { recipe.model.frames ?? store.frames }
@@ -133,11 +130,11 @@ public final class Pretrainer {
         }
         var normalization = (mean: Float(0), std: Float(1))
         if recipe.normalize {
-            if let ranks, let reader = ranks.reader {
+            if let ranks {
                 // Each rank sums a contiguous part of the training clips; rank 0 adds the parts in
                 // rank order: the one-process statistics but for the order of the Double sums.
                 let part = Array(trainIndices[ranks.share(of: trainIndices.count)])
-                let sums = try SpectrogramBatcher.sums(reading: reader, indices: part)
+                let sums = try SpectrogramBatcher.sums(reading: ranks.reader, indices: part)
                 let total = (sum: try ranks.sumInRankOrder(sums.sum).sum, squares: try ranks.sumInRankOrder(sums.squares).sum)
                 normalization = SpectrogramBatcher.statistics(total, values: trainIndices.count * store.mels * store.frames)
             } else {
@@ -151,10 +148,10 @@ public final class Pretrainer {
         // the report's three clips (validation clips, or training clips without them); `held`
         // then gives the report's clips by their rows in that store.
         var held = (batcher: batcher, validation: validationIndices, training: trainIndices)
-        if let ranks, let reader = ranks.reader {
+        if let ranks {
             let mine = ranks.validationClips(of: validationIndices, batchSize: training.batchSize)
             let shown = !isRoot ? [] : Array((validationIndices.isEmpty ? trainIndices : validationIndices).prefix(3))
-            let clips = try reader.store(clips: mine + shown)
+            let clips = try ranks.reader.store(clips: mine + shown)
             let shownRows = Array(mine.count..<clips.count)
             held = (SpectrogramBatcher(store: clips, frames: modelFrames, mean: stats.mean, std: stats.std),
                     validationIndices.isEmpty ? [] : shownRows, validationIndices.isEmpty ? shownRows : [])
@@ -201,16 +198,13 @@ public final class Pretrainer {
                             progressInterval: options.progressInterval)
         }
         if let ranks, let buckets {
-            model.afterLayerBackward = { layer in ranks.orAbort { try buckets.layerFinished(layer) } }
-            if let invarianceEncoder {
-                // The encoder's layers take more gradient in the invariance term's backward pass,
-                // after the U-Net's: their buckets wait for that one.
-                let shared = Set(invarianceEncoder.layers.map(ObjectIdentifier.init))
-                model.afterLayerBackward = { layer in
-                    if !shared.contains(ObjectIdentifier(layer)) { ranks.orAbort { try buckets.layerFinished(layer) } }
-                }
-                invarianceEncoder.afterLayerBackward = { layer in ranks.orAbort { try buckets.layerFinished(layer) } }
+            // The invariance encoder's layers take more gradient in its backward pass, after the
+            // U-Net's: their buckets wait for that one.
+            let shared = Set(invarianceEncoder?.layers.map(ObjectIdentifier.init) ?? [])
+            model.afterLayerBackward = { layer in
+                if !shared.contains(ObjectIdentifier(layer)) { ranks.orAbort { try buckets.layerFinished(layer) } }
             }
+            invarianceEncoder?.afterLayerBackward = { layer in ranks.orAbort { try buckets.layerFinished(layer) } }
             if recipe.model.syncBatchNorm {
                 let sum = RanksSum(ranks)
                 for case let norm as BatchNormalization in model.layers { norm.synchronization = sum }
@@ -227,9 +221,9 @@ public final class Pretrainer {
             beginEpoch: { epoch in
                 generator = SeededGenerator(seed: training.seed &+ 0x9E37_79B9 &* UInt64(epoch + 1))
                 let order = trainIndices.shuffled(using: &generator)
-                if let ranks, let reader = ranks.reader {
+                if let ranks {
                     let clips = Array(Set(ranks.neededPositions(of: order, batchSize: training.batchSize).map { order[$0] })).sorted()
-                    epochFeatures = try reader.features(of: clips)
+                    epochFeatures = try ranks.reader.features(of: clips)
                     epochRows = Dictionary(uniqueKeysWithValues: clips.enumerated().map { ($1, $0) })
                 }
                 return order
@@ -386,9 +380,7 @@ public final class Pretrainer {
     func makeViews(_ batch: [Int], batcher: SpectrogramBatcher, generator: inout SeededGenerator) -> Tensor {
         let first = makeBatch(batch, batcher: batcher, generator: &generator, training: true).0
         let second = makeBatch(batch, batcher: batcher, generator: &generator, training: true).0
-        var shape = first.shape
-        shape[0] *= 2
-        return Tensor(shape: shape, values: first.values + second.values)
+        return concatenateRows(first, second)
     }
 
     /// The invariance term's share of a step: the two views through the shared encoder, its
@@ -396,11 +388,16 @@ public final class Pretrainer {
     func accumulateInvarianceGradients(views: Tensor, encoder: Model) -> Double {
         let invariance = recipe.objective.invariance
         let contrast = viewContrastiveLoss(features: encoder.forward(views, training: true), temperature: invariance.temperature)
-        var gradient = contrast.gradient
-        let scale = Float(invariance.weight)
+        backpropagateInvariance(contrast.gradient, encoder: encoder)
+        return invariance.weight * contrast.value
+    }
+
+    /// The invariance term's gradient of the views' features, weighted, back through `encoder`.
+    func backpropagateInvariance(_ featureGradient: Tensor, encoder: Model) {
+        var gradient = featureGradient
+        let scale = Float(recipe.objective.invariance.weight)
         for i in gradient.values.indices { gradient.values[i] *= scale }
         encoder.backward(.output(gradient))
-        return invariance.weight * contrast.value
     }
 
     /// The invariance term's share of a step on one of several ranks. `views` holds this rank's
@@ -422,10 +419,7 @@ public final class Pretrainer {
             // This rank's rows of the global order: its first views, then its second views.
             let before = counts[..<ranks.rank].reduce(0, +), clips = counts.reduce(0, +)
             let mine = Array(before..<(before + own)) + Array((clips + before)..<(clips + before + own))
-            var gradient = viewFeatureGradient(mine.map { contrast.gradient[$0] }, shape: features.shape)
-            let scale = Float(invariance.weight)
-            for i in gradient.values.indices { gradient.values[i] *= scale }
-            encoder.backward(.output(gradient))
+            backpropagateInvariance(viewFeatureGradient(mine.map { contrast.gradient[$0] }, shape: features.shape), encoder: encoder)
         } else {
             encoder.joinBackwardWithoutRows()
         }
@@ -442,14 +436,17 @@ public final class Pretrainer {
         guard !indices.isEmpty else { return nil }
         let batchSize = recipe.training.batchSize
         var generator = SeededGenerator(seed: recipe.training.seed ^ 0x7A11_DA7E)
-        var zeros = batcher.store
-        zeros.features = [Float](repeating: 0, count: min(batchSize, indices.count) * zeros.mels * zeros.frames)
-        let others = SpectrogramBatcher(store: zeros, frames: batcher.frames, mean: batcher.mean, std: batcher.std)
+        // On several ranks, what the others' batches are made from for their draws: zeros.
+        let others = ranks.map { _ in
+            var zeros = batcher.store
+            zeros.features = [Float](repeating: 0, count: min(batchSize, indices.count) * zeros.mels * zeros.frames)
+            return SpectrogramBatcher(store: zeros, frames: batcher.frames, mean: batcher.mean, std: batcher.std)
+        }
         var total = 0.0
         var row = 0
         for (number, start) in stride(from: 0, to: indices.count, by: batchSize).enumerated() {
             let batch = Array(indices[start..<min(start + batchSize, indices.count)])
-            if let ranks, number % ranks.size != ranks.rank {
+            if let ranks, let others, number % ranks.size != ranks.rank {
                 _ = makeBatch(Array(batch.indices), batcher: others, generator: &generator, training: false)
                 continue
             }
