@@ -136,16 +136,16 @@ let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
 
 @MainActor func step() {
     if training {
-        model.zeroGradients()
-        model.accumulateGradients(input: input) { meanSquaredError(prediction: $0, target: input) }
-        optimizer.step(model)
+        model.trainingStep(optimizer: optimizer, clipNorm: nil) {
+            model.accumulateGradients(input: input) { meanSquaredError(prediction: $0, target: input) }
+        }
     } else {
         _ = model.predict(input)
     }
 }
 
 let firstStepStart = now()
-step()  // warm-up: primitive creation (and the fast mode's timing), first allocations
+step()  // warm-up: primitive creation (and the fast mode's timing, per pass and per whole step), first allocations
 let firstStep = now() - firstStepStart
 /// Every Conv2D of the model with its geometry, in graph order.
 func convolutions(_ model: Model, batch: Int) throws -> [(Conv2D, ConvolutionGeometry)] {
@@ -220,12 +220,13 @@ if arguments.contains("--breakdown") {
     // One more step with per-layer timers (the timers themselves cost next to nothing).
     model.timings = [:]
     model.timingsPerLayer = arguments.contains("--layers")
-    context.oneDNN!.timing = .init()
+    let running = model.stepContext(training: training).oneDNN!
+    running.timing = .init()
     let start = now()
     step()
     let total = now() - start
-    let convolution = context.oneDNN!.timing!
-    context.oneDNN!.timing = nil
+    let convolution = running.timing!
+    running.timing = nil
     let layerTotal = model.timings!.values.reduce(0, +)
     for (key, seconds) in model.timings!.sorted(by: { $0.value > $1.value }) {
         print(String(format: "%-32@ %8.1f ms", key as NSString, seconds * 1000))
@@ -242,6 +243,7 @@ let result: [String: Any] = [
     "framework": "crylab", "workload": workload,
     "omp_wait_policy": ProcessInfo.processInfo.environment["OMP_WAIT_POLICY"] ?? "default", "batch": batch, "threads": context.threads,
     "precision": context.precision.rawValue,
+    "fast_whole_step": model.wholeStepPrecision(training: training)?.rawValue ?? "none",
     "steps": steps, "seconds_per_step_median": median, "first_step_seconds": firstStep,
     "samples_per_second": Double(batch) / median,
     "gflops_per_second": flopsPerStep / median / 1e9,

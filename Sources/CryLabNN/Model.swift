@@ -33,8 +33,38 @@ public final class Model {
     /// What the model computes with: precision, threads, kernels. `ComputeContext.default` (fp32,
     /// every core) unless the owner (a command, a trainer, a test) gives it another; forward,
     /// backward and optimiser steps on this model all run with it.
+    ///
+    /// In `ConvolutionPrecision.fast` (with `ComputeContext.choosesWholeSteps`), the first training
+    /// step (`settleWholeStep`) and the first inference forward pass also time the whole step with
+    /// the fast mode's per-pass choices against the same step in each single precision among its
+    /// candidates (bf16, Winograd, fp32), and the model then runs in the fastest: per-pass choices
+    /// miss what passes cost each other (layout changes, rounding, caches), and one noisy timing
+    /// of a single pass can pick a slower kernel. `wholeStepPrecision(training:)` says which won.
     public var context: ComputeContext = .default {
-        didSet { plans = [:] }
+        didSet {
+            plans = [:]
+            wholeStep = WholeStepState()
+        }
+    }
+
+    /// The fast mode's whole-step decisions and the contexts they run in.
+    struct WholeStepState {
+        /// Per mode and frozen layers: the precision steps run in (`.fast`: the per-pass choices).
+        var precisions: [StepKey: ConvolutionPrecision] = [:]
+        /// The single-precision contexts decided on, made once each.
+        var contexts: [ConvolutionPrecision: ComputeContext] = [:]
+        /// Set while a trial runs: every pass runs in it.
+        var trial: ComputeContext?
+        /// The context of the latest forward pass, which its backward pass uses.
+        var latestForward: ComputeContext?
+    }
+    var wholeStep = WholeStepState()
+
+    /// What a whole-step decision is made for: the mode and which layers are frozen (the input's
+    /// batch size is left out: a partial last batch runs as the full ones do).
+    struct StepKey: Hashable {
+        let training: Bool
+        let trainable: [Bool]
     }
 
     /// Lets a Conv2D whose forward pass runs in oneDNN's blocked layout (Winograd, or a direct
@@ -52,12 +82,13 @@ public final class Model {
         let allowedLayouts: [ActivationLayout]
     }
 
-    /// What a plan depends on besides the graph and the context: the input shape, the mode, and
-    /// which layers are frozen (frozen convolutions run no backward-weights pass).
+    /// What a plan depends on besides the graph: the input shape, the mode, which layers are frozen
+    /// (frozen convolutions run no backward-weights pass) and the precision run in.
     private struct PlanKey: Hashable {
         let inputShape: [Int]
         let training: Bool
         let trainable: [Bool]
+        let precision: ConvolutionPrecision
     }
 
     /// A plan per key, and whether it is settled. A plan depends on the kernels the backend has
@@ -109,7 +140,10 @@ public final class Model {
         var remainingUses = [Int](repeating: 0, count: nodes.count + 1)
         for node in nodes { for i in node.inputs { remainingUses[i] += 1 } }
         values[0] = input
-        let plan = executionPlan(inputShape: input.shape, training: training)
+        if !training && wholeStep.trial == nil { settleWholeStep(training: false) { _ = forward(input, training: false) } }
+        let context = stepContext(training: training)
+        wholeStep.latestForward = context
+        let plan = executionPlan(inputShape: input.shape, training: training, context: context)
         for (index, node) in nodes.enumerated() {
             let inputs = node.inputs.map { values[$0]! }
             if let layer = node.layer as? any BlockedLayoutLayer {
@@ -132,13 +166,13 @@ public final class Model {
 
     /// The plan for inputs of `inputShape` in this mode: the cached one once settled, else computed
     /// (all NHWC without `passesBlockedActivations`).
-    func executionPlan(inputShape: [Int], training: Bool) -> ExecutionPlan {
+    func executionPlan(inputShape: [Int], training: Bool, context: ComputeContext) -> ExecutionPlan {
         guard passesBlockedActivations else {
             return ExecutionPlan(allowedLayouts: [ActivationLayout](repeating: .nhwc, count: nodes.count + 1))
         }
-        let key = PlanKey(inputShape: inputShape, training: training, trainable: layers.map(\.trainable))
+        let key = PlanKey(inputShape: inputShape, training: training, trainable: layers.map(\.trainable), precision: context.precision)
         if let known = plans[key], known.settled { return known.plan }
-        let plan = ExecutionPlan(allowedLayouts: planBlockedHandOffs(inputShape: inputShape, training: training)
+        let plan = ExecutionPlan(allowedLayouts: planBlockedHandOffs(inputShape: inputShape, training: training, context: context)
             .map { $0 ? .blocked16 : .nhwc })
         plans[key] = (plan, plans[key]?.plan == plan)
         return plan
@@ -147,7 +181,7 @@ public final class Model {
     /// Which values may be written in `ActivationLayout.blocked16`: those whose every reader takes
     /// them blocked (a pooling layer only if its own output may be blocked too). Never the model's
     /// output. Decided from the last node back, since readers come after what they read.
-    private func planBlockedHandOffs(inputShape: [Int], training: Bool) -> [Bool] {
+    private func planBlockedHandOffs(inputShape: [Int], training: Bool, context: ComputeContext) -> [Bool] {
         let none = [Bool](repeating: false, count: nodes.count + 1)
         var shapes = [inputShape]
         for node in nodes {
@@ -178,6 +212,7 @@ public final class Model {
 
     /// Back-propagates from the output and accumulates weight gradients. Requires a training-mode forward.
     public func backward(_ lossGradient: LossGradient) {
+        let context = wholeStep.latestForward ?? context
         let needs = valuesNeedingGradients()
         var gradients = [Tensor?](repeating: nil, count: nodes.count + 1)
         for (index, node) in nodes.enumerated().reversed() {

@@ -181,3 +181,26 @@ public final class SGD: Optimizer {
         }
     }
 }
+
+extension Model {
+    /// One optimisation step, in the order a data-parallel run needs: zero the gradients,
+    /// `computeGradients` (forward and backward passes; returns the loss), `reduceGradients`,
+    /// clipping to a global norm of `clipNorm`, the optimiser's update of the trainable weights.
+    /// In the fast mode, the first step first times itself in each candidate precision
+    /// (`settleWholeStep`), which leaves the model as it found it.
+    @discardableResult
+    public func trainingStep(optimizer: any Optimizer, clipNorm: Float?, reduceGradients: ([Parameter]) -> Void = { _ in },
+                             computeGradients: () -> Double) -> Double {
+        settleWholeStep(training: true) {
+            zeroGradients()
+            _ = computeGradients()
+        }
+        zeroGradients()
+        let loss = computeGradients()
+        let parameters = trainableParameters
+        reduceGradients(parameters)
+        if let clipNorm { clipGradientsByGlobalNorm(parameters, maxNorm: clipNorm) }
+        optimizer.step(parameters, threads: context.threads)
+        return loss
+    }
+}

@@ -91,6 +91,8 @@ public final class DNNLConvolution: ConvolutionKernels, MatrixKernels, @unchecke
     /// `.fast`'s choices for transposed-convolution products, per [m, n, k, threads]: true for bf16.
     /// A lock of its own, since deciding runs products, which take `lock`.
     let productPrecisionChoices = Mutex<[[Int]: Bool]>([:])
+    /// `.fast`'s whole-step decisions (`decision(_:among:timing:)`), by key: the candidate's name.
+    let wholeStepDecisions = Mutex<[String: String]>([:])
 
     /// A runtime of its own (engine, stream, caches, buffers) for these settings.
     public init(precision: ConvolutionPrecision, threads: Int, fastModeCandidates: FastModeCandidates = .all,
@@ -107,6 +109,21 @@ public final class DNNLConvolution: ConvolutionKernels, MatrixKernels, @unchecke
         Self.check(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue), "creating a stream")
         self.engine = engine!
         self.stream = stream!
+    }
+
+    /// The buffers go with the runtime. (Its primitives, engine and stream are left to the
+    /// process's end: they are small, and a primitive may still be referenced by its descriptor.)
+    deinit { releaseAll() }
+
+    /// Frees the buffers reused between calls; they are allocated again when next needed.
+    public func releaseBuffers() { lock.withLock { releaseAll() } }
+
+    private func releaseAll() {
+        for buffer in [\DNNLConvolution.scratchpad, \.weightsBuffer, \.weightsGradientBuffer, \.inputBF16Buffer,
+                       \.outputGradientBF16Buffer, \.leftBF16Buffer, \.rightBF16Buffer, \.blockedSourceBuffer,
+                       \.blockedDestinationBuffer, \.reluGradientBuffer, \.nhwcInputBuffer, \.nhwcOutputGradientBuffer] {
+            self[keyPath: buffer].release()
+        }
     }
 
     static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
@@ -181,6 +198,12 @@ extension DNNLConvolution {
 struct GrowingBuffer {
     private var pointer: UnsafeMutableRawPointer?
     private var capacity = 0
+
+    /// Frees the memory; the next `reserve` allocates again.
+    mutating func release() {
+        pointer?.deallocate()
+        (pointer, capacity) = (nil, 0)
+    }
 
     mutating func reserve(bytes: Int) -> UnsafeMutableRawPointer {
         if bytes > capacity || pointer == nil {

@@ -116,3 +116,15 @@ extension DNNLConvolution {
         return best
     }
 }
+
+extension DNNLConvolution {
+    /// A decision of `.fast` above single passes (`ComputeBackend.fastModeDecision`): the one made
+    /// earlier under `key` by this runtime, else the one kept in `fastModeChoices`, else the least
+    /// of `timing()`, recorded in both. Timing runs outside the runtime's lock (it runs whole steps).
+    func decision(_ key: String, among names: [String], timing: () -> [Double]) -> Int {
+        if let known = wholeStepDecisions.withLock({ $0[key] }), let index = names.firstIndex(of: known) { return index }
+        let index = FastModeChoices.choose(key, among: names, in: fastModeChoices, timing: timing)
+        wholeStepDecisions.withLock { $0[key] = names[index] }
+        return index
+    }
+}

@@ -15,6 +15,16 @@ public struct OneDNNBackend: ComputeBackend {
     }
 
     public var matrices: any MatrixKernels { runtime }
+
+    public func sibling(precision: ConvolutionPrecision) -> ComputeContext? {
+        ComputeContext(precision: precision, threads: runtime.threads, fastModeCandidates: runtime.fastModeCandidates)
+    }
+
+    public func fastModeDecision(_ key: String, among names: [String], timing: () -> [Double]) -> Int {
+        runtime.decision(key, among: names, timing: timing)
+    }
+
+    public func releaseReusedMemory() { runtime.releaseBuffers() }
 }
 
 extension DNNLConvolution {
@@ -27,11 +37,12 @@ extension ComputeContext {
     /// in `.fast`, choosing among `fastModeCandidates` and keeping the choices in `fastModeChoices`
     /// if given. Each context made this way has a oneDNN runtime of its own.
     public init(precision: ConvolutionPrecision = .fp32, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
-                fastModeCandidates: FastModeCandidates = .all, fastModeChoices: FastModeChoices? = nil) {
+                fastModeCandidates: FastModeCandidates = .all, fastModeChoices: FastModeChoices? = nil,
+                choosesWholeSteps: Bool = true) {
         let runtime = DNNLConvolution(precision: precision, threads: threads, fastModeCandidates: fastModeCandidates,
                                       fastModeChoices: fastModeChoices)
         self.init(precision: precision, threads: threads, fastModeCandidates: fastModeCandidates,
-                  backend: OneDNNBackend(runtime: runtime))
+                  choosesWholeSteps: choosesWholeSteps, backend: OneDNNBackend(runtime: runtime))
     }
 
     /// fp32 on every core: what models use unless given another context.

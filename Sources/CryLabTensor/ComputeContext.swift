@@ -15,15 +15,21 @@ public struct ComputeContext: Sendable {
     /// The kinds of pass `ConvolutionPrecision.fast` times against each other (all by default;
     /// tests pin one kind, with which there is nothing to time).
     public let fastModeCandidates: FastModeCandidates
+    /// Whether `ConvolutionPrecision.fast` also times a model's whole step (training) or forward
+    /// pass (inference) with its per-pass choices against the same step in each single precision
+    /// among its candidates, and runs the fastest (`Model.context` explains it). On by default;
+    /// data-parallel ranks turn it off, since ranks timing on their own could choose differently.
+    public let choosesWholeSteps: Bool
     public let backend: any ComputeBackend
 
     /// A context on `backend`, which must have been made for these settings.
     public init(precision: ConvolutionPrecision, threads: Int, fastModeCandidates: FastModeCandidates,
-                backend: any ComputeBackend) {
+                choosesWholeSteps: Bool = true, backend: any ComputeBackend) {
         precondition(threads >= 1, "thread count must be at least 1, got \(threads)")
         self.precision = precision
         self.threads = threads
         self.fastModeCandidates = fastModeCandidates
+        self.choosesWholeSteps = choosesWholeSteps
         self.backend = backend
     }
 

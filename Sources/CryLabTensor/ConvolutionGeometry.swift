@@ -164,4 +164,24 @@ public protocol ComputeBackend: Sendable {
     func convolutionKernels(for g: ConvolutionGeometry) -> any ConvolutionKernels
     /// Matrix products (Dense layers, 1x1 and transposed convolutions).
     var matrices: any MatrixKernels { get }
+    /// The same settings in `precision`, on a backend of its own: what `ConvolutionPrecision.fast`
+    /// times a whole step in when it compares its per-pass choices with one precision throughout.
+    /// Nil where the backend has no other precisions.
+    func sibling(precision: ConvolutionPrecision) -> ComputeContext?
+    /// The fast mode's decision named `key` among `names`: one made earlier (in this process, or
+    /// kept on this machine), else the index of the least of `timing()` (each candidate's time),
+    /// which is then kept under `key`.
+    func fastModeDecision(_ key: String, among names: [String], timing: () -> [Double]) -> Int
+    /// Gives back the memory the backend reuses between calls (it is allocated again when next
+    /// needed): after a whole-step trial, for the contexts the model no longer runs in.
+    func releaseReusedMemory()
+}
+
+extension ComputeBackend {
+    public func sibling(precision: ConvolutionPrecision) -> ComputeContext? { nil }
+    public func fastModeDecision(_ key: String, among names: [String], timing: () -> [Double]) -> Int {
+        let times = timing()
+        return times.indices.min { times[$0] < times[$1] }!
+    }
+    public func releaseReusedMemory() {}
 }

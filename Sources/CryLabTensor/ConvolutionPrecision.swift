@@ -22,6 +22,10 @@
 ///   where they are faster it wins. Results are those of the kernel chosen for each pass. The
 ///   choices can be kept in a file for later processes (`FastModeChoices`; `crylab pretrain` and
 ///   `finetune` keep them in ~/.cache/crylab), which then skip the timing and run the same kernels.
+///   A model then also times its whole first training step (and first inference pass) with those
+///   per-pass choices against the same step in bf16, Winograd and fp32 throughout, and runs the
+///   fastest of the four (`Model.settleWholeStep`; kept in the same file), so `fast` is not slower
+///   than the best single precision by more than the trial's noise.
 ///
 /// Transposed convolutions run their matrix products in bf16 too; 1x1 stride-1 convolutions (one
 /// sgemm) still run in fp32. In inference (`bf16` and `fast`), Dense layers read their kernel as a

@@ -176,20 +176,3 @@ public final class TrainingLoop {
         return true
     }
 }
-
-extension Model {
-    /// One optimisation step, in the order a data-parallel run needs: zero the gradients,
-    /// `computeGradients` (forward and backward passes; returns the loss), `reduceGradients`,
-    /// clipping to a global norm of `clipNorm`, the optimiser's update of the trainable weights.
-    @discardableResult
-    public func trainingStep(optimizer: any Optimizer, clipNorm: Float?, reduceGradients: ([Parameter]) -> Void = { _ in },
-                             computeGradients: () -> Double) -> Double {
-        zeroGradients()
-        let loss = computeGradients()
-        let parameters = trainableParameters
-        reduceGradients(parameters)
-        if let clipNorm { clipGradientsByGlobalNorm(parameters, maxNorm: clipNorm) }
-        optimizer.step(parameters, threads: context.threads)
-        return loss
-    }
-}

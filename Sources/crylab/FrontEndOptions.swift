@@ -101,16 +101,18 @@ struct ConvolutionOptions: ParsableArguments {
         }
     }
 
-    /// The compute context of a run with `threads`; in `fast`, with the choices kept on this machine.
-    func context(threads: Int, quiet: Bool) -> ComputeContext {
+    /// The compute context of a run with `threads`; in `fast`, with the choices kept on this machine,
+    /// and whole-step choices unless `choosesWholeSteps` is false (data-parallel ranks).
+    func context(threads: Int, quiet: Bool, choosesWholeSteps: Bool = true) -> ComputeContext {
         guard precision == .fast else { return ComputeContext(precision: precision, threads: threads) }
         let choices = FastModeChoices(file: FastModeChoices.defaultFile)
         if retimeFastMode { choices.forget() }
-        let context = ComputeContext(precision: precision, threads: threads, fastModeChoices: choices)
+        let context = ComputeContext(precision: precision, threads: threads, fastModeChoices: choices,
+                                     choosesWholeSteps: choosesWholeSteps)
         guard !quiet else { return context }
         let message = choices.count > 0
             ? "fast mode: reusing \(choices.count) kernel choices timed earlier on this machine (\(choices.file.path)); --retime-fast-mode times them again\n"
-            : "fast mode: the first step times the candidate kernels of each convolution; the choices are kept in \(choices.file.path)\n"
+            : "fast mode: the first step times the candidate kernels of each convolution\(choosesWholeSteps ? ", then the whole step in each precision" : ""); the choices are kept in \(choices.file.path)\n"
         FileHandle.standardError.write(Data(message.utf8))
         return context
     }

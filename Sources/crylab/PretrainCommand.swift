@@ -113,7 +113,7 @@ struct PretrainCommand: DistributedCommand {
         if let epochs { recipe.training.epochs = epochs }
         if let seed { recipe.training.seed = seed }
         let isRoot = (communicator?.rank ?? 0) == 0
-        let context = convolution.context(threads: threads, quiet: quiet || !isRoot)
+        let context = convolution.context(threads: threads, quiet: quiet || !isRoot, choosesWholeSteps: communicator == nil)
         var options = PretrainOptions(output: URL(fileURLWithPath: output ?? "Checkpoints/\(recipe.name)"))
         options.maxSteps = maxSteps
         options.resume = resume
