@@ -12,6 +12,7 @@
 // --precision bf16 runs the oneDNN convolutions in bfloat16 with fp32 accumulation (ConvolutionPrecision);
 // --precision winograd runs 3x3 stride-1 passes through oneDNN's Winograd kernels where it has them;
 // --precision fast runs each pass with whichever of direct fp32, bf16 and Winograd timed fastest when first seen;
+// and then times the whole step that way and in each single precision, and runs the fastest (--per-pass-only: not);
 // --fast-mode-choices FILE reads the fast mode's choices from FILE and records new ones there
 // (FastModeChoices); "first_step_seconds" in the JSON shows what the timing costs;
 // --implementations prints the oneDNN kernel chosen for each convolution shape after the warm-up;
@@ -69,7 +70,7 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 guard arguments.count >= 2 else {
-    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--fast-without bf16,winograd,direct,direct-blocked] [--fast-mode-choices FILE] [--breakdown [--layers]] [--passes] [--implementations]")
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--fast-without bf16,winograd,direct,direct-blocked] [--fast-mode-choices FILE] [--per-pass-only] [--breakdown [--layers]] [--passes] [--implementations]")
     exit(2)
 }
 let workload = arguments[1]
@@ -99,7 +100,7 @@ if let i = arguments.firstIndex(of: "--fast-without") {
 let fastModeChoices = arguments.firstIndex(of: "--fast-mode-choices").flatMap { arguments.dropFirst($0 + 1).first }
     .map { FastModeChoices(file: URL(fileURLWithPath: $0)) }
 let context = ComputeContext(precision: precision, threads: threads, fastModeCandidates: fastModeCandidates,
-                             fastModeChoices: fastModeChoices)
+                             fastModeChoices: fastModeChoices, choosesWholeSteps: !arguments.contains("--per-pass-only"))
 /// The same settings in another precision (`--passes` compares them), each with a runtime of its own.
 let runtimes = Dictionary(uniqueKeysWithValues: [ConvolutionPrecision.fp32, .bf16, .winograd].map {
     ($0, DNNLConvolution(precision: $0, threads: threads))

@@ -41,7 +41,7 @@ def read_records(path):
                 sys.exit(f"{path}:{number}: not JSON ({error}); a record holds one JSON object per line")
             if entry.get("kind") == "run-info":
                 records.append((entry, []))
-            elif entry.get("kind") == "run":
+            elif entry.get("kind") in ("run", "convergence"):
                 if not records:
                     sys.exit(f"{path}:{number}: a run before any run-info line; records come from bench_side_by_side.py --record")
                 records[-1][1].append(entry)
@@ -87,13 +87,18 @@ def render(records):
         return ("No run has been recorded yet. Record one with `bench_side_by_side.py --record "
                 "Benchmarks/results/<date>-<host>.jsonl` (see the top of this file).\n")
     newest = {}  # (host, workload) -> (info, runs of that workload)
-    for info, runs in records:
+    convergence = {}  # host -> (info, convergence entries of the newest record that has them)
+    for info, entries in records:
+        checks = [entry for entry in entries if entry["kind"] == "convergence"]
+        if checks and (host_key(info) not in convergence or info.get("date", "") > convergence[host_key(info)][0].get("date", "")):
+            convergence[host_key(info)] = (info, checks)
+        runs = [entry for entry in entries if entry["kind"] == "run"]
         for workload in sorted({run["workload"] for run in runs}):
             key = (host_key(info), workload)
             if key not in newest or info.get("date", "") > newest[key][0].get("date", ""):
                 newest[key] = (info, [run for run in runs if run["workload"] == workload])
     out = []
-    for host in sorted({host for host, _ in newest}):
+    for host in sorted({host for host, _ in newest} | set(convergence)):
         out.append(f"### {host[0]}: {host[1]}\n")
         used = []
         rows = []
@@ -114,10 +119,29 @@ def render(records):
                             ratios.append(f"{spread(by_round, 2)}x vs {reference}")
                 rows.append(f"| {workload} | {label} | {spread([r['samples_per_second'] for r in mine], 2)} | "
                             f"{spread([r['peak_rss_gib'] for r in mine], 2)} | {'; '.join(ratios) or '-'} | {run_number} |")
-        out.append("| workload | framework | samples/s, median (range) over rounds | peak GiB | speed by round, median (range) | run |")
-        out.append("|---|---|---|---|---|---|")
-        out.extend(rows)
-        out.append("")
+        if rows:
+            out.append("| workload | framework | samples/s, median (range) over rounds | peak GiB | speed by round, median (range) | run |")
+            out.append("|---|---|---|---|---|---|")
+            out.extend(rows)
+            out.append("")
+        if host in convergence:
+            info, checks = convergence[host]
+            if info not in used:
+                used.append(info)
+            first = checks[0]
+            out.append(f"Convergence (run {used.index(info) + 1}): `{first['recipe']}`, {first['epochs']} epochs from the recipe's "
+                       f"seed; final losses against fp32's, tolerance {first['tolerance']:.0%}.\n")
+            out.append("| precision | train loss | vs fp32 | validation loss | vs fp32 | within tolerance |")
+            out.append("|---|---|---|---|---|---|")
+            for check in checks:
+                def gap(value):
+                    return "-" if value is None else f"{value:.2%}"
+                def loss(value):
+                    return "-" if value is None else f"{value:.5f}"
+                within = "reference" if check["precision"] == "fp32" else ("yes" if check["within_tolerance"] else "no")
+                out.append(f"| {check['precision']} | {loss(check['train_loss'])} | {gap(check['train_gap_to_fp32'])} | "
+                           f"{loss(check['validation_loss'])} | {gap(check['validation_gap_to_fp32'])} | {within} |")
+            out.append("")
         for number, info in enumerate(used, 1):
             out.append(f"{number}. {describe(info)}")
         out.append("")

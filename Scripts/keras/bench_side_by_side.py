@@ -15,20 +15,21 @@ median and range over rounds: on a host whose speed drifts, these pairs share th
 --keras-policies runs Keras once per listed dtype policy in every round: float32 (label keras) and
 mixed_bfloat16 (label keras-bf16, Keras's own fast mode: bf16 compute, fp32 weights), both by default.
 The host's bf16 flags (amx_bf16, avx512_bf16) are printed first: they decide which mode is fast.
+--convergence-epochs N then pretrains Recipes/pretrain.yaml N epochs in every listed precision and
+prints each one's final losses against fp32's, within a stated tolerance or not (recorded too).
 --record FILE also appends to FILE (JSON lines) a description of the run (date, host, CPU, versions,
 command) and then each process's JSON with its round and label, as each finishes; put it under
 Benchmarks/results/ and Scripts/bench/results_table.py turns it into Benchmarks/RESULTS.md.
 Every child gets OMP_WAIT_POLICY=PASSIVE unless it is already set (TensorFlow does not use OpenMP).
 """
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
-import socket
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from records import host_description  # noqa: E402
 
 root = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 parser = argparse.ArgumentParser()
@@ -42,6 +43,9 @@ parser.add_argument("--torch-python", default=None)
 parser.add_argument("--precisions", default="fp32", help="CryLab convolution precisions, comma-separated")
 parser.add_argument("--keras-policies", default="float32,mixed_bfloat16", help="Keras dtype policies, comma-separated")
 parser.add_argument("--record", metavar="FILE", help="append the run's description and every process's JSON to FILE")
+parser.add_argument("--convergence-epochs", type=int, default=0, metavar="N",
+                    help="after the speed rounds, pretrain the committed recipe N epochs in each CryLab precision and "
+                         "state how far each ends from fp32's losses (Scripts/bench/convergence.py); 0 skips it")
 args = parser.parse_args()
 
 common = [f"--steps", str(args.steps), "--threads", str(args.threads), "--batch", str(args.batch)]
@@ -55,56 +59,13 @@ def run(command):
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
-def output_of(command):
-    """First line a helper command prints, or None when it cannot run."""
-    try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=60).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.splitlines()[0] if out else None
-
-
-def host_description():
-    """What a later reader needs to compare figures across hosts and versions."""
-    model, flags = None, set()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                name, _, value = line.partition(":")
-                if name.strip() == "model name" and model is None:
-                    model = value.strip()
-                if name.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    versions = {"python": platform.python_version()}
-    for package in ["keras", "tensorflow", "tensorflow-cpu", "torch"]:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    for package in ["libdnnl-dev", "libopenblas-dev"]:
-        versions[package] = output_of(["dpkg-query", "-W", "-f", "${Version}", package])
-    versions["swift"] = output_of(["swift", "--version"])
-    commit = output_of(["git", "-C", root, "rev-parse", "HEAD"])
-    if commit and output_of(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"]):
-        commit += " (with uncommitted changes)"
-    return {
-        "kind": "run-info", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(), "cpu_model": model, "cores": os.cpu_count(),
-        # The flags that decide which kernels oneDNN can use (bf16 without AMX was slow here).
-        "cpu_flags": sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16", "avx512_fp16", "avx512f"}),
-        "command": [os.path.relpath(sys.argv[0], root)] + sys.argv[1:], "commit": commit, "versions": versions,
-    }
-
-
 def record(entry):
     if args.record:
         with open(args.record, "a") as out:
             out.write(json.dumps(entry, sort_keys=True) + "\n")
 
 
-description = host_description()
+description = host_description(root)
 record(description)
 print(f"host {description['host']}: {description['cpu_model']}, {description['cores']} cores; "
       f"amx_bf16 {'yes' if 'amx_bf16' in description['cpu_flags'] else 'no'}, "
@@ -137,3 +98,12 @@ for workload in args.workloads.split(","):
                 paired = sorted(a["samples_per_second"] / b["samples_per_second"] for a, b in zip(runs[mine], runs[name]))
                 print(f"{workload:<18} {mine}/{name:<10} speed by round, sorted {', '.join(f'{x:.2f}' for x in paired)}: "
                       f"median {paired[len(paired) // 2]:.2f}x, range {paired[0]:.2f}-{paired[-1]:.2f}x", flush=True)
+
+if args.convergence_epochs > 0:
+    # Speed is only half the claim: the faster precisions must also train to where fp32 does.
+    command = [sys.executable, os.path.join(root, "Scripts", "bench", "convergence.py"), "--epochs", str(args.convergence_epochs),
+               "--precisions", args.precisions, "--threads", str(args.threads),
+               "--binary", os.path.join(os.path.dirname(args.binary), "crylab")]
+    if args.record:
+        command += ["--record", args.record, "--in-record"]
+    subprocess.run(command, check=True)

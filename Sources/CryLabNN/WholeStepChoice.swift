@@ -27,10 +27,13 @@ extension Model {
     /// In the fast mode, when this mode (with the layers frozen as they are now) has no whole-step
     /// decision yet: takes the one kept on this machine, or times `step` (which must run one whole
     /// step from zeroed gradients, or one forward pass, on the same batch each time) with the
-    /// per-pass choices and in each single precision among the candidates, and decides. Each
-    /// candidate runs once untimed (kernels are made, or timed per pass) and twice timed; the
-    /// better of the two counts. Each candidate's buffers are given back before the next runs, so
-    /// the trial needs no more memory than the largest of them.
+    /// per-pass choices and in each single precision among the candidates, and decides. The
+    /// candidates take turns: a round of untimed runs (kernels are made, or timed per pass), then
+    /// two timed rounds, the better of each candidate's two counting. Taking turns spreads a
+    /// change in the machine's load over all of them (timed one after another, a candidate
+    /// timed while another process ran lost to one timed after it stopped). Each run gives
+    /// its reused buffers back (freed memory stays in the heap, `MemoryPolicy`), so the trial
+    /// needs about the memory of the largest candidate, not of all of them.
     ///
     /// Nothing the trial runs stays: the gradients, the moving statistics and the dropout layers'
     /// random state are as they were before it, so the step that follows gives the same results
@@ -54,19 +57,19 @@ extension Model {
                 afterLayerBackward = hook
                 saved.restore(self)
             }
-            return candidates.map { precision in
-                guard let candidate = precision == .fast ? context : context.backend.sibling(precision: precision) else {
-                    return .infinity
-                }
-                wholeStep.trial = candidate
-                defer { candidate.backend.releaseReusedMemory() }
-                step()
-                return (0..<2).map { _ in
+            let contexts = candidates.map { $0 == .fast ? context : context.backend.sibling(precision: $0) }
+            var times = [Double](repeating: .infinity, count: candidates.count)
+            for round in 0..<3 {
+                for (index, candidate) in contexts.enumerated() {
+                    guard let candidate else { continue }
+                    wholeStep.trial = candidate
                     let start = DispatchTime.now().uptimeNanoseconds
                     step()
-                    return Double(DispatchTime.now().uptimeNanoseconds - start)
-                }.min()!
+                    if round > 0 { times[index] = min(times[index], Double(DispatchTime.now().uptimeNanoseconds - start)) }
+                    candidate.backend.releaseReusedMemory()
+                }
             }
+            return times
         }
         wholeStep.precisions[key] = candidates[index]
     }
