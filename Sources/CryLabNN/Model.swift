@@ -47,6 +47,11 @@ public final class Model {
         }
     }
 
+    /// A model made of another's layers that runs inside that model's steps (a U-Net's encoder,
+    /// for the view-invariance term): its passes run in that model's step context (the
+    /// whole-step trial's candidate, or the precision decided) and it decides nothing itself.
+    public weak var stepOwner: Model?
+
     /// The fast mode's whole-step decisions and the contexts they run in.
     struct WholeStepState {
         /// Per mode and frozen layers: the precision steps run in (`.fast`: the per-pass choices).

@@ -8,6 +8,7 @@ extension Model {
     /// The context a pass in this mode runs in: the trial's while one runs, the single precision a
     /// whole-step decision chose, else `context`.
     public func stepContext(training: Bool) -> ComputeContext {
+        if let stepOwner { return stepOwner.stepContext(training: training) }
         if let trial = wholeStep.trial { return trial }
         guard context.precision == .fast, let precision = wholeStep.precisions[stepKey(training: training)],
               precision != .fast else { return context }
@@ -40,7 +41,7 @@ extension Model {
     /// as it would without the trial. The step must not talk to other processes (which is why
     /// data-parallel ranks turn whole-step choices off).
     public func settleWholeStep(training: Bool, _ step: () -> Void) {
-        guard context.precision == .fast, context.choosesWholeSteps, wholeStep.trial == nil else { return }
+        guard context.precision == .fast, context.choosesWholeSteps, wholeStep.trial == nil, stepOwner == nil else { return }
         let key = stepKey(training: training)
         guard wholeStep.precisions[key] == nil else { return }
         let candidates = wholeStepCandidates

@@ -112,5 +112,6 @@ public func sharedEncoder(of uNet: Model, configuration: UNetConfiguration) -> M
     precondition(cut < uNet.nodes.count, "the U-Net has fewer than \(configuration.depth) pooling layers")
     let encoder = Model(inputShape: uNet.inputShape, nodes: Array(uNet.nodes[..<cut]))
     encoder.context = uNet.context
+    encoder.stepOwner = uNet
     return encoder
 }

@@ -138,6 +138,34 @@ import Testing
         #expect(frozenTimes.count == 2 && frozenTimes[1].count == 4, "a frozen layer makes another step: \(frozenTimes)")
     }
 
+    /// A model made of the U-Net's first layers (as the view-invariance encoder is) runs in the
+    /// U-Net's decided precision and decides nothing itself.
+    @Test func aModelInsideAnothersStepsRunsInItsContext() throws {
+        let file = temporaryFile()
+        defer { try? FileManager.default.removeItem(at: file.deletingLastPathComponent()) }
+        let input = randomTensor([4, 32, 32, 1], seed: 45)
+        func encoder(of uNet: Model) -> Model { Model(inputShape: uNet.inputShape, nodes: Array(uNet.nodes.prefix(4))) }
+
+        let uNet = try Model.uNet(Self.configuration)
+        let (context, backend) = fastContext(FastModeChoices(file: file), forced: "bf16")
+        uNet.context = context
+        _ = train(uNet, input: input)
+        let shared = encoder(of: uNet)
+        shared.context = uNet.context
+        shared.stepOwner = uNet
+        let features = shared.forward(input, training: true)
+        _ = shared.predict(input)
+        #expect(backend.decisions.withLock { $0.count } == 1, "the shared encoder decides nothing")
+        #expect(shared.stepContext(training: true).precision == .bf16)
+
+        let plain = try Model.uNet(Self.configuration)
+        plain.context = ComputeContext(precision: .bf16, threads: testThreads)
+        _ = train(plain, input: input)
+        let plainEncoder = encoder(of: plain)
+        plainEncoder.context = plain.context
+        #expect(features.values == plainEncoder.forward(input, training: true).values)
+    }
+
     /// With one kind of pass to choose among, there is nothing to compare: no trial.
     @Test func oneCandidateKindRunsNoTrial() throws {
         let model = try Model.uNet(Self.configuration)
