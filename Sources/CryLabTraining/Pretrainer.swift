@@ -52,6 +52,9 @@ public struct PretrainSummary: Codable, Sendable {
     /// The run's first optimisation step: kernel creation, first allocations and, with
     /// `--precision fast`, timing the candidate kernels of every convolution not in the kept choices.
     public var firstStepSeconds: Double?
+    /// With `--precision fast`: what the training steps ran in after the first step's whole-step
+    /// decision ("fast" for the per-pass choices, else one precision throughout); nil otherwise.
+    public var fastModeSteps: String?
     public var secondsPerEpoch: Double?
     public var trainLoss: Double?
     public var validationLoss: Double?
@@ -289,6 +292,7 @@ public final class Pretrainer {
             runFolder: options.output.path, epochs: history.count, steps: loop.steps, trainingClips: trainIndices.count,
             validationClips: validationIndices.count, parameters: model.parameterCount,
             samplesPerSecond: loop.samplesPerSecond, firstStepSeconds: loop.firstStep?.seconds,
+            fastModeSteps: model.context.precision == .fast ? (model.wholeStepPrecision(training: true)?.rawValue ?? "fast") : nil,
             secondsPerEpoch: history.isEmpty ? nil : history.map(\.seconds).reduce(0, +) / Double(history.count),
             trainLoss: history.last?.trainLoss, validationLoss: history.last?.validationLoss.flatMap { $0.isNaN ? nil : $0 },
             bestValidationLoss: loop.best?.selectionLoss, validationLossWithoutSkips: nil, checkpoint: nil, encoder: nil,

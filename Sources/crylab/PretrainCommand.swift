@@ -87,7 +87,8 @@ struct PretrainCommand: DistributedCommand {
             try printJSON(summary)
         } else {
             var lines = [String(format: "%d epochs, %d steps, %.1f samples/s", summary.epochs, summary.steps, summary.samplesPerSecond)
-                + (summary.firstStepSeconds.map { String(format: " after a first step of %.1f s", $0) } ?? "")]
+                + (summary.firstStepSeconds.map { String(format: " after a first step of %.1f s", $0) } ?? "")
+                + (summary.fastModeSteps.map { $0 == "fast" ? "; fast mode ran its per-pass choices" : "; fast mode ran whole steps in \($0)" } ?? "")]
             if let a = summary.allreduce {
                 lines.append(String(format: "gradients: %.1f MB per step summed over %d ranks in %d bucket%@%@; %.1f ms per step not hidden",
                                     Double(a.gradientBytes) / 1_048_576, a.ranks, a.buckets, a.buckets == 1 ? "" : "s",
