@@ -19,6 +19,9 @@
 // --nhwc-only keeps every activation NHWC (Model.passesBlockedActivations off), to compare;
 // --breakdown times one more step per layer type, and the time inside oneDNN's convolution kernels
 // and in the activation reorders around blocked (Winograd, blocked direct) passes;
+// --memory also reports the peak RSS of the warm-up step (with the fast mode's timing, if any) and of
+// the steps after it apart ("peak_rss_warm_up_gib", "peak_rss_steps_gib"; the kernel's peak is
+// reset between them through /proc/self/clear_refs);
 // --passes times every oneDNN pass of every convolution shape in fp32, bf16 and winograd, in turn
 // (winograd's times include its activation reorders; "-" where oneDNN has no Winograd kernel).
 // Runs with OMP_WAIT_POLICY=PASSIVE unless the variable is set (e.g. OMP_WAIT_POLICY=ACTIVE to compare).
@@ -70,7 +73,7 @@ func option(_ name: String, _ fallback: Int) -> Int {
     return v
 }
 guard arguments.count >= 2 else {
-    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--fast-without bf16,winograd,direct,direct-blocked] [--fast-mode-choices FILE] [--per-pass-only] [--breakdown [--layers]] [--passes] [--implementations]")
+    print("usage: crylab-engine-bench unet-train|small-unet-train|classifier-infer|recipe-unet-train [--batch 32] [--steps 5] [--threads 2] [--precision fp32|bf16|winograd|fast] [--nhwc-only] [--fast-without bf16,winograd,direct,direct-blocked] [--fast-mode-choices FILE] [--per-pass-only] [--memory] [--breakdown [--layers]] [--passes] [--implementations]")
     exit(2)
 }
 let workload = arguments[1]
@@ -148,6 +151,10 @@ let flopsPerStep = try forwardFlops(model, batch: batch) * (training ? 3 : 1)
 let firstStepStart = now()
 step()  // warm-up: primitive creation (and the fast mode's timing, per pass and per whole step), first allocations
 let firstStep = now() - firstStepStart
+// The warm-up's peak, then the kernel's peak counter reset so that the steps' own peak shows.
+let reportsMemoryPhases = arguments.contains("--memory")
+let warmUpPeak = peakResidentBytes()
+if reportsMemoryPhases { try "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8) }
 /// Every Conv2D of the model with its geometry, in graph order.
 func convolutions(_ model: Model, batch: Int) throws -> [(Conv2D, ConvolutionGeometry)] {
     var shapes: [[Int]] = [[batch] + model.inputShape]
@@ -249,7 +256,8 @@ let result: [String: Any] = [
     "samples_per_second": Double(batch) / median,
     "gflops_per_second": flopsPerStep / median / 1e9,
     "gflop_per_step": flopsPerStep / 1e9,
-    "peak_rss_gib": Double(peakResidentBytes()) / 1_073_741_824,
-]
+    "peak_rss_gib": Double(max(warmUpPeak, peakResidentBytes())) / 1_073_741_824,
+].merging(reportsMemoryPhases ? ["peak_rss_warm_up_gib": Double(warmUpPeak) / 1_073_741_824,
+                                 "peak_rss_steps_gib": Double(peakResidentBytes()) / 1_073_741_824] : [:]) { $1 }
 let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
 print(String(decoding: json, as: UTF8.self))

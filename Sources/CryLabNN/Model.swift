@@ -179,6 +179,12 @@ public final class Model {
         if let known = plans[key], known.settled { return known.plan }
         let plan = ExecutionPlan(allowedLayouts: planBlockedHandOffs(inputShape: inputShape, training: training, context: context)
             .map { $0 ? .blocked16 : .nhwc })
+        if let previous = plans[key]?.plan, previous != plan {
+            // The backend's reused buffers grew for the previous plan's reorders (on a first step,
+            // all NHWC, those of the largest activations into blocked passes): let them grow again
+            // to this plan's needs only.
+            context.backend.releaseReusedMemory()
+        }
         plans[key] = (plan, plans[key]?.plan == plan)
         return plan
     }

@@ -194,22 +194,30 @@ extension DNNLConvolution {
     }
 }
 
-/// A 64-byte-aligned buffer that only ever grows; reused across calls.
+/// A page-aligned buffer that only grows until released; reused across calls.
+///
+/// Mapped from the kernel, not taken from malloc's heap: `MemoryPolicy` keeps that heap from
+/// shrinking, so a buffer of tens of MB freed there (when it grows, or when a runtime's buffers
+/// are released between whole-step trials or plans) leaves a hole that activations only partly
+/// refill, and the heap grows past it. Unmapped, its pages go back at once. Buffers change size a
+/// few times per run, so mapping costs no page faults in a steady step.
 struct GrowingBuffer {
     private var pointer: UnsafeMutableRawPointer?
     private var capacity = 0
 
     /// Frees the memory; the next `reserve` allocates again.
     mutating func release() {
-        pointer?.deallocate()
+        if let pointer { munmap(pointer, capacity) }
         (pointer, capacity) = (nil, 0)
     }
 
     mutating func reserve(bytes: Int) -> UnsafeMutableRawPointer {
         if bytes > capacity || pointer == nil {
-            pointer?.deallocate()
+            release()
             capacity = max(bytes, 64)
-            pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+            let mapped = mmap(nil, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            precondition(mapped != MAP_FAILED, "could not map \(capacity) bytes for a oneDNN buffer: errno \(errno)")
+            pointer = mapped
         }
         return pointer!
     }
