@@ -3,7 +3,7 @@
 ///
 ///     x: [batch, height, width, inputChannels] -> y: [batch, outHeight, outWidth, filters]
 ///     kernel: [kernelSize, kernelSize, inputChannels, filters], bias: [filters]
-public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
+public final class Conv2D: ActivatedLayer, BlockedLayoutLayer, ReLUMaskKeepingLayer {
     public let name: String
     public let kerasClass = "Conv2D"
     public let inputChannels: Int
@@ -22,6 +22,8 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
 
     private var cachedInput: Tensor?
     private var cachedOutput: Tensor?
+    /// In place of `cachedOutput` once only this layer held it (`keepOnlyReLUMask`).
+    private var cachedReLUMask: KeptReLUMask?
     /// The input rounded to bf16 by a bf16 training forward, reused by backward-weights.
     private var cachedRoundedInput: BFloat16Copy?
 
@@ -125,12 +127,23 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
         if training {
             cachedInput = x
             cachedOutput = y
+            cachedReLUMask = nil
             cachedRoundedInput = roundedInput
         }
         return y
     }
 
+    func keepOnlyReLUMask(threads: Int) {
+        guard activation == .relu, let y = cachedOutput else { return }
+        cachedReLUMask = KeptReLUMask(of: y, threads: threads)
+        cachedOutput = nil
+    }
+
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
+        if let mask = cachedReLUMask {
+            return backward(mask.backward(consume outputGradient, threads: context.threads), reluOutput: nil,
+                            needsInputGradients: needsInputGradients, context: context)
+        }
         guard let y = cachedOutput, let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
         if activation == .relu && cachedRoundedInput != nil && kernels(for: geometry(x.shape), context).handlesBlockedLayout {
             // bf16 oneDNN: the kernels apply ReLU's backward while rounding the gradient.
@@ -146,8 +159,10 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
 
     /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
     private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
-        guard let x = cachedInput, let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
-        precondition(dz.layout == y.layout, "\(name): output gradient in \(dz.layout), output in \(y.layout)")
+        guard let x = cachedInput, let outputLayout = cachedOutput?.layout ?? cachedReLUMask?.layout else {
+            preconditionFailure("\(name): backward without a training-mode forward")
+        }
+        precondition(dz.layout == outputLayout, "\(name): output gradient in \(dz.layout), output in \(outputLayout)")
         let g = geometry(x.shape)
         let kernels = kernels(for: g, context)
         defer { releaseCache() }
@@ -194,6 +209,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
     public func releaseCache() {
         cachedInput = nil
         cachedOutput = nil
+        cachedReLUMask = nil
         cachedRoundedInput = nil
     }
 }
@@ -205,7 +221,7 @@ public final class Conv2D: ActivatedLayer, BlockedLayoutLayer {
 ///     x: [batch, height, width, inputChannels] -> y: [batch, outHeight, outWidth, filters]
 ///        'valid': outHeight = height * stride + max(k - stride, 0);  'same': outHeight = height * stride
 ///     kernel: [k, k, filters, inputChannels]  (Keras stores transposed kernels output-first), bias: [filters]
-public final class Conv2DTranspose: ActivatedLayer {
+public final class Conv2DTranspose: ActivatedLayer, ReLUMaskKeepingLayer {
     public let name: String
     public let kerasClass = "Conv2DTranspose"
     public let inputChannels: Int
@@ -220,6 +236,8 @@ public final class Conv2DTranspose: ActivatedLayer {
 
     private var cachedInput: Tensor?
     private var cachedOutput: Tensor?
+    /// In place of `cachedOutput` once only this layer held it (`keepOnlyReLUMask`).
+    private var cachedReLUMask: KeptReLUMask?
 
     public init(name: String = "conv2d_transpose", inputChannels: Int, filters: Int, kernelSize: Int = 2,
                 stride: Int = 2, padding: Padding = .valid, activation: Activation = .linear, useBias: Bool = true,
@@ -284,15 +302,32 @@ public final class Conv2DTranspose: ActivatedLayer {
         if training {
             cachedInput = x
             cachedOutput = y
+            cachedReLUMask = nil
         }
         return y
     }
 
+    /// Only where the gather's runs start at whole mask words: filters a multiple of 16.
+    func keepOnlyReLUMask(threads: Int) {
+        guard activation == .relu, filters % 16 == 0, let y = cachedOutput else { return }
+        cachedReLUMask = KeptReLUMask(of: y, threads: threads)
+        cachedOutput = nil
+    }
+
     public func backward(_ outputGradient: consuming Tensor, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
+        if let mask = cachedReLUMask {
+            // The kernels apply ReLU's backward while gathering the gradient, from the mask.
+            return mask.bits.withUnsafeBufferPointer {
+                backward(outputGradient, reluOutput: .mask($0.baseAddress!), needsInputGradients: needsInputGradients, context: context)
+            }
+        }
         guard let y = cachedOutput else { preconditionFailure("\(name): backward without a training-mode forward") }
         if activation == .relu {
             // The kernels apply ReLU's backward while gathering the gradient.
-            return backward(outputGradient, reluOutput: y, needsInputGradients: needsInputGradients, context: context)
+            return y.values.withUnsafeBufferPointer {
+                backward(outputGradient, reluOutput: .values($0.baseAddress!), needsInputGradients: needsInputGradients,
+                         context: context)
+            }
         }
         return backward(preActivationGradient: activation.backward(consume outputGradient, output: y, threads: context.threads),
                         needsInputGradients: needsInputGradients, context: context)
@@ -303,7 +338,7 @@ public final class Conv2DTranspose: ActivatedLayer {
     }
 
     /// `dz` is the gradient of the pre-activation output, or, with `reluOutput`, of the ReLU's output.
-    private func backward(_ dz: Tensor, reluOutput: Tensor?, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
+    private func backward(_ dz: Tensor, reluOutput: ReLUOutput?, needsInputGradients: Bool, context: ComputeContext) -> [Tensor] {
         guard let x = cachedInput else { preconditionFailure("\(name): backward without a training-mode forward") }
         defer { releaseCache() }
         let g = geometry(x.shape)
@@ -316,17 +351,10 @@ public final class Conv2DTranspose: ActivatedLayer {
                     withOptionalPointer(&dx) { dxp in
                         withOptionalGradient(weightGradients ? kernel : nil) { dk in
                             withOptionalGradient(weightGradients ? bias : nil) { db in
-                                func run(_ relu: UnsafePointer<Float>?) {
-                                    transposedConvolutionBackward(g, input: input.baseAddress!, kernel: k.baseAddress!,
-                                                                  outputGradient: dzp.baseAddress!, inputGradient: dxp,
-                                                                  kernelGradient: dk, biasGradient: db, reluOutput: relu,
-                                                                  context: context)
-                                }
-                                if let reluOutput {
-                                    reluOutput.values.withUnsafeBufferPointer { run($0.baseAddress!) }
-                                } else {
-                                    run(nil)
-                                }
+                                transposedConvolutionBackward(g, input: input.baseAddress!, kernel: k.baseAddress!,
+                                                              outputGradient: dzp.baseAddress!, inputGradient: dxp,
+                                                              kernelGradient: dk, biasGradient: db, reluOutput: reluOutput,
+                                                              context: context)
                             }
                         }
                     }
@@ -339,6 +367,37 @@ public final class Conv2DTranspose: ActivatedLayer {
     public func releaseCache() {
         cachedInput = nil
         cachedOutput = nil
+        cachedReLUMask = nil
+    }
+}
+
+/// A ReLU-activated output kept as its `reluMask` for backward (the output's layout, 1/32 of its bytes).
+struct KeptReLUMask {
+    let bits: [UInt16]
+    let count: Int
+    let layout: ActivationLayout
+
+    init(of output: Tensor, threads: Int) {
+        count = output.count
+        bits = output.values.withUnsafeBufferPointer { values in
+            [UInt16](unsafeUninitializedCapacity: (values.count + 15) / 16) { mask, initialized in
+                reluMask(of: values.baseAddress!, count: values.count, into: mask.baseAddress!, threads: threads)
+                initialized = mask.count
+            }
+        }
+        layout = output.layout
+    }
+
+    /// d(loss)/d(pre-activation) from d(loss)/d(output), in the gradient's own buffer.
+    func backward(_ outputGradient: consuming Tensor, threads: Int) -> Tensor {
+        var dz = consume outputGradient
+        precondition(dz.count == count, "ReLU mask of \(count) values for a gradient of \(dz.count)")
+        dz.values.withUnsafeMutableBufferPointer { gradient in
+            bits.withUnsafeBufferPointer {
+                reluBackwardInPlace(gradient: gradient.baseAddress!, mask: $0.baseAddress!, count: gradient.count, threads: threads)
+            }
+        }
+        return dz
     }
 }
 

@@ -67,6 +67,21 @@ protocol GradientAccumulatingLayer: Layer {
     func backward(_ outputGradient: Tensor, accumulatingInto inputGradient: inout Tensor, context: ComputeContext)
 }
 
+/// A layer with a fused ReLU that keeps its output for ReLU's backward, and can keep only a bit
+/// per value of it (`reluMask`) once the output is nowhere else: `Model.forward` says so when
+/// every reader has run and none keeps its input (`KeepsNoInput`). In a U-Net that is each
+/// upsampling and each skip, whose values the concatenation has copied: their bytes go back in
+/// forward instead of after backward.
+protocol ReLUMaskKeepingLayer: Layer {
+    /// In training, after `forward`: replace the kept output by its mask (nothing if there is no
+    /// ReLU or no kept output).
+    func keepOnlyReLUMask(threads: Int)
+}
+
+/// A layer whose backward needs none of its inputs' values (max pooling keeps positions,
+/// concatenation widths).
+protocol KeepsNoInput: Layer {}
+
 /// A layer that reads, and may write, `ActivationLayout.blocked16` tensors inside a `Model`,
 /// whose execution plan decides where such hand-offs are allowed (`Model.passesBlockedActivations`).
 protocol BlockedLayoutLayer: Layer {

@@ -143,7 +143,14 @@ public final class Model {
                      "model expects input [batch] + \(inputShape), got \(input.shape)")
         var values = [Tensor?](repeating: nil, count: nodes.count + 1)
         var remainingUses = [Int](repeating: 0, count: nodes.count + 1)
-        for node in nodes { for i in node.inputs { remainingUses[i] += 1 } }
+        // Per value: whether some reader keeps it for its backward pass.
+        var keptByReader = [Bool](repeating: false, count: nodes.count + 1)
+        for node in nodes {
+            for i in node.inputs {
+                remainingUses[i] += 1
+                if !(node.layer is any KeepsNoInput) { keptByReader[i] = true }
+            }
+        }
         values[0] = input
         if !training && wholeStep.trial == nil { settleWholeStep(training: false) { _ = forward(input, training: false) } }
         let context = stepContext(training: training)
@@ -161,7 +168,12 @@ public final class Model {
             }
             for i in node.inputs {
                 remainingUses[i] -= 1
-                if remainingUses[i] == 0 { values[i] = nil }  // free activations nobody else reads
+                guard remainingUses[i] == 0 else { continue }
+                values[i] = nil  // free activations nobody else reads
+                // Only its producer still holds it, for ReLU's backward: a mask does for that.
+                if training && i > 0 && !keptByReader[i], let producer = nodes[i - 1].layer as? any ReLUMaskKeepingLayer {
+                    producer.keepOnlyReLUMask(threads: context.threads)
+                }
             }
         }
         return values[nodes.count]!

@@ -5,7 +5,7 @@
 ///
 /// A blocked16 input (handed over inside a `Model`) is pooled as the NHWC tensor of 16-channel
 /// blocks it is in memory, giving a blocked16 output: the same values and the same ties.
-public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer {
+public final class MaxPool2D: BlockedLayoutLayer, GradientAccumulatingLayer, KeepsNoInput {
     public let name: String
     public let kerasClass = "MaxPooling2D"
     public let poolSize: Int, stride: Int, padding: Padding
@@ -169,7 +169,7 @@ public final class Flatten: Layer {
 ///
 /// Inside a `Model`, parts may come blocked16 and the output may be written blocked16 (when every
 /// reader takes it), converting layouts while copying; each part's gradient leaves in its layout.
-public final class Concatenate: BlockedLayoutLayer {
+public final class Concatenate: BlockedLayoutLayer, KeepsNoInput {
     public let name: String
     public let kerasClass = "Concatenate"
     public var trainable = true

@@ -63,13 +63,13 @@ public struct TransposedConvolutionGeometry: Hashable, Sendable {
 
 /// Kernel == stride: patches [pixels, k*k*out] <-> y [batch, height*k, width*k, out]; `gather` reads y into
 /// patches. Scattering adds `bias` [out] on the way, if given, then applies ReLU if `relu`; gathering
-/// zeroes the values where `reluOutput` (laid out as y) is not positive, if given: ReLU's backward.
+/// applies ReLU's backward from `reluOutput`, if given (the output laid out as y, or its mask).
 /// With `biasGradient`, gathering also adds the sum of what it gathered per output channel there
 /// (dBias [out] += Σ dy over pixels), in Float per input row, then in Double per chunk of rows,
 /// the chunks in order. Input rows are split across the compute threads.
 private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMutablePointer<Float>,
                          image: UnsafeMutablePointer<Float>, gather: Bool, bias: UnsafePointer<Float>? = nil,
-                         relu: Bool = false, reluOutput: UnsafePointer<Float>? = nil,
+                         relu: Bool = false, reluOutput: ReLUOutput? = nil,
                          biasGradient: UnsafeMutablePointer<Float>? = nil, threads: Int) {
     let k = g.kernelSize, o = g.outputChannels
     let outputWidth = g.width * k
@@ -99,8 +99,21 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
                     let row = image + offset
                     let run = patch + i * k * o
                     if gather {
-                        gatherRun(from: row, mask: reluOutput.map { $0 + offset }, into: run, count: k * o,
-                                  sums: rowSum.map { $0 + i * k * o })
+                        let sums = rowSum.map { $0 + i * k * o }
+                        // offset is a multiple of out, a multiple of 16 where a mask is given (Conv2DTranspose).
+                        switch reluOutput {
+                        case nil:
+                            gatherRun(from: row, into: run, count: k * o, sums: sums, zeroes: { _ in nil }, zeroesValue: { _ in false })
+                        case let .values(output):
+                            let y = output + offset
+                            gatherRun(from: row, into: run, count: k * o, sums: sums,
+                                      zeroes: { UnsafeRawPointer(y).loadUnaligned(fromByteOffset: $0, as: SIMD16<Float>.self) .<= 0 },
+                                      zeroesValue: { y[$0] <= 0 })
+                        case let .mask(bits):
+                            let words = bits + offset / 16
+                            gatherRun(from: row, into: run, count: k * o, sums: sums, zeroes: { reluMaskZeros(words[$0 / 64]) },
+                                      zeroesValue: { words[$0 / 16] & (1 << ($0 % 16)) == 0 })
+                        }
                     } else {
                         scatterRun(run, bias: tiledBias, relu: relu, into: row, count: k * o)
                     }
@@ -124,17 +137,35 @@ private func movePatches(_ g: TransposedConvolutionGeometry, patches: UnsafeMuta
     }
 }
 
-/// One run of `movePatches`'s gather: run = row, or 0 where `mask` is not positive (as
-/// reluBackwardInPlace); sums += run. 16 lanes at a time, then one value at a time for the rest:
-/// the same operations per value either way.
-private func gatherRun(from row: UnsafePointer<Float>, mask: UnsafePointer<Float>?, into run: UnsafeMutablePointer<Float>,
-                       count: Int, sums: UnsafeMutablePointer<Float>?) {
+/// What ReLU's backward reads of a forward pass's output (laid out as y): the output itself, or
+/// its `reluMask` (one bit per value, 16 to a word).
+public enum ReLUOutput {
+    case values(UnsafePointer<Float>)
+    case mask(UnsafePointer<UInt16>)
+
+    /// gradient [count] through ReLU's backward, in place.
+    public func backward(gradient: UnsafeMutablePointer<Float>, count: Int, threads: Int) {
+        switch self {
+        case let .values(output): reluBackwardInPlace(gradient: gradient, output: output, count: count, threads: threads)
+        case let .mask(bits): reluBackwardInPlace(gradient: gradient, mask: bits, count: count, threads: threads)
+        }
+    }
+}
+
+/// One run of `movePatches`'s gather: run = row, or 0 where ReLU's backward zeroes it (the lanes
+/// `zeroes(byteOffset)` gives, nil for none; value by value, `zeroesValue(index)`); sums += run.
+/// 16 lanes at a time, then one value at a time for the rest: the same operations per value either
+/// way. Inlined into each caller, so that no lane block pays for a call or a test of the mask's kind.
+@inline(__always)
+private func gatherRun(from row: UnsafePointer<Float>, into run: UnsafeMutablePointer<Float>, count: Int,
+                       sums: UnsafeMutablePointer<Float>?, zeroes: (Int) -> SIMDMask<SIMD16<Int32>>?,
+                       zeroesValue: (Int) -> Bool) {
     typealias Vector = SIMD16<Float>
     let (from, to) = (UnsafeRawPointer(row), UnsafeMutableRawPointer(run))
     let vectorEnd = count - count % Vector.scalarCount
     for offset in stride(from: 0, to: vectorEnd * 4, by: 64) {
         var v = from.loadUnaligned(fromByteOffset: offset, as: Vector.self)
-        if let mask { v.replace(with: 0, where: UnsafeRawPointer(mask).loadUnaligned(fromByteOffset: offset, as: Vector.self) .<= 0) }
+        if let lanes = zeroes(offset) { v.replace(with: 0, where: lanes) }
         to.storeBytes(of: v, toByteOffset: offset, as: Vector.self)
         if let sums {
             let total = UnsafeMutableRawPointer(sums)
@@ -142,7 +173,7 @@ private func gatherRun(from row: UnsafePointer<Float>, mask: UnsafePointer<Float
         }
     }
     for c in vectorEnd..<count {
-        if let mask, mask[c] <= 0 { run[c] = 0 } else { run[c] = row[c] }
+        run[c] = zeroesValue(c) ? 0 : row[c]
         sums?[c] += run[c]
     }
 }
@@ -257,7 +288,7 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
                                           inputGradient: UnsafeMutablePointer<Float>?,
                                           kernelGradient: UnsafeMutablePointer<Float>?,
                                           biasGradient: UnsafeMutablePointer<Float>?,
-                                          reluOutput: UnsafePointer<Float>? = nil, context: ComputeContext) {
+                                          reluOutput: ReLUOutput? = nil, context: ComputeContext) {
     let matrices = context.matrices
     let patches = UnsafeMutablePointer<Float>.allocate(capacity: g.pixels * g.patchLength)
     defer { patches.deallocate() }
@@ -268,7 +299,7 @@ public func transposedConvolutionBackward(_ g: TransposedConvolutionGeometry, in
         let count = g.outputPixels * g.outputChannels
         masked = .allocate(capacity: count)
         masked!.update(from: outputGradient, count: count)
-        reluBackwardInPlace(gradient: masked!, output: reluOutput, count: count, threads: context.threads)
+        reluOutput.backward(gradient: masked!, count: count, threads: context.threads)
         outputGradient = UnsafePointer(masked!)
     }
     // dPatches [pixels, k*k*out] gathered from dy [batch, outputHeight, outputWidth, out]
