@@ -33,8 +33,10 @@ extension Model {
     /// two timed rounds, the better of each candidate's two counting. Taking turns spreads a
     /// change in the machine's load over all of them (timed one after another, a candidate
     /// timed while another process ran lost to one timed after it stopped). Each run gives
-    /// its reused buffers back (freed memory stays in the heap, `MemoryPolicy`), so the trial
-    /// needs about the memory of the largest candidate, not of all of them.
+    /// its reused buffers back (the oneDNN runtime unmaps them), so the trial needs about the
+    /// memory of the largest candidate, not of all of them; before a candidate's next run they
+    /// are mapped back untimed (`restoreReusedMemory`), since faulting in hundreds of MiB of pages
+    /// would otherwise count against the candidates with the largest buffers.
     ///
     /// Nothing the trial runs stays: the gradients, the moving statistics and the dropout layers'
     /// random state are as they were before it, so the step that follows gives the same results
@@ -64,6 +66,7 @@ extension Model {
                 for (index, candidate) in contexts.enumerated() {
                     guard let candidate else { continue }
                     wholeStep.trial = candidate
+                    candidate.backend.restoreReusedMemory()  // untimed: mapping the buffers back is not the step's
                     let start = DispatchTime.now().uptimeNanoseconds
                     step()
                     if round > 0 { times[index] = min(times[index], Double(DispatchTime.now().uptimeNanoseconds - start)) }

@@ -118,12 +118,17 @@ public final class DNNLConvolution: ConvolutionKernels, MatrixKernels, @unchecke
     /// Frees the buffers reused between calls; they are allocated again when next needed.
     public func releaseBuffers() { lock.withLock { releaseAll() } }
 
+    /// Maps the buffers `releaseBuffers` freed again at their sizes then, their pages touched.
+    public func restoreBuffers() { lock.withLock { for buffer in Self.reusedBuffers { self[keyPath: buffer].restore() } } }
+
+    private static let reusedBuffers = [
+        \DNNLConvolution.scratchpad, \.weightsBuffer, \.weightsGradientBuffer, \.inputBF16Buffer, \.outputGradientBF16Buffer,
+        \.leftBF16Buffer, \.rightBF16Buffer, \.blockedSourceBuffer, \.blockedDestinationBuffer, \.reluGradientBuffer,
+        \.nhwcInputBuffer, \.nhwcOutputGradientBuffer,
+    ]
+
     private func releaseAll() {
-        for buffer in [\DNNLConvolution.scratchpad, \.weightsBuffer, \.weightsGradientBuffer, \.inputBF16Buffer,
-                       \.outputGradientBF16Buffer, \.leftBF16Buffer, \.rightBF16Buffer, \.blockedSourceBuffer,
-                       \.blockedDestinationBuffer, \.reluGradientBuffer, \.nhwcInputBuffer, \.nhwcOutputGradientBuffer] {
-            self[keyPath: buffer].release()
-        }
+        for buffer in Self.reusedBuffers { self[keyPath: buffer].release() }
     }
 
     static func check(_ status: dnnl_status_t, _ what: @autoclosure () -> String) {
@@ -200,26 +205,43 @@ extension DNNLConvolution {
 /// shrinking, so a buffer of tens of MB freed there (when it grows, or when a runtime's buffers
 /// are released between whole-step trials or plans) leaves a hole that activations only partly
 /// refill, and the heap grows past it. Unmapped, its pages go back at once. Buffers change size a
-/// few times per run, so mapping costs no page faults in a steady step.
+/// few times per run, so mapping costs no page faults in a steady step. Faulting pages in is not
+/// cheap (about 1.3 ms per MiB on the AMD EPYC host), so a whole-step trial, which releases each
+/// candidate's buffers after each run, maps them back with `restore` before the next one is timed.
 struct GrowingBuffer {
     private var pointer: UnsafeMutableRawPointer?
     private var capacity = 0
+    /// The capacity given back by the last `release`, for `restore`.
+    private var releasedCapacity = 0
 
     /// Frees the memory; the next `reserve` allocates again.
     mutating func release() {
-        if let pointer { munmap(pointer, capacity) }
+        if let pointer {
+            munmap(pointer, capacity)
+            releasedCapacity = capacity
+        }
         (pointer, capacity) = (nil, 0)
+    }
+
+    /// After `release`: maps the capacity it gave back again, every page faulted in now.
+    mutating func restore() {
+        guard pointer == nil, releasedCapacity > 0 else { return }
+        map(releasedCapacity, populating: true)
     }
 
     mutating func reserve(bytes: Int) -> UnsafeMutableRawPointer {
         if bytes > capacity || pointer == nil {
             release()
-            capacity = max(bytes, 64)
-            let mapped = mmap(nil, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-            precondition(mapped != MAP_FAILED, "could not map \(capacity) bytes for a oneDNN buffer: errno \(errno)")
-            pointer = mapped
+            map(max(bytes, 64), populating: false)
         }
         return pointer!
+    }
+
+    private mutating func map(_ bytes: Int, populating: Bool) {
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | (populating ? MAP_POPULATE : 0)
+        let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0)
+        precondition(mapped != MAP_FAILED, "could not map \(bytes) bytes for a oneDNN buffer: errno \(errno)")
+        (pointer, capacity) = (mapped, bytes)
     }
 }
 

@@ -25,6 +25,8 @@ public struct OneDNNBackend: ComputeBackend {
     }
 
     public func releaseReusedMemory() { runtime.releaseBuffers() }
+
+    public func restoreReusedMemory() { runtime.restoreBuffers() }
 }
 
 extension DNNLConvolution {

@@ -175,6 +175,9 @@ public protocol ComputeBackend: Sendable {
     /// Gives back the memory the backend reuses between calls (it is allocated again when next
     /// needed): after a whole-step trial, for the contexts the model no longer runs in.
     func releaseReusedMemory()
+    /// Allocates again, at the sizes they had, the reused buffers `releaseReusedMemory` gave back,
+    /// and touches them: before a timed run, so that the run's time does not include it.
+    func restoreReusedMemory()
 }
 
 extension ComputeBackend {
@@ -184,4 +187,5 @@ extension ComputeBackend {
         return times.indices.min { times[$0] < times[$1] }!
     }
     public func releaseReusedMemory() {}
+    public func restoreReusedMemory() {}
 }
