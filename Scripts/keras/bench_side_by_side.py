@@ -15,6 +15,9 @@ median and range over rounds: on a host whose speed drifts, these pairs share th
 --keras-policies runs Keras once per listed dtype policy in every round: float32 (label keras) and
 mixed_bfloat16 (label keras-bf16, Keras's own fast mode: bf16 compute, fp32 weights), both by default.
 The host's bf16 flags (amx_bf16, avx512_bf16) are printed first: they decide which mode is fast.
+CryLab's fast mode keeps its choices in a new file per run of this script (--fast-mode-choices FILE to
+keep them elsewhere): the first round's fast process times its kernels and its whole step in its
+warm-up, and the later rounds reuse those choices, as a user's later runs on the machine do.
 --convergence-epochs N then pretrains Recipes/pretrain.yaml N epochs in every listed precision and
 prints each one's final losses against fp32's, within a stated tolerance or not (recorded too).
 --record FILE also appends to FILE (JSON lines) a description of the run (date, host, CPU, versions,
@@ -27,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
 from records import host_description  # noqa: E402
@@ -43,12 +47,17 @@ parser.add_argument("--torch-python", default=None)
 parser.add_argument("--precisions", default="fp32", help="CryLab convolution precisions, comma-separated")
 parser.add_argument("--keras-policies", default="float32,mixed_bfloat16", help="Keras dtype policies, comma-separated")
 parser.add_argument("--record", metavar="FILE", help="append the run's description and every process's JSON to FILE")
+parser.add_argument("--fast-mode-choices", metavar="FILE",
+                    help="where CryLab's fast mode keeps its choices (default: a new file for this run, so the first fast "
+                         "process times its kernels and whole step and the later rounds reuse the choices, as a user's "
+                         "later runs do)")
 parser.add_argument("--convergence-epochs", type=int, default=0, metavar="N",
                     help="after the speed rounds, pretrain the committed recipe N epochs in each CryLab precision and "
                          "state how far each ends from fp32's losses (Scripts/bench/convergence.py); 0 skips it")
 args = parser.parse_args()
 
 common = [f"--steps", str(args.steps), "--threads", str(args.threads), "--batch", str(args.batch)]
+fast_mode_choices = args.fast_mode_choices or os.path.join(tempfile.mkdtemp(prefix="crylab-bench-"), "fast-mode-choices.json")
 
 
 def run(command):
@@ -72,7 +81,8 @@ print(f"host {description['host']}: {description['cpu_model']}, {description['co
       f"avx512_bf16 {'yes' if 'avx512_bf16' in description['cpu_flags'] else 'no'}")
 print(f"{'workload':<18} {'framework':<12} {'samples/s':>10} {'GFLOP/s':>8} {'peak GiB':>9}")
 # (name, command, options after the workload)
-crylabs = [("crylab" if p == "fp32" else f"crylab-{p}", [args.binary], ["--precision", p]) for p in args.precisions.split(",")]
+crylabs = [("crylab" if p == "fp32" else f"crylab-{p}", [args.binary], ["--precision", p, "--fast-mode-choices", fast_mode_choices])
+           for p in args.precisions.split(",")]
 keras_labels = {"float32": "keras", "mixed_bfloat16": "keras-bf16"}
 frameworks = crylabs + [(keras_labels.get(policy, f"keras-{policy}"), [sys.executable, os.path.join(root, "Scripts/keras/bench_keras.py")],
                          ["--policy", policy]) for policy in args.keras_policies.split(",")]
