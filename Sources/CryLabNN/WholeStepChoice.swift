@@ -36,7 +36,11 @@ extension Model {
     /// its reused buffers back (the oneDNN runtime unmaps them), so the trial needs about the
     /// memory of the largest candidate, not of all of them; before a candidate's next run they
     /// are mapped back untimed (`restoreReusedMemory`), since faulting in hundreds of MiB of pages
-    /// would otherwise count against the candidates with the largest buffers.
+    /// would otherwise count against the candidates with the largest buffers. In inference each
+    /// timed run follows an untimed one: a Dense layer's kept bf16 kernel belongs to one runtime
+    /// and is dropped by an fp32 pass, so every turn of `fast` and `bf16` would otherwise time
+    /// making it again (60-110 ms of a 150-ms pass on the story classifier, which made Winograd
+    /// win a trial it then lost in steady passes).
     ///
     /// Nothing the trial runs stays: the gradients, the moving statistics and the dropout layers'
     /// random state are as they were before it, so the step that follows gives the same results
@@ -67,6 +71,7 @@ extension Model {
                     guard let candidate else { continue }
                     wholeStep.trial = candidate
                     candidate.backend.restoreReusedMemory()  // untimed: mapping the buffers back is not the step's
+                    if !training && round > 0 { step() }  // untimed: rebuilds what the other candidates' turns dropped
                     let start = DispatchTime.now().uptimeNanoseconds
                     step()
                     if round > 0 { times[index] = min(times[index], Double(DispatchTime.now().uptimeNanoseconds - start)) }
