@@ -60,8 +60,6 @@ public final class Model {
         var contexts: [ConvolutionPrecision: ComputeContext] = [:]
         /// Set while a trial runs: every pass runs in it.
         var trial: ComputeContext?
-        /// The context of the latest forward pass, which its backward pass uses.
-        var latestForward: ComputeContext?
     }
     var wholeStep = WholeStepState()
 
@@ -141,6 +139,8 @@ public final class Model {
     public func forward(_ input: Tensor, training: Bool = false) -> Tensor {
         precondition(Array(input.shape.dropFirst()) == inputShape,
                      "model expects input [batch] + \(inputShape), got \(input.shape)")
+        if !training { settleWholeStep(training: false) { _ = forward(input, training: false) } }
+        let context = stepContext(training: training)
         var values = [Tensor?](repeating: nil, count: nodes.count + 1)
         var remainingUses = [Int](repeating: 0, count: nodes.count + 1)
         // Per value: whether some reader keeps it for its backward pass.
@@ -152,9 +152,6 @@ public final class Model {
             }
         }
         values[0] = input
-        if !training && wholeStep.trial == nil { settleWholeStep(training: false) { _ = forward(input, training: false) } }
-        let context = stepContext(training: training)
-        wholeStep.latestForward = context
         let plan = executionPlan(inputShape: input.shape, training: training, context: context)
         for (index, node) in nodes.enumerated() {
             let inputs = node.inputs.map { values[$0]! }
@@ -235,7 +232,7 @@ public final class Model {
 
     /// Back-propagates from the output and accumulates weight gradients. Requires a training-mode forward.
     public func backward(_ lossGradient: LossGradient) {
-        let context = wholeStep.latestForward ?? context
+        let context = stepContext(training: true)  // the training forward's
         let needs = valuesNeedingGradients()
         var gradients = [Tensor?](repeating: nil, count: nodes.count + 1)
         for (index, node) in nodes.enumerated().reversed() {

@@ -55,6 +55,7 @@ extension Model {
             wholeStep.precisions[key] = .fast  // one kind of pass: the per-pass choice is that kind throughout
             return
         }
+        var timed: [ComputeContext?] = []  // the candidates' contexts, if the trial runs
         let index = context.backend.fastModeDecision(wholeStepKey(training: training), among: candidates.map(\.rawValue)) {
             let saved = StepState(self)
             let hook = afterLayerBackward
@@ -64,10 +65,10 @@ extension Model {
                 afterLayerBackward = hook
                 saved.restore(self)
             }
-            let contexts = candidates.map { $0 == .fast ? context : context.backend.sibling(precision: $0) }
+            timed = candidates.map { $0 == .fast ? context : context.backend.sibling(precision: $0) }
             var times = [Double](repeating: .infinity, count: candidates.count)
             for round in 0..<3 {
-                for (index, candidate) in contexts.enumerated() {
+                for (index, candidate) in timed.enumerated() {
                     guard let candidate else { continue }
                     wholeStep.trial = candidate
                     candidate.backend.restoreReusedMemory()  // untimed: mapping the buffers back is not the step's
@@ -81,6 +82,8 @@ extension Model {
             return times
         }
         wholeStep.precisions[key] = candidates[index]
+        // The winner's context, its kernels made in the trial, is the one later steps run in.
+        if candidates[index] != .fast, index < timed.count, let winner = timed[index] { wholeStep.contexts[candidates[index]] = winner }
     }
 
     /// `.fast` and the single precisions among its candidates: bf16, Winograd, fp32 (direct).

@@ -88,11 +88,10 @@ public final class DNNLConvolution: ConvolutionKernels, MatrixKernels, @unchecke
     var keptWeightsMatmuls: [[Int]: [(layout: dnnl_memory_desc_t, primitive: MatmulPrimitive?)]] = [:]
     /// fp32 -> bf16 reorders of flat arrays, per (element count, thread count).
     var conversions: [[Int]: dnnl_primitive_t] = [:]
-    /// `.fast`'s choices for transposed-convolution products, per [m, n, k, threads]: true for bf16.
-    /// A lock of its own, since deciding runs products, which take `lock`.
-    let productPrecisionChoices = Mutex<[[Int]: Bool]>([:])
-    /// `.fast`'s whole-step decisions (`decision(_:among:timing:)`), by key: the candidate's name.
-    let wholeStepDecisions = Mutex<[String: String]>([:])
+    /// `.fast`'s decisions above single passes (`decision(_:among:timing:)`: transposed-convolution
+    /// products, whole steps), by key: the candidate's name. A lock of its own, since deciding runs
+    /// products and steps, which take `lock`.
+    let decisions = Mutex<[String: String]>([:])
 
     /// A runtime of its own (engine, stream, caches, buffers) for these settings.
     public init(precision: ConvolutionPrecision, threads: Int, fastModeCandidates: FastModeCandidates = .all,

@@ -76,18 +76,11 @@ extension DNNLConvolution {
     /// taken from `fastModeChoices`); bf16 must win by
     /// `ConvolutionPrecision.fastModeBFloat16Margin`.
     public func fastModePrefersBFloat16Product(m: Int, n: Int, k: Int) -> Bool {
-        let key = [m, n, k, threads]
-        if let known = productPrecisionChoices.withLock({ $0[key] }) { return known }
         // fp32 first, so that it wins a tie; bf16 must win by the margin.
-        let choice = FastModeChoices.choose(
-            "transposed-convolution product [\(m), \(k)] x [\(k), \(n)], \(key[3]) threads",
-            among: ["fp32", "bf16"], in: fastModeChoices
-        ) {
+        decision("transposed-convolution product [\(m), \(k)] x [\(k), \(n)], \(threads) threads", among: ["fp32", "bf16"]) {
             let times = bfloat16ProductTimes(m: m, n: n, k: k)
             return [times.fp32, times.bf16 / ConvolutionPrecision.fastModeBFloat16Margin]
         } == 1
-        productPrecisionChoices.withLock { $0[key] = choice }
-        return choice
     }
 
     /// Times the forward product c [m, n] = a [m, k] * b [n, k]^T on zeroed operands in bf16 and in
@@ -118,13 +111,14 @@ extension DNNLConvolution {
 }
 
 extension DNNLConvolution {
-    /// A decision of `.fast` above single passes (`ComputeBackend.fastModeDecision`): the one made
-    /// earlier under `key` by this runtime, else the one kept in `fastModeChoices`, else the least
-    /// of `timing()`, recorded in both. Timing runs outside the runtime's lock (it runs whole steps).
+    /// A decision of `.fast` above single passes (a transposed convolution's product,
+    /// `ComputeBackend.fastModeDecision`'s whole steps): the one made earlier under `key` by this
+    /// runtime, else the one kept in `fastModeChoices`, else the least of `timing()`, recorded in
+    /// both. Timing runs outside the runtime's lock (it runs products and whole steps).
     func decision(_ key: String, among names: [String], timing: () -> [Double]) -> Int {
-        if let known = wholeStepDecisions.withLock({ $0[key] }), let index = names.firstIndex(of: known) { return index }
+        if let known = decisions.withLock({ $0[key] }), let index = names.firstIndex(of: known) { return index }
         let index = FastModeChoices.choose(key, among: names, in: fastModeChoices, timing: timing)
-        wholeStepDecisions.withLock { $0[key] = names[index] }
+        decisions.withLock { $0[key] = names[index] }
         return index
     }
 }

@@ -163,15 +163,24 @@ extension DNNLConvolution {
 
     /// nil if oneDNN has no matmul of the key's type for the shape, or only its reference loops.
     private func makeMatmul(_ key: MatmulKey) -> MatmulPrimitive? {
-        OpenMP.apply(threads: threads)
         var (source, weights, destination) = Self.matmulDescriptors(key)
+        return makeMatmul(source: &source, weights: &weights, destination: &destination, accumulate: key.accumulate,
+                          describing: "a matmul \(key)", failureMeansNone: false)
+    }
+
+    /// A matmul primitive on the runtime's scratchpad, adding into the destination if `accumulate`;
+    /// nil where oneDNN has none for these descriptors (or, with `failureMeansNone`, fails to make
+    /// one) or only its reference loops.
+    private func makeMatmul(source: inout dnnl_memory_desc_t, weights: inout dnnl_memory_desc_t, destination: inout dnnl_memory_desc_t,
+                    accumulate: Bool, describing what: String, failureMeansNone: Bool) -> MatmulPrimitive? {
+        OpenMP.apply(threads: threads)
         var d = dnnl_matmul_desc_t()
-        Self.check(dnnl_matmul_desc_init(&d, &source, &weights, nil, &destination), "describing a matmul \(key)")
+        Self.check(dnnl_matmul_desc_init(&d, &source, &weights, nil, &destination), "describing \(what)")
         var attributes: dnnl_primitive_attr_t?
         Self.check(dnnl_primitive_attr_create(&attributes), "creating attributes")
         defer { dnnl_primitive_attr_destroy(attributes) }
         Self.check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "scratchpad mode")
-        if key.accumulate {
+        if accumulate {
             var postOps: dnnl_post_ops_t?
             Self.check(dnnl_post_ops_create(&postOps), "creating post-ops")
             Self.check(dnnl_post_ops_append_sum(postOps, 1), "appending a sum")
@@ -180,14 +189,14 @@ extension DNNLConvolution {
         }
         var descriptor: dnnl_primitive_desc_t?
         let status = dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil)
-        if status == dnnl_unimplemented { return nil }
-        Self.check(status, "choosing a matmul kernel for \(key)")
+        if status == dnnl_unimplemented || (failureMeansNone && status != dnnl_success) { return nil }
+        Self.check(status, "choosing a kernel for \(what)")
         if Self.implementationName(descriptor!).hasPrefix("ref") {
             dnnl_primitive_desc_destroy(descriptor)
             return nil
         }
         var primitive: dnnl_primitive_t?
-        Self.check(dnnl_primitive_create(&primitive, descriptor), "creating a matmul")
+        Self.check(dnnl_primitive_create(&primitive, descriptor), "creating \(what)")
         let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
         return MatmulPrimitive(primitiveDescriptor: descriptor!, primitive: primitive!, scratchpadBytes: scratchpadBytes)
     }
@@ -289,26 +298,9 @@ extension DNNLConvolution {
             var entryLayout = entry.layout
             return dnnl_memory_desc_equal(&entryLayout, &layout) != 0
         }) { return known.primitive }
-        OpenMP.apply(threads: threads)
         var (source, destination) = (plainMatrix(m, k, dnnl_bf16), plainMatrix(m, n, dnnl_f32))
-        var d = dnnl_matmul_desc_t()
-        Self.check(dnnl_matmul_desc_init(&d, &source, &layout, nil, &destination), "describing a bf16 matmul \(m)x\(k)x\(n)")
-        var attributes: dnnl_primitive_attr_t?
-        Self.check(dnnl_primitive_attr_create(&attributes), "creating attributes")
-        defer { dnnl_primitive_attr_destroy(attributes) }
-        Self.check(dnnl_primitive_attr_set_scratchpad_mode(attributes, dnnl_scratchpad_mode_user), "scratchpad mode")
-        var descriptor: dnnl_primitive_desc_t?
-        var made: MatmulPrimitive?
-        if dnnl_primitive_desc_create(&descriptor, &d, attributes, engine, nil) == dnnl_success {
-            if Self.implementationName(descriptor!).hasPrefix("ref") {
-                dnnl_primitive_desc_destroy(descriptor)
-            } else {
-                var primitive: dnnl_primitive_t?
-                Self.check(dnnl_primitive_create(&primitive, descriptor), "creating a bf16 matmul on kept weights")
-                let scratchpadBytes = dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(descriptor, dnnl_query_scratchpad_md, 0))
-                made = MatmulPrimitive(primitiveDescriptor: descriptor!, primitive: primitive!, scratchpadBytes: scratchpadBytes)
-            }
-        }
+        let made = makeMatmul(source: &source, weights: &layout, destination: &destination, accumulate: false,
+                              describing: "a bf16 matmul \(m)x\(k)x\(n) on kept weights", failureMeansNone: true)
         keptWeightsMatmuls[key, default: []].append((layout, made))
         return made
     }
